@@ -1,0 +1,69 @@
+"""interp: a local, sandboxed code-interpreter engine.
+
+Runs ``code_interpreter`` tool calls in Jupyter kernels inside hardened Docker
+containers and returns their outputs in OpenAI's shapes.
+"""
+
+from ._config import IMAGE_VERSION, Config
+from ._engine import Engine
+from ._exceptions import (
+    CapacityError,
+    ConfigError,
+    DockerUnavailableError,
+    ImageError,
+    InterpError,
+    InvalidInputError,
+    KernelStartError,
+    SandboxError,
+    SessionNotFoundError,
+)
+from ._models import (
+    Event,
+    ExecutionError,
+    ExecutionFinished,
+    ExecutionResult,
+    ExecutionStarted,
+    ExecutionStatus,
+    ExitCause,
+    ExitInfo,
+    FileInfo,
+    ImageFile,
+    ImageOutput,
+    ImageSaved,
+    LogChunk,
+    LogsOutput,
+    Output,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IMAGE_VERSION",
+    "CapacityError",
+    "Config",
+    "ConfigError",
+    "DockerUnavailableError",
+    "Engine",
+    "Event",
+    "ExecutionError",
+    "ExecutionFinished",
+    "ExecutionResult",
+    "ExecutionStarted",
+    "ExecutionStatus",
+    "ExitCause",
+    "ExitInfo",
+    "FileInfo",
+    "ImageError",
+    "ImageFile",
+    "ImageOutput",
+    "ImageSaved",
+    "InterpError",
+    "InvalidInputError",
+    "KernelStartError",
+    "LogChunk",
+    "LogsOutput",
+    "Output",
+    "SandboxError",
+    "SessionNotFoundError",
+    "__version__",
+]

@@ -1,0 +1,161 @@
+"""Turn a kernel's iopub messages into outputs in OpenAI's order. Pure: no I/O.
+
+Consecutive text (stdout, stderr, expression results, tracebacks) merges into one
+``logs`` output; each PNG becomes an ``image`` output once the caller has stored it.
+Logs are capped per execution: the head and the tail are kept, with a marker naming how
+much was cut between them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._models import ExecutionError, ImageFile, ImageOutput, LogChunk, LogsOutput, Output
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+@dataclass(frozen=True)
+class PendingImage:
+    """Image bytes the caller must store, then report with ``Collector.add_image``."""
+
+    data: bytes
+    mime: str
+
+
+Item = LogChunk | PendingImage
+
+
+class Collector:
+    """Accumulates the outputs of one execution from its iopub messages."""
+
+    def __init__(self, *, max_log_bytes: int, max_images: int) -> None:
+        self._head_budget = max_log_bytes // 2
+        self._tail_budget = max_log_bytes - self._head_budget
+        self._max_images = max_images
+        self._outputs: list[Output] = []
+        self._text: list[str] = []
+        self._head_used = 0
+        self._tail: deque[str] = deque()
+        self._tail_used = 0
+        self._tail_total = 0
+        self._images = 0
+        self.dropped_images = 0
+        self.error: ExecutionError | None = None
+
+    def feed(self, msg_type: str, content: dict[str, Any]) -> list[Item]:
+        """Take one iopub message of this execution; return what it produced."""
+        if msg_type == "stream":
+            name: Literal["stdout", "stderr"] = (
+                "stderr" if content.get("name") == "stderr" else "stdout"
+            )
+            return self._log(name, str(content.get("text", "")))
+        if msg_type in ("execute_result", "display_data"):
+            return self._display(content.get("data") or {}, msg_type == "execute_result")
+        if msg_type == "error":
+            traceback = strip_ansi("\n".join(content.get("traceback") or []))
+            self.error = ExecutionError(
+                name=str(content.get("ename", "")),
+                value=str(content.get("evalue", "")),
+                traceback=traceback,
+            )
+            return self._log("stderr", traceback + "\n")
+        return []
+
+    def add_image(self, file_id: str) -> None:
+        if self._tail and not self.truncated_bytes:
+            # Nothing cut yet: the tail text is all kept, so it goes before the image,
+            # and what it used comes out of the tail's budget to keep the cap.
+            self._text.extend(self._tail)
+            self._tail_budget -= self._tail_used
+            self._tail.clear()
+            self._tail_total = self._tail_used = 0
+        self._flush_text()
+        self._outputs.append(ImageOutput(image=ImageFile(file_id=file_id)))
+
+    @property
+    def truncated_bytes(self) -> int:
+        return self._tail_total - self._tail_used
+
+    def outputs(self) -> list[Output]:
+        """The outputs so far, with the kept tail (after a cut marker) at the end."""
+        self._flush_text()
+        outputs = list(self._outputs)
+        if self._tail:
+            cut = self.truncated_bytes
+            marker = f"\n[... {cut} bytes of output cut ...]\n" if cut else ""
+            outputs.append(LogsOutput(logs=marker + "".join(self._tail)))
+        return _merge_logs(outputs)
+
+    def _display(self, data: dict[str, Any], is_result: bool) -> list[Item]:
+        png = data.get("image/png")
+        if isinstance(png, str):
+            if self._images >= self._max_images:
+                self.dropped_images += 1
+                return []
+            try:
+                raw = base64.b64decode(png, validate=False)
+            except (binascii.Error, ValueError):
+                return []
+            self._images += 1
+            return [PendingImage(raw, "image/png")]
+        text = data.get("text/plain")
+        if isinstance(text, str):
+            return self._log("result" if is_result else "stdout", text + "\n")
+        return []
+
+    def _log(self, stream: Literal["stdout", "stderr", "result"], text: str) -> list[Item]:
+        if not text:
+            return []
+        chunk = LogChunk(stream=stream, text=text)
+        room = self._head_budget - self._head_used
+        if room > 0:
+            head = text.encode()[:room].decode(errors="ignore")
+            self._text.append(head)
+            self._head_used += len(head.encode())
+            text = text[len(head) :]
+        if text:
+            self._keep_tail(text)
+        return [chunk]
+
+    def _keep_tail(self, text: str) -> None:
+        size = len(text.encode())
+        self._tail.append(text)
+        self._tail_total += size
+        self._tail_used += size
+        while self._tail_used > self._tail_budget and self._tail:
+            first = self._tail[0]
+            excess = self._tail_used - self._tail_budget
+            first_size = len(first.encode())
+            if first_size <= excess:
+                self._tail.popleft()
+                self._tail_used -= first_size
+            else:
+                kept = first.encode()[excess:].decode(errors="ignore")
+                self._tail[0] = kept
+                self._tail_used -= first_size - len(kept.encode())
+
+    def _flush_text(self) -> None:
+        if self._text:
+            self._outputs.append(LogsOutput(logs="".join(self._text)))
+            self._text = []
+
+
+def _merge_logs(outputs: list[Output]) -> list[Output]:
+    merged: list[Output] = []
+    for output in outputs:
+        last = merged[-1] if merged else None
+        if isinstance(output, LogsOutput) and isinstance(last, LogsOutput):
+            merged[-1] = LogsOutput(logs=last.logs + output.logs)
+        else:
+            merged.append(output)
+    return merged

@@ -1,0 +1,106 @@
+"""The engine's one configuration model.
+
+Values come from keyword arguments, then ``INTERP_*`` environment variables, then a TOML
+file (``INTERP_CONFIG`` or ``~/.config/interp/config.toml``), then the defaults. They are
+read when a ``Config`` is constructed, never at import.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import platformdirs
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+# Bumped whenever sandbox-image/ changes in a way the engine depends on; the engine
+# refuses an image whose label says otherwise.
+IMAGE_VERSION = "1"
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_bytes(value: object) -> object:
+    """Docker's notation: ``512m``, ``1g``, ``65536`` (binary units)."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmg]?)i?b?\s*", value.lower())
+        if match is None:
+            raise ValueError(f"not a size: {value!r} (use e.g. 512m or 2g)")
+        return int(float(match.group(1)) * _UNITS[match.group(2)])
+    return value
+
+
+Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(gt=0)]
+
+
+def _config_file() -> Path:
+    explicit = os.environ.get("INTERP_CONFIG")
+    if explicit:
+        return Path(explicit)
+    return Path(platformdirs.user_config_dir("interp")) / "config.toml"
+
+
+class Config(BaseSettings):
+    """How the engine runs kernels. Every field has a usable default."""
+
+    model_config = SettingsConfigDict(env_prefix="INTERP_", frozen=True, extra="forbid")
+
+    backend: Literal["docker", "process"] = "docker"
+    """``docker`` isolates; ``process`` runs kernels as local processes with no isolation."""
+    image: str = f"interp-sandbox:{IMAGE_VERSION}"
+    runtime: str | None = None
+    """OCI runtime for the containers (``runc``, ``crun``, ``runsc``); Docker's default if unset."""
+
+    memory: Bytes = 1024**3
+    """Memory limit per kernel; swap is set equal, so the kernel cannot swap."""
+    cpus: float = Field(1.0, gt=0)
+    pids: int = Field(256, gt=8)
+    tmp_size: Bytes = 256 * 1024**2
+    """Size of the kernel's writable /tmp (the root filesystem is read-only)."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Extra variables for the kernel. Nothing of the host's environment is passed."""
+
+    timeout: float = Field(60.0, gt=0)
+    """Default limit of one execution, in seconds."""
+    interrupt_grace: float = Field(2.0, gt=0)
+    """After a timeout's interrupt, how long the kernel has to become idle before it is killed."""
+    start_timeout: float = Field(60.0, gt=0)
+    max_code_bytes: int = Field(1024**2, gt=0)
+    max_log_bytes: int = Field(1024**2, gt=0)
+    """Logs kept per execution; beyond it the middle is cut with a marker."""
+    max_images: int = Field(32, gt=0)
+    """Images kept per execution."""
+
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir("interp")))
+    """Where session files, produced files and the file index live."""
+
+    @field_validator("env")
+    @classmethod
+    def _no_reserved_env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"not an environment variable name: {name!r}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=_config_file()),
+        )

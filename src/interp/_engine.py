@@ -1,0 +1,228 @@
+"""The engine: the public, asynchronous entry point.
+
+    async with Engine() as engine:
+        result = await engine.execute("print(1 + 1)", session="thread-1")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+
+from ._config import Config
+from ._exceptions import InterpError, InvalidInputError, SessionNotFoundError
+from ._executor import Limits, run
+from ._files import FileStore
+from ._kernel import make_context
+from ._models import Event, ExecutionFinished, ExecutionResult, FileInfo
+from ._pool import Kernel, start_kernel
+from ._sessions import Session, check_session_id, new_session_id
+from .sandbox import make_backend
+
+
+class Engine:
+    """Runs code in sandboxed kernels, one kernel per session."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config if config is not None else Config()
+        self.id = secrets.token_hex(6)
+        self._backend = make_backend(self.config, engine_id=self.id)
+        self._context = make_context()
+        self._sessions: dict[str, Session] = {}
+        self._files: FileStore | None = None
+        self._started = False
+        self._closed = False
+
+    @property
+    def isolated(self) -> bool:
+        return self._backend.isolated
+
+    async def start(self) -> None:
+        """Check the backend and open the file store. Idempotent."""
+        if self._started:
+            return
+        await self._backend.open()
+        self._files = await asyncio.to_thread(FileStore, self.config.data_dir)
+        self._started = True
+
+    async def __aenter__(self) -> Engine:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def files(self) -> FileStore:
+        if self._files is None:
+            raise InterpError("the engine is not started: use `async with Engine() as engine`")
+        return self._files
+
+    async def create_session(self, session: str | None = None) -> str:
+        """Open a session (a fresh id unless one is given) and return its id."""
+        self._check_open()
+        session_id = check_session_id(session) if session is not None else new_session_id()
+        if session_id not in self._sessions:
+            files_dir = self.config.data_dir / "sessions" / session_id
+            await asyncio.to_thread(files_dir.mkdir, parents=True, exist_ok=True)
+            self._sessions[session_id] = Session(id=session_id, files_dir=files_dir)
+        return session_id
+
+    def session_dir(self, session: str) -> Path:
+        """The host directory the session's code sees as /mnt/data."""
+        return self._session(session).files_dir
+
+    def sessions(self) -> list[str]:
+        return list(self._sessions)
+
+    async def close_session(self, session: str) -> None:
+        """End the session: its kernel is removed and its /mnt/data deleted."""
+        found = self._sessions.pop(session, None)
+        if found is None:
+            raise SessionNotFoundError(f"no session {session!r}")
+        async with found.lock:
+            await found.close()
+
+    async def execute(
+        self, code: str | bytes, *, session: str | None = None, timeout: float | None = None
+    ) -> ExecutionResult:
+        """Run ``code`` and return its result. Errors in the code are data, not exceptions.
+
+        Without a session, the code runs in a fresh kernel that is removed afterwards.
+        """
+        async with contextlib.aclosing(self.stream(code, session=session, timeout=timeout)) as events:
+            async for event in events:
+                if isinstance(event, ExecutionFinished):
+                    return event.result
+        raise InterpError("the execution ended without a result")
+
+    async def stream(
+        self, code: str | bytes, *, session: str | None = None, timeout: float | None = None
+    ) -> AsyncIterator[Event]:
+        """Run ``code``, yielding events while it runs; the last one carries the result."""
+        self._check_open()
+        text = self._check_code(code)
+        limit = self._check_timeout(timeout)
+        ephemeral = session is None
+        if session is None:
+            session = await self.create_session()
+        target = self._session(session)
+        try:
+            async with target.lock:
+                if target.closed:
+                    raise SessionNotFoundError(f"session {session!r} was closed")
+                kernel = await self._kernel_for(target)
+                limits = Limits(
+                    timeout=limit,
+                    interrupt_grace=self.config.interrupt_grace,
+                    max_log_bytes=self.config.max_log_bytes,
+                    max_images=self.config.max_images,
+                    memory_bytes=self.config.memory,
+                )
+                async with contextlib.aclosing(
+                    run(kernel, text, session=session, limits=limits, files=self.files)
+                ) as events:
+                    async for event in events:
+                        yield event
+                target.last_used = asyncio.get_running_loop().time()
+                if not kernel.alive:
+                    target.kernel = None
+                    await kernel.remove()
+        finally:
+            if ephemeral:
+                with contextlib.suppress(InterpError):
+                    await self.close_session(session)
+
+    async def _kernel_for(self, session: Session) -> Kernel:
+        if session.kernel is not None and not session.kernel.alive:
+            await session.kernel.remove()
+            session.kernel = None
+        if session.kernel is None:
+            session.kernel = await start_kernel(
+                self._backend,
+                self._context,
+                files_dir=session.files_dir,
+                session=session.id,
+                timeout=self.config.start_timeout,
+            )
+        return session.kernel
+
+    def file(self, file_id: str) -> FileInfo:
+        info = self.files.get(file_id)
+        if info is None:
+            raise InvalidInputError(f"no file {file_id!r}")
+        return info
+
+    def file_path(self, file_id: str) -> Path:
+        self.file(file_id)
+        return self.files.path(file_id)
+
+    async def close(self) -> None:
+        """Remove every kernel this engine started. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for session in list(self._sessions.values()):
+            with contextlib.suppress(InterpError):
+                await session.close()
+        self._sessions.clear()
+        await self._backend.close()
+        if self._files is not None:
+            self._files.close()
+        self._context.term()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InterpError("the engine is closed")
+        if not self._started:
+            raise InterpError("the engine is not started: use `async with Engine() as engine`")
+
+    def _session(self, session: str) -> Session:
+        found = self._sessions.get(session)
+        if found is None:
+            raise SessionNotFoundError(
+                f"no session {session!r}", hint="create it with create_session()"
+            )
+        return found
+
+    def _check_code(self, code: str | bytes) -> str:
+        if isinstance(code, bytes):
+            try:
+                code = code.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidInputError(
+                    f"code is not valid UTF-8 (byte {exc.start}: {code[exc.start:exc.start + 1]!r})"
+                ) from exc
+        if not isinstance(code, str):
+            raise InvalidInputError(f"code must be str or bytes, not {type(code).__name__}")
+        if not code.strip():
+            raise InvalidInputError("code is empty")
+        try:
+            size = len(code.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError("code contains characters that are not valid Unicode") from exc
+        if size > self.config.max_code_bytes:
+            raise InvalidInputError(
+                f"code is {size} bytes, more than the limit of {self.config.max_code_bytes}"
+            )
+        return code
+
+    def _check_timeout(self, timeout: float | None) -> float:
+        if timeout is None:
+            return self.config.timeout
+        if not isinstance(timeout, int | float) or not timeout > 0:
+            raise InvalidInputError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        return float(timeout)

@@ -1,0 +1,62 @@
+"""Every exception interp raises derives from InterpError.
+
+    InterpError
+    ├── ConfigError          the configuration is invalid
+    ├── InvalidInputError    the caller's code or arguments cannot be run
+    ├── SessionNotFoundError the session id is unknown or closed
+    ├── CapacityError        no kernel could be had in the allowed wait
+    └── SandboxError         the isolation layer failed (not the user's code)
+        ├── DockerUnavailableError  no Docker engine answers
+        ├── ImageError              the sandbox image is missing or of the wrong version
+        └── KernelStartError        a kernel did not become ready
+
+Errors raised by the user's code are not exceptions: they are data in
+``ExecutionResult.error``. Docker, ZMQ and Jupyter errors are translated into these
+at the boundary of the module that talks to them.
+"""
+
+from __future__ import annotations
+
+
+class InterpError(Exception):
+    """Root of interp's exceptions. ``hint`` says what the user can do about it."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message} ({self.hint})"
+
+
+class ConfigError(InterpError):
+    """The configuration is invalid."""
+
+
+class InvalidInputError(InterpError):
+    """The code or an argument given to the engine cannot be run."""
+
+
+class SessionNotFoundError(InterpError):
+    """The session id is unknown or the session was closed."""
+
+
+class CapacityError(InterpError):
+    """No kernel or session slot became free within the allowed wait."""
+
+
+class SandboxError(InterpError):
+    """The sandbox layer failed for a reason other than the user's code."""
+
+
+class DockerUnavailableError(SandboxError):
+    """No Docker engine answered."""
+
+
+class ImageError(SandboxError):
+    """The sandbox image is missing, or its version label is not the one expected."""
+
+
+class KernelStartError(SandboxError):
+    """A kernel was started but did not become ready."""

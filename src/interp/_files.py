@@ -1,0 +1,95 @@
+"""The file store: produced images and files on disk, their metadata in SQLite.
+
+Bytes never stay in memory longer than one write; ids look like OpenAI's (``file-…``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ._exceptions import InvalidInputError
+from ._models import FileInfo
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    mime TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    session TEXT
+)
+"""
+
+
+def new_file_id() -> str:
+    return "file-" + secrets.token_hex(12)
+
+
+class FileStore:
+    """Files under ``root/files``, indexed in ``root/files.db``."""
+
+    def __init__(self, root: Path) -> None:
+        self._dir = root / "files"
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(root / "files.db", check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock, self._db:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(_SCHEMA)
+
+    def path(self, file_id: str) -> Path:
+        if not file_id.startswith("file-") or not file_id[5:].isalnum():
+            raise InvalidInputError(f"not a file id: {file_id!r}")
+        return self._dir / file_id
+
+    async def save(self, data: bytes, *, name: str, mime: str, session: str | None) -> FileInfo:
+        return await asyncio.to_thread(self._save, data, name, mime, session)
+
+    def _save(self, data: bytes, name: str, mime: str, session: str | None) -> FileInfo:
+        info = FileInfo(
+            id=new_file_id(),
+            name=name,
+            bytes=len(data),
+            mime=mime,
+            created_at=datetime.now(UTC),
+            session=session,
+        )
+        target = self.path(info.id)
+        partial = target.with_suffix(".part")
+        partial.write_bytes(data)
+        os.replace(partial, target)
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                (info.id, info.name, info.bytes, info.mime, info.created_at.isoformat(), session),
+            )
+        return info
+
+    def get(self, file_id: str) -> FileInfo | None:
+        self.path(file_id)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, name, bytes, mime, created_at, session FROM files WHERE id = ?",
+                (file_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return FileInfo(
+            id=row[0],
+            name=row[1],
+            bytes=row[2],
+            mime=row[3],
+            created_at=datetime.fromisoformat(row[4]),
+            session=row[5],
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

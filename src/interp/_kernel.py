@@ -1,0 +1,98 @@
+"""A lean async client for one Jupyter kernel, over jupyter_client's async channels.
+
+It knows nothing of timeouts or policy: callers pass deadlines in.
+"""
+
+from __future__ import annotations
+
+import time
+from queue import Empty
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from jupyter_client.asynchronous import AsyncKernelClient
+
+from ._exceptions import KernelStartError
+
+# ipc sockets appear when the kernel binds them; retry connecting every few ms rather
+# than ZMQ's default 100 ms, which would add that much to every cold start.
+_RECONNECT_MS = 5
+
+
+def make_context() -> zmq.asyncio.Context:
+    context = zmq.asyncio.Context()
+    context.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_MS)
+    context.setsockopt(zmq.LINGER, 0)
+    return context
+
+
+Message = dict[str, Any]
+
+
+class KernelChannel:
+    """Shell, iopub and control channels to one kernel."""
+
+    def __init__(self, connection_info: dict[str, Any], context: zmq.asyncio.Context) -> None:
+        self._client = AsyncKernelClient(context=context)
+        self._client.load_connection_info(connection_info)
+        self._client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
+
+    async def ready(self, timeout: float) -> Message:
+        """Return the kernel_info reply once the kernel answers and iopub delivers.
+
+        A direct kernel_info round trip; the kernel is ready when the shell reply and the
+        iopub status of the same request have both arrived, so no output of the first
+        execution can be missed by a subscription still in flight.
+        """
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            msg_id = self._client.kernel_info()
+            reply = await self._reply(msg_id, remaining)
+            if reply is None:
+                break
+            try:
+                while True:
+                    msg = await self._client.get_iopub_msg(timeout=0.2)
+                    if msg["parent_header"].get("msg_id") == msg_id:
+                        return reply
+            except Empty:
+                continue
+        raise KernelStartError(f"the kernel did not answer within {timeout:g} s")
+
+    async def _reply(self, msg_id: str, timeout: float) -> Message | None:
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                msg: Message = await self._client.get_shell_msg(timeout=remaining)
+            except Empty:
+                return None
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg
+        return None
+
+    def execute(self, code: str) -> str:
+        """Send an execute request; return its msg_id. stdin is refused, so input() fails."""
+        msg_id: str = self._client.execute(
+            code, silent=False, store_history=True, allow_stdin=False, stop_on_error=True
+        )
+        return msg_id
+
+    async def next_iopub(self) -> Message:
+        msg: Message = await self._client.get_iopub_msg()
+        return msg
+
+    async def drain_iopub(self) -> list[Message]:
+        """The iopub messages already received, without waiting for more."""
+        messages: list[Message] = []
+        while True:
+            try:
+                messages.append(await self._client.get_iopub_msg(timeout=0))
+            except Empty:
+                return messages
+
+    async def execute_reply(self, msg_id: str, timeout: float) -> Message | None:
+        return await self._reply(msg_id, timeout)
+
+    def close(self) -> None:
+        self._client.stop_channels()

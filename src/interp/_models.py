@@ -1,0 +1,155 @@
+"""The engine's results and stream events, as typed, immutable models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ExecutionStatus(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    """The code raised: see ``ExecutionResult.error``."""
+    TIMEOUT = "timeout"
+    KERNEL_DIED = "kernel_died"
+    OOM = "oom"
+
+
+class ExitCause(StrEnum):
+    EXITED = "exited"
+    SIGNALED = "signaled"
+    OOM_KILLED = "oom_killed"
+
+
+class ExitInfo(_Model):
+    """Why a kernel's sandbox ended."""
+
+    cause: ExitCause
+    code: int | None = None
+    signal: int | None = None
+
+    def describe(self) -> str:
+        if self.cause is ExitCause.OOM_KILLED:
+            return "killed: out of memory"
+        if self.cause is ExitCause.SIGNALED:
+            return f"killed by signal {self.signal}"
+        return f"exited with code {self.code}"
+
+
+class LogsOutput(_Model):
+    type: Literal["logs"] = "logs"
+    logs: str
+
+
+class ImageFile(_Model):
+    file_id: str
+
+
+class ImageOutput(_Model):
+    type: Literal["image"] = "image"
+    image: ImageFile
+
+
+Output = Annotated[LogsOutput | ImageOutput, Field(discriminator="type")]
+
+
+class ExecutionError(_Model):
+    """An exception raised by the user's code."""
+
+    name: str
+    value: str
+    traceback: str
+    """Readable traceback, ANSI colour codes removed."""
+
+
+class FileInfo(_Model):
+    """A file in the file store."""
+
+    id: str
+    name: str
+    bytes: int
+    mime: str
+    created_at: datetime
+    session: str | None
+
+
+class ExecutionResult(_Model):
+    """The outcome of one execution, with outputs in OpenAI's code_interpreter order."""
+
+    id: str
+    """Tool-call id, ``call_…``."""
+    session: str
+    code: str
+    status: ExecutionStatus
+    outputs: list[Output]
+    error: ExecutionError | None = None
+    message: str | None = None
+    """What the engine has to say when the code did not simply complete (timeout, death)."""
+    duration_s: float
+    cpu_s: float | None = None
+    """CPU time the kernel used during this execution, where the sandbox can tell."""
+    peak_memory_bytes: int | None = None
+    """Peak memory of the kernel's sandbox so far, where the sandbox can tell."""
+    truncated_bytes: int = 0
+    """Log bytes cut out of ``outputs`` by the log cap."""
+    dropped_images: int = 0
+    """Images not kept because of the per-execution image cap."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is ExecutionStatus.COMPLETED
+
+    @property
+    def logs(self) -> str:
+        return "".join(o.logs for o in self.outputs if isinstance(o, LogsOutput))
+
+    @property
+    def image_ids(self) -> list[str]:
+        return [o.image.file_id for o in self.outputs if isinstance(o, ImageOutput)]
+
+    def to_tool_call(self) -> dict[str, Any]:
+        """The Assistants ``code_interpreter`` tool call for this execution."""
+        return {
+            "id": self.id,
+            "type": "code_interpreter",
+            "code_interpreter": {
+                "input": self.code,
+                "outputs": [o.model_dump(mode="json") for o in self.outputs],
+            },
+        }
+
+
+class ExecutionStarted(_Model):
+    type: Literal["started"] = "started"
+    id: str
+    session: str
+
+
+class LogChunk(_Model):
+    """Text the code wrote, in the order written."""
+
+    type: Literal["log"] = "log"
+    stream: Literal["stdout", "stderr", "result"]
+    text: str
+
+
+class ImageSaved(_Model):
+    type: Literal["image"] = "image"
+    file: FileInfo
+
+
+class ExecutionFinished(_Model):
+    type: Literal["finished"] = "finished"
+    result: ExecutionResult
+
+
+Event = Annotated[
+    ExecutionStarted | LogChunk | ImageSaved | ExecutionFinished, Field(discriminator="type")
+]

@@ -1,0 +1,363 @@
+"""The Docker backend: each kernel in a hardened container. The only module that imports docker.
+
+Every blocking Docker call runs in a worker thread; one thread follows the engine's
+container events, so a kernel's death is known the moment Docker sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import psutil
+from docker.types import CancellableStream
+
+from .._config import IMAGE_VERSION, Config
+from .._exceptions import DockerUnavailableError, ImageError, SandboxError
+from .._models import ExitCause, ExitInfo
+from ._base import KERNEL_DIR, Usage, write_connection_file
+
+log = logging.getLogger("interp.docker")
+
+IMAGE_VERSION_LABEL = "io.interp.image-version"
+LABEL_ENGINE = "io.interp.engine"
+LABEL_OWNER_PID = "io.interp.owner-pid"
+LABEL_OWNER_STARTED = "io.interp.owner-started"
+LABEL_SESSION = "io.interp.session"
+
+# The image's non-root user. When the engine runs as root it hands the kernel's
+# directories to this uid; otherwise the kernel runs as the engine's own (non-root) uid.
+SANDBOX_UID = 1000
+
+_T = TypeVar("_T")
+
+_DOCKER_HINT = (
+    "start the Docker engine (as root on Debian: `apt-get install -y docker.io && dockerd &`),"
+    " or set DOCKER_HOST"
+)
+
+
+def _translate(action: str) -> contextlib.AbstractContextManager[None]:
+    """Turn docker and transport errors into interp's exceptions."""
+
+    @contextlib.contextmanager
+    def boundary() -> Iterator[None]:
+        try:
+            yield
+        except docker.errors.ImageNotFound as exc:
+            raise ImageError(f"{action}: {exc.explanation}", hint="run `interp image build`") from exc
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"{action}: {exc.explanation or exc}") from exc
+        except (docker.errors.DockerException, OSError) as exc:
+            raise DockerUnavailableError(
+                f"{action}: cannot reach the Docker engine ({exc})", hint=_DOCKER_HINT
+            ) from exc
+
+    return boundary()
+
+
+def connect() -> docker.DockerClient:
+    """A client for the Docker engine named by the environment, checked to answer."""
+    with _translate("connecting to Docker"):
+        client = docker.from_env(timeout=120)
+        client.ping()
+        return client
+
+
+def check_image(client: docker.DockerClient, image: str) -> str:
+    """Return the image's id; raise ``ImageError`` if missing or of another version."""
+    with _translate(f"checking image {image}"):
+        try:
+            found = client.images.get(image)
+        except docker.errors.ImageNotFound as exc:
+            raise ImageError(
+                f"the sandbox image {image} is not built", hint="run `interp image build`"
+            ) from exc
+    version = (found.labels or {}).get(IMAGE_VERSION_LABEL)
+    if version != IMAGE_VERSION:
+        raise ImageError(
+            f"image {image} has version label {version!r}, this interp needs {IMAGE_VERSION!r}",
+            hint="run `interp image build` to rebuild it",
+        )
+    return str(found.id)
+
+
+def owner_labels(engine_id: str) -> dict[str, str]:
+    """Labels that let a later engine tell whether this one is still alive."""
+    me = psutil.Process()
+    return {
+        LABEL_ENGINE: engine_id,
+        LABEL_OWNER_PID: str(me.pid),
+        LABEL_OWNER_STARTED: f"{me.create_time():.3f}",
+    }
+
+
+class DockerSandbox:
+    """A kernel in a container. Created by ``DockerBackend.start``."""
+
+    def __init__(
+        self,
+        backend: DockerBackend,
+        container_id: str,
+        host_dir: Path,
+        connection_info: dict[str, Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._backend = backend
+        self._id = container_id
+        self._host_dir = host_dir
+        self._connection_info = connection_info
+        # Created here from a worker thread, resolved on the loop by the events thread.
+        self._exited: asyncio.Future[ExitInfo] = loop.create_future()
+        self._cgroup: dict[str, Path] = {}
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def connection_info(self) -> dict[str, Any]:
+        return self._connection_info
+
+    @property
+    def exit_info(self) -> ExitInfo | None:
+        return self._exited.result() if self._exited.done() else None
+
+    def _set_exit(self, info: ExitInfo) -> None:
+        if not self._exited.done():
+            self._exited.set_result(info)
+
+    async def wait(self) -> ExitInfo:
+        return await asyncio.shield(self._exited)
+
+    async def interrupt(self) -> None:
+        # The init process (PID 1) forwards the signal to the kernel.
+        await self._backend.signal(self._id, "SIGINT")
+
+    async def kill(self) -> None:
+        if not self._exited.done():
+            await self._backend.signal(self._id, "SIGKILL")
+
+    async def remove(self) -> None:
+        await self._backend.remove(self)
+        shutil.rmtree(self._host_dir, ignore_errors=True)
+
+    def find_cgroup(self) -> None:
+        """Locate the container's cgroup files on this host, if the engine is local."""
+        full = self._id
+        candidates = {
+            "cpu_v1": Path(f"/sys/fs/cgroup/cpuacct/docker/{full}/cpuacct.usage"),
+            "mem_v1": Path(f"/sys/fs/cgroup/memory/docker/{full}/memory.max_usage_in_bytes"),
+            "cpu_v2": Path(f"/sys/fs/cgroup/docker/{full}/cpu.stat"),
+            "mem_v2": Path(f"/sys/fs/cgroup/docker/{full}/memory.peak"),
+            "cpu_v2s": Path(f"/sys/fs/cgroup/system.slice/docker-{full}.scope/cpu.stat"),
+            "mem_v2s": Path(f"/sys/fs/cgroup/system.slice/docker-{full}.scope/memory.peak"),
+        }
+        self._cgroup = {name: path for name, path in candidates.items() if path.exists()}
+
+    def usage(self) -> Usage:
+        cpu_s: float | None = None
+        peak: int | None = None
+        with contextlib.suppress(OSError, ValueError):
+            if "cpu_v1" in self._cgroup:
+                cpu_s = int(self._cgroup["cpu_v1"].read_text()) / 1e9
+            for name in ("cpu_v2", "cpu_v2s"):
+                if name in self._cgroup:
+                    stat = dict(
+                        line.split() for line in self._cgroup[name].read_text().splitlines()
+                    )
+                    cpu_s = int(stat["usage_usec"]) / 1e6
+            for name in ("mem_v1", "mem_v2", "mem_v2s"):
+                if name in self._cgroup:
+                    peak = int(self._cgroup[name].read_text())
+        return Usage(cpu_s=cpu_s, peak_memory_bytes=peak)
+
+    def reset_peak_memory(self) -> None:
+        # cgroup v1 lets the owner reset the high-water mark; v2's memory.peak keeps the
+        # lifetime peak, so there the figure is "since the kernel started".
+        if "mem_v1" in self._cgroup:
+            with contextlib.suppress(OSError):
+                self._cgroup["mem_v1"].write_text("0")
+
+
+class DockerBackend:
+    """Starts kernels in containers with the flags of DESIGN.md's sandbox contract."""
+
+    isolated = True
+
+    def __init__(self, config: Config, *, engine_id: str) -> None:
+        self._config = config
+        self._engine_id = engine_id
+        self._client: docker.DockerClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sandboxes: dict[str, DockerSandbox] = {}
+        self._events: CancellableStream | None = None
+        self._events_thread: threading.Thread | None = None
+        self._closing = False
+
+    async def _call(self, action: str, fn: Callable[[], _T]) -> _T:
+        def run() -> _T:
+            with _translate(action):
+                return fn()
+
+        return await asyncio.to_thread(run)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            raise SandboxError("the Docker backend is not open")
+        return self._client
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._client = await asyncio.to_thread(connect)
+        await asyncio.to_thread(check_image, self._client, self._config.image)
+        client = self._client
+        self._events = await self._call(
+            "following container events",
+            lambda: client.events(
+                decode=True,
+                filters={"type": "container", "label": f"{LABEL_ENGINE}={self._engine_id}"},
+            ),
+        )
+        self._events_thread = threading.Thread(
+            target=self._follow_events, name="interp-docker-events", daemon=True
+        )
+        self._events_thread.start()
+
+    def _follow_events(self) -> None:
+        assert self._events is not None and self._loop is not None
+        try:
+            for event in self._events:
+                if event.get("Action") != "die":
+                    continue
+                sandbox = self._sandboxes.get(str(event.get("id")))
+                if sandbox is None:
+                    continue
+                info = self._exit_info(sandbox.id, event)
+                self._loop.call_soon_threadsafe(sandbox._set_exit, info)
+        except Exception:  # a closed stream ends the loop; anything else is logged
+            if not self._closing:
+                log.exception("lost the Docker event stream")
+
+    def _exit_info(self, container_id: str, event: dict[str, Any]) -> ExitInfo:
+        code = int(event.get("Actor", {}).get("Attributes", {}).get("exitCode", -1))
+        oom = False
+        with contextlib.suppress(docker.errors.DockerException):
+            state = self.client.api.inspect_container(container_id)["State"]
+            oom = bool(state.get("OOMKilled"))
+            code = int(state.get("ExitCode", code))
+        if oom:
+            return ExitInfo(cause=ExitCause.OOM_KILLED, code=code)
+        if code > 128:
+            return ExitInfo(cause=ExitCause.SIGNALED, code=code, signal=code - 128)
+        return ExitInfo(cause=ExitCause.EXITED, code=code)
+
+    async def start(self, *, files_dir: Path, session: str) -> DockerSandbox:
+        config = self._config
+        host_dir = Path(tempfile.mkdtemp(prefix="interp-"))
+        connection = write_connection_file(host_dir, KERNEL_DIR)
+        if os.geteuid() == 0:
+            user = f"{SANDBOX_UID}:{SANDBOX_UID}"
+            for path in (host_dir, host_dir / "connection.json", files_dir):
+                os.chown(path, SANDBOX_UID, SANDBOX_UID)
+        else:
+            user = f"{os.getuid()}:{os.getgid()}"
+        api = self.client.api
+        loop = asyncio.get_running_loop()
+        host_config = api.create_host_config(
+            network_mode="none",
+            read_only=True,
+            tmpfs={"/tmp": f"size={config.tmp_size},mode=1777,nosuid,nodev"},
+            mem_limit=config.memory,
+            memswap_limit=config.memory,
+            nano_cpus=int(config.cpus * 1e9),
+            pids_limit=config.pids,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            init=True,
+            runtime=config.runtime,
+            ipc_mode="private",
+            binds={
+                str(host_dir): {"bind": KERNEL_DIR, "mode": "rw"},
+                str(files_dir): {"bind": "/mnt/data", "mode": "rw"},
+            },
+        )
+        labels = {**owner_labels(self._engine_id), LABEL_SESSION: session}
+        environment = {"LANG": "C.UTF-8", "TZ": "UTC", **config.env}
+
+        def create_and_start() -> str:
+            created = api.create_container(
+                config.image,
+                user=user,
+                environment=environment,
+                labels=labels,
+                working_dir="/mnt/data",
+                hostname="sandbox",
+                host_config=host_config,
+            )
+            container_id = str(created["Id"])
+            # Known before it starts, so that even an instant death is caught.
+            self._sandboxes[container_id] = DockerSandbox(
+                self, container_id, host_dir, connection, loop
+            )
+            try:
+                api.start(container_id)
+            except Exception:
+                self._sandboxes.pop(container_id, None)
+                with contextlib.suppress(docker.errors.DockerException):
+                    api.remove_container(container_id, force=True)
+                raise
+            return container_id
+
+        try:
+            container_id = await self._call("starting a sandbox", create_and_start)
+        except BaseException:
+            shutil.rmtree(host_dir, ignore_errors=True)
+            raise
+        sandbox = self._sandboxes[container_id]
+        sandbox.find_cgroup()
+        return sandbox
+
+    async def signal(self, container_id: str, signal: str) -> None:
+        def send() -> None:
+            try:
+                self.client.api.kill(container_id, signal=signal)
+            except docker.errors.APIError as exc:
+                # Not running any more (409) or already gone (404): nothing to signal.
+                if exc.status_code not in (404, 409):
+                    raise
+
+        await self._call(f"sending {signal} to a sandbox", send)
+
+    async def remove(self, sandbox: DockerSandbox) -> None:
+        def remove() -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.api.remove_container(sandbox.id, force=True)
+
+        try:
+            await self._call("removing a sandbox", remove)
+        finally:
+            self._sandboxes.pop(sandbox.id, None)
+
+    async def close(self) -> None:
+        self._closing = True
+        for sandbox in list(self._sandboxes.values()):
+            with contextlib.suppress(SandboxError):
+                await sandbox.remove()
+        if self._events is not None:
+            self._events.close()
+        if self._events_thread is not None:
+            await asyncio.to_thread(self._events_thread.join, 5)
+        if self._client is not None:
+            self._client.close()
