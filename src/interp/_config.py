@@ -74,6 +74,7 @@ class Config(BaseSettings):
     """After a timeout's interrupt, how long the kernel has to become idle before it is killed."""
     start_timeout: float = Field(60.0, gt=0)
     max_code_bytes: int = Field(1024**2, gt=0)
+    max_upload_bytes: int = Field(512 * 1024**2, gt=0)
     max_log_bytes: int = Field(1024**2, gt=0)
     """Logs kept per execution; beyond it the middle is cut with a marker."""
     max_images: int = Field(32, gt=0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from ._files import FileStore
 from ._kernel import make_context
 from ._models import Event, ExecutionFinished, ExecutionResult, FileInfo
 from ._pool import Kernel, start_kernel
-from ._sessions import Session, check_session_id, new_session_id
+from ._sessions import Session, check_file_name, check_session_id, new_session_id
 from .sandbox import make_backend
 
 
@@ -160,6 +161,24 @@ class Engine:
             )
         return session.kernel
 
+    async def upload(self, session: str, name: str, content: bytes | Path) -> Path:
+        """Put a file into the session's /mnt/data; return its host path.
+
+        ``name`` must be a plain file name: no directories, no ``..``.
+        """
+        target_dir = self._session(session).files_dir
+        clean = check_file_name(name)
+        data = content.read_bytes() if isinstance(content, Path) else content
+        if len(data) > self.config.max_upload_bytes:
+            raise InvalidInputError(
+                f"{clean} is {len(data)} bytes, more than the upload limit of"
+                f" {self.config.max_upload_bytes}"
+            )
+        target = target_dir / clean
+        await asyncio.to_thread(_write_replacing, target, data)
+        self._backend.adopt(target)
+        return target
+
     def file(self, file_id: str) -> FileInfo:
         info = self.files.get(file_id)
         if info is None:
@@ -226,3 +245,20 @@ class Engine:
         if not isinstance(timeout, int | float) or not timeout > 0:
             raise InvalidInputError(f"timeout must be a positive number of seconds, not {timeout!r}")
         return float(timeout)
+
+
+def _write_replacing(target: Path, data: bytes) -> None:
+    """Write through a new file and rename it into place.
+
+    The sandbox may have left a symlink at ``target``: a rename replaces the link itself
+    and never writes to wherever it points on the host.
+    """
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.upload")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

@@ -33,6 +33,20 @@ def check_session_id(session: str) -> str:
     return session
 
 
+def check_file_name(name: str) -> str:
+    """A name for a file in /mnt/data: one path component, no tricks."""
+    if (
+        not isinstance(name, str)
+        or name in ("", ".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or len(name.encode()) > 255
+    ):
+        raise InvalidInputError(f"invalid file name {name!r}: use a plain name such as data.csv")
+    return name
+
+
 @dataclass
 class Session:
     id: str

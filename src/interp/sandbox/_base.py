@@ -105,6 +105,10 @@ class Backend(Protocol):
         """Check the backend can start kernels; raise a ``SandboxError`` saying why not."""
         ...
 
+    def adopt(self, path: Path) -> None:
+        """Make a host file or directory writable by the kernel's user."""
+        ...
+
     async def start(self, *, files_dir: Path, session: str) -> Sandbox:
         """Start a kernel whose ``/mnt/data`` is ``files_dir``; return once it is launched."""
         ...

@@ -10,10 +10,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +29,7 @@ from .._config import IMAGE_VERSION, Config
 from .._exceptions import DockerUnavailableError, ImageError, SandboxError
 from .._models import ExitCause, ExitInfo
 from ._base import KERNEL_DIR, Usage, write_connection_file
+from ._image import BuildProgress, debootstrap_rootfs, prepare_context
 
 log = logging.getLogger("interp.docker")
 
@@ -60,10 +64,17 @@ def _translate(action: str) -> contextlib.AbstractContextManager[None]:
             raise SandboxError(f"{action}: {exc.explanation or exc}") from exc
         except (docker.errors.DockerException, OSError) as exc:
             raise DockerUnavailableError(
-                f"{action}: cannot reach the Docker engine ({exc})", hint=_DOCKER_HINT
+                f"{action}: cannot reach the Docker engine ({_reason(exc)})", hint=_DOCKER_HINT
             ) from exc
 
     return boundary()
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause, which names what actually failed (a socket path, a refusal)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
 def connect() -> docker.DockerClient:
@@ -263,16 +274,19 @@ class DockerBackend:
             return ExitInfo(cause=ExitCause.SIGNALED, code=code, signal=code - 128)
         return ExitInfo(cause=ExitCause.EXITED, code=code)
 
+    def adopt(self, path: Path) -> None:
+        # As root, the kernel runs as the image's user; otherwise as the engine's own
+        # (non-root) user, which already owns what the engine writes.
+        if os.geteuid() == 0:
+            os.chown(path, SANDBOX_UID, SANDBOX_UID)
+
     async def start(self, *, files_dir: Path, session: str) -> DockerSandbox:
         config = self._config
         host_dir = Path(tempfile.mkdtemp(prefix="interp-"))
         connection = write_connection_file(host_dir, KERNEL_DIR)
-        if os.geteuid() == 0:
-            user = f"{SANDBOX_UID}:{SANDBOX_UID}"
-            for path in (host_dir, host_dir / "connection.json", files_dir):
-                os.chown(path, SANDBOX_UID, SANDBOX_UID)
-        else:
-            user = f"{os.getuid()}:{os.getgid()}"
+        for path in (host_dir, host_dir / "connection.json", files_dir):
+            self.adopt(path)
+        user = f"{SANDBOX_UID}:{SANDBOX_UID}" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
         api = self.client.api
         loop = asyncio.get_running_loop()
         host_config = api.create_host_config(
@@ -361,3 +375,130 @@ class DockerBackend:
             await asyncio.to_thread(self._events_thread.join, 5)
         if self._client is not None:
             self._client.close()
+
+
+BASE_IMAGE = "debian:bookworm-slim"
+LOCAL_BASE_IMAGE = "interp-base:bookworm"
+
+
+def build_image(image: str, wheel_cache: Path) -> Iterator[BuildProgress]:
+    """Build the sandbox image, yielding progress. Blocking: for the CLI's use."""
+    client = connect()
+    try:
+        base = yield from _base_image(client)
+        arch = str(client.info().get("Architecture", "x86_64"))
+        context: Path | None = None
+        for item in prepare_context(arch, wheel_cache):
+            if isinstance(item, Path):
+                context = item
+            else:
+                yield item
+        assert context is not None
+        try:
+            yield from _docker_build(client, context, image, base)
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
+        check_image(client, image)
+        yield BuildProgress("done", f"built {image}")
+    finally:
+        client.close()
+
+
+def _base_image(client: docker.DockerClient) -> Iterator[BuildProgress | str]:
+    for candidate in (BASE_IMAGE, LOCAL_BASE_IMAGE):
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.get(candidate)
+            return candidate
+    yield BuildProgress("base", f"pulling {BASE_IMAGE}")
+    try:
+        client.images.pull(BASE_IMAGE)
+        return BASE_IMAGE
+    except docker.errors.APIError as exc:
+        yield BuildProgress("base", f"cannot pull {BASE_IMAGE} ({exc.explanation}); making it")
+    root: Path | None = None
+    for item in debootstrap_rootfs():
+        if isinstance(item, Path):
+            root = item
+        else:
+            yield item
+    assert root is not None
+    yield BuildProgress("base", f"importing the root filesystem as {LOCAL_BASE_IMAGE}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="interp-base-") as scratch:
+            tarball = Path(scratch) / "rootfs.tar"
+            subprocess.run(["tar", "-C", str(root), "-cf", str(tarball), "."], check=True)
+            repository, tag = LOCAL_BASE_IMAGE.split(":")
+            with _translate("importing the base image"):
+                client.api.import_image_from_file(str(tarball), repository=repository, tag=tag)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return LOCAL_BASE_IMAGE
+
+
+def _docker_build(
+    client: docker.DockerClient, context: Path, image: str, base: str
+) -> Iterator[BuildProgress]:
+    step_pattern = re.compile(r"^Step (\d+)/(\d+) : (.*)")
+    with _translate(f"building {image}"):
+        stream = client.api.build(
+            path=str(context),
+            tag=image,
+            buildargs={"BASE": base, "INTERP_IMAGE_VERSION": IMAGE_VERSION},
+            rm=True,
+            forcerm=True,
+            decode=True,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                raise ImageError(f"building {image} failed: {str(chunk['error']).strip()}")
+            line = str(chunk.get("stream", "")).strip()
+            match = step_pattern.match(line)
+            if match:
+                step, total, what = match.groups()
+                yield BuildProgress("build", what[:80], int(step), int(total))
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `interp doctor`: what was checked, whether it holds, and what to do."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def diagnose(image: str, runtime: str | None) -> list[Check]:
+    """Check the Docker engine, the OCI runtime and the sandbox image. Blocking."""
+    try:
+        client = connect()
+    except DockerUnavailableError as exc:
+        return [Check("docker engine", False, exc.message, exc.hint or "")]
+    try:
+        info = client.info()
+        checks = [
+            Check(
+                "docker engine",
+                True,
+                f"Docker {info.get('ServerVersion')}, cgroup v{info.get('CgroupVersion', '?')}",
+            )
+        ]
+        runtimes = sorted(info.get("Runtimes") or {})
+        wanted = runtime or str(info.get("DefaultRuntime", "runc"))
+        checks.append(
+            Check(
+                "runtime",
+                wanted in runtimes,
+                f"{wanted} (available: {', '.join(runtimes)})",
+                "" if wanted in runtimes else f"register {wanted} in /etc/docker/daemon.json "
+                "and restart dockerd, or unset INTERP_RUNTIME",
+            )
+        )
+        try:
+            image_id = check_image(client, image)
+            checks.append(Check("image", True, f"{image} ({image_id[7:19]}), version {IMAGE_VERSION}"))
+        except ImageError as exc:
+            checks.append(Check("image", False, exc.message, exc.hint or ""))
+        return checks
+    finally:
+        client.close()

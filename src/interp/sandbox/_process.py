@@ -110,6 +110,9 @@ class ProcessBackend:
     async def open(self) -> None:
         log.warning(NOT_ISOLATED_WARNING)
 
+    def adopt(self, path: Path) -> None:
+        """The kernel runs as the engine's user: nothing to hand over."""
+
     async def start(self, *, files_dir: Path, session: str) -> ProcessSandbox:
         host_dir = Path(tempfile.mkdtemp(prefix="interp-"))
         info = write_connection_file(host_dir, str(host_dir))

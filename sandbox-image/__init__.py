@@ -1,0 +1,1 @@
+"""The sandbox image's build context, shipped inside interp as package data."""

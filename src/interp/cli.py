@@ -1,0 +1,345 @@
+"""The `interp` command: run files in a sandbox, check the set-up, build the image."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ._config import Config
+from ._engine import Engine
+from ._exceptions import ImageError, InterpError, InvalidInputError
+from ._models import ExecutionFinished, ExecutionResult, ExecutionStatus, ImageSaved, LogChunk
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ENGINE = 3
+EXIT_KERNEL_DIED = 70
+EXIT_TIMEOUT = 124
+EXIT_INTERRUPTED = 130
+EXIT_OOM = 137
+
+_STATUS_EXIT = {
+    ExecutionStatus.COMPLETED: EXIT_OK,
+    ExecutionStatus.FAILED: EXIT_FAILED,
+    ExecutionStatus.TIMEOUT: EXIT_TIMEOUT,
+    ExecutionStatus.OOM: EXIT_OOM,
+    ExecutionStatus.KERNEL_DIED: EXIT_KERNEL_DIED,
+}
+
+app = typer.Typer(
+    name="interp",
+    help="Run Python in a sandboxed Jupyter kernel, as a code interpreter does.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+image_app = typer.Typer(help="Manage the sandbox image.", no_args_is_help=True)
+app.add_typer(image_app, name="image")
+
+err = Console(stderr=True, highlight=False)
+
+
+class _Fail(Exception):
+    """A one-line error for the user, with the exit code to leave with."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _config(**overrides: Any) -> Config:
+    try:
+        return Config(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise _Fail(f"invalid setting {where}: {first['msg']}", EXIT_USAGE) from None
+
+
+TimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", help="Seconds before the code is stopped.")
+]
+MemoryOpt = Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 512m or 2g.")]
+CpusOpt = Annotated[float | None, typer.Option("--cpus", help="CPU limit, e.g. 0.5 or 2.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Where figures and produced files go.")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the Assistants tool-call JSON instead of live logs.")
+]
+FileOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--file", help="Copy into /mnt/data before running (repeatable)."),
+]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option("--backend", help="docker (isolated, default) or process (NOT isolated)."),
+]
+
+
+@app.command()
+def run(
+    path: Annotated[str, typer.Argument(help="A Python file, or - to read the code from stdin.")],
+    out: OutOpt = Path("interp-out"),
+    json_output: JsonOpt = False,
+    timeout: TimeoutOpt = None,
+    memory: MemoryOpt = None,
+    cpus: CpusOpt = None,
+    file: FileOpt = None,
+    backend: BackendOpt = None,
+) -> None:
+    """Run a Python file in a fresh sandbox, streaming its output live."""
+    if path == "-":
+        code, stem = sys.stdin.buffer.read(), "stdin"
+    else:
+        source = Path(path)
+        if not source.is_file():
+            _exit_error(f"no such file: {path}", EXIT_USAGE)
+        code, stem = source.read_bytes(), source.stem
+    _main(code, stem, out, json_output, timeout, memory, cpus, file or [], backend)
+
+
+@app.command("exec")
+def exec_(
+    code: Annotated[str, typer.Option("-c", "--code", help="The code to run.")],
+    out: OutOpt = Path("interp-out"),
+    json_output: JsonOpt = False,
+    timeout: TimeoutOpt = None,
+    memory: MemoryOpt = None,
+    cpus: CpusOpt = None,
+    file: FileOpt = None,
+    backend: BackendOpt = None,
+) -> None:
+    """Run a snippet of Python in a fresh sandbox."""
+    _main(code.encode(), "exec", out, json_output, timeout, memory, cpus, file or [], backend)
+
+
+def _main(
+    code: bytes,
+    stem: str,
+    out: Path,
+    json_output: bool,
+    timeout: float | None,
+    memory: str | None,
+    cpus: float | None,
+    files: list[Path],
+    backend: str | None,
+) -> None:
+    try:
+        try:
+            text = code.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Fail(f"{stem}: not UTF-8 text (byte {exc.start})", EXIT_USAGE) from None
+        for extra in files:
+            if not extra.is_file():
+                raise _Fail(f"no such file: {extra}", EXIT_USAGE)
+        config = _config(memory=memory, cpus=cpus, backend=backend)
+        code_exit = asyncio.run(
+            _run(config, text, stem, out, json_output, timeout, files)
+        )
+    except _Fail as fail:
+        _exit_error(str(fail), fail.code)
+    except InvalidInputError as exc:
+        _exit_error(str(exc), EXIT_USAGE)
+    except InterpError as exc:
+        _exit_error(str(exc), EXIT_ENGINE)
+    except KeyboardInterrupt:
+        _exit_error("interrupted", EXIT_INTERRUPTED)
+    raise typer.Exit(code_exit)
+
+
+async def _run(
+    config: Config,
+    code: str,
+    stem: str,
+    out: Path,
+    json_output: bool,
+    timeout: float | None,
+    files: list[Path],
+) -> int:
+    engine = await _started_engine(config)
+    async with engine:
+        if not engine.isolated:
+            err.print("[bold red]warning:[/] the process backend does NOT isolate: trusted code only")
+        session = await engine.create_session()
+        for extra in files:
+            await engine.upload(session, extra.name, extra)
+        files_dir = engine.session_dir(session)
+        before = _snapshot(files_dir)
+        result: ExecutionResult | None = None
+        figures = 0
+        async for event in engine.stream(code, session=session, timeout=timeout):
+            if isinstance(event, LogChunk) and not json_output:
+                stream = sys.stderr if event.stream == "stderr" else sys.stdout
+                stream.write(event.text)
+                stream.flush()
+            elif isinstance(event, ImageSaved):
+                figures += 1
+                saved = _copy_out(engine.file_path(event.file.id), out, f"{stem}-{figures}.png")
+                err.print(f"[dim]figure saved: {saved}[/]")
+            elif isinstance(event, ExecutionFinished):
+                result = event.result
+        for name in _changed(before, _snapshot(files_dir)):
+            saved = _copy_out(files_dir / name, out, name)
+            err.print(f"[dim]file saved: {saved}[/]")
+    assert result is not None
+    if json_output:
+        print(json.dumps(result.to_tool_call(), indent=2))
+    if result.message:
+        err.print(f"[bold red]interp:[/] {result.status.value}: {result.message}", soft_wrap=True)
+    return _STATUS_EXIT[result.status]
+
+
+async def _started_engine(config: Config) -> Engine:
+    """A started engine; builds the image first if it is missing or outdated."""
+    engine = Engine(config)
+    try:
+        await engine.start()
+    except ImageError as exc:
+        await engine.close()
+        if config.image != Config.model_fields["image"].default:
+            raise
+        err.print(f"[yellow]{exc.message}[/]: building it now (once per machine)")
+        await asyncio.to_thread(_build_with_progress, config)
+        engine = Engine(config)
+        try:
+            await engine.start()
+        except BaseException:
+            await engine.close()
+            raise
+    except BaseException:
+        await engine.close()
+        raise
+    return engine
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[int, int]]:
+    snapshot = {}
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode):
+                snapshot[entry.name] = (info.st_size, info.st_mtime_ns)
+    return snapshot
+
+
+def _changed(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> Iterator[str]:
+    return (name for name, sig in sorted(after.items()) if before.get(name) != sig)
+
+
+def _copy_out(source: Path, out: Path, name: str) -> Path:
+    """Copy a regular file out of the sandbox's reach, never following a link it planted."""
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / name
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return target
+
+
+@app.command()
+def doctor(
+    backend: BackendOpt = None,
+) -> None:
+    """Check the Docker engine, the runtime and the image, and say how to fix what fails."""
+    config = _safe_config(backend=backend)
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("check")
+    table.add_column("")
+    table.add_column("detail")
+    table.add_column("what to do")
+    healthy = True
+    if config.backend == "docker":
+        from .sandbox._docker import diagnose
+
+        for check in diagnose(config.image, config.runtime):
+            healthy &= check.ok
+            table.add_row(check.name, _mark(check.ok), check.detail, check.fix)
+    else:
+        table.add_row("backend", _mark(True), "process: NOT isolated, trusted code only", "")
+    if healthy:
+        ok, detail = asyncio.run(_probe(config))
+        healthy &= ok
+        table.add_row("kernel", _mark(ok), detail, "" if ok else "see `docker logs` of the container")
+    Console().print(table)
+    raise typer.Exit(EXIT_OK if healthy else EXIT_FAILED)
+
+
+async def _probe(config: Config) -> tuple[bool, str]:
+    started = time.perf_counter()
+    try:
+        async with Engine(config) as engine:
+            result = await engine.execute("print(6 * 7)", timeout=30)
+    except InterpError as exc:
+        return False, str(exc)
+    took = time.perf_counter() - started
+    if result.logs.strip() != "42":
+        return False, f"unexpected output {result.logs!r}"
+    return True, f"started and ran code in {took:.2f} s"
+
+
+def _mark(ok: bool) -> str:
+    return "[green]ok[/]" if ok else "[red]FAIL[/]"
+
+
+@image_app.command("build")
+def image_build() -> None:
+    """Build the sandbox image (makes a Debian base locally when none can be pulled)."""
+    config = _safe_config()
+    try:
+        _build_with_progress(config)
+    except InterpError as exc:
+        _exit_error(str(exc), EXIT_ENGINE)
+
+
+def _build_with_progress(config: Config) -> None:
+    from .sandbox._docker import build_image
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.fields[stage]:>6}[/]"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task("starting", total=None, stage="image")
+        for step in build_image(config.image, config.data_dir / "wheels"):
+            progress.update(
+                task,
+                description=step.detail,
+                stage=step.stage,
+                completed=step.step or 0,
+                total=step.total,
+            )
+        progress.update(task, completed=1, total=1)
+
+
+def _safe_config(**overrides: Any) -> Config:
+    try:
+        return _config(**overrides)
+    except _Fail as fail:
+        _exit_error(str(fail), fail.code)
+        raise
+
+
+def _exit_error(message: str, code: int) -> None:
+    err.print(f"[bold red]interp:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
