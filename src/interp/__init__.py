@@ -17,6 +17,7 @@ from ._exceptions import (
     SandboxError,
     SessionNotFoundError,
 )
+from ._sync import SyncEngine
 from ._models import (
     Event,
     ExecutionError,
@@ -65,5 +66,6 @@ __all__ = [
     "Output",
     "SandboxError",
     "SessionNotFoundError",
+    "SyncEngine",
     "__version__",
 ]

@@ -296,10 +296,20 @@ def _mark(ok: bool) -> str:
 
 
 @image_app.command("build")
-def image_build() -> None:
+def image_build(
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild even if an up-to-date image exists.")
+    ] = False,
+) -> None:
     """Build the sandbox image (makes a Debian base locally when none can be pulled)."""
+    from .sandbox._docker import image_status
+
     config = _safe_config()
     try:
+        current = image_status(config.image)
+        if current is not None and not force:
+            err.print(f"{config.image} is up to date ({current}); --force rebuilds it")
+            return
         _build_with_progress(config)
     except InterpError as exc:
         _exit_error(str(exc), EXIT_ENGINE)

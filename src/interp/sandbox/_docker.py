@@ -103,6 +103,17 @@ def check_image(client: docker.DockerClient, image: str) -> str:
     return str(found.id)
 
 
+def image_status(image: str) -> str | None:
+    """The short id of ``image`` if it is present and of this interp's version."""
+    client = connect()
+    try:
+        return check_image(client, image)[7:19]
+    except ImageError:
+        return None
+    finally:
+        client.close()
+
+
 def owner_labels(engine_id: str) -> dict[str, str]:
     """Labels that let a later engine tell whether this one is still alive."""
     me = psutil.Process()
@@ -398,6 +409,8 @@ def build_image(image: str, wheel_cache: Path) -> Iterator[BuildProgress]:
             yield from _docker_build(client, context, image, base)
         finally:
             shutil.rmtree(context, ignore_errors=True)
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.prune(filters={"label": "io.interp.build-stage=true"})
         check_image(client, image)
         yield BuildProgress("done", f"built {image}")
     finally:

@@ -1,0 +1,116 @@
+"""The synchronous facade: the async engine, driven from a background event loop.
+
+One implementation of every behaviour; this file only carries calls across threads.
+
+    with SyncEngine() as engine:
+        session = engine.create_session()
+        print(engine.execute("x = 2; x * 21", session=session).logs)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ._config import Config
+from ._engine import Engine
+from ._models import Event, ExecutionResult, FileInfo
+
+_T = TypeVar("_T")
+
+
+class SyncEngine:
+    """``Engine`` for synchronous code. Starts on construction; close it when done."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="interp-engine-loop", daemon=True
+        )
+        self._thread.start()
+        self._engine = Engine(config)
+        try:
+            self._call(self._engine.start())
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def config(self) -> Config:
+        return self._engine.config
+
+    @property
+    def id(self) -> str:
+        return self._engine.id
+
+    def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Ctrl-C in the caller's thread: stop the work on the loop too.
+            future.cancel()
+            raise
+
+    def create_session(self, session: str | None = None) -> str:
+        return self._call(self._engine.create_session(session))
+
+    def close_session(self, session: str) -> None:
+        self._call(self._engine.close_session(session))
+
+    def sessions(self) -> list[str]:
+        return self._engine.sessions()
+
+    def session_dir(self, session: str) -> Path:
+        return self._engine.session_dir(session)
+
+    def upload(self, session: str, name: str, content: bytes | Path) -> Path:
+        return self._call(self._engine.upload(session, name, content))
+
+    def execute(
+        self, code: str | bytes, *, session: str | None = None, timeout: float | None = None
+    ) -> ExecutionResult:
+        return self._call(self._engine.execute(code, session=session, timeout=timeout))
+
+    def stream(
+        self, code: str | bytes, *, session: str | None = None, timeout: float | None = None
+    ) -> Iterator[Event]:
+        events = self._engine.stream(code, session=session, timeout=timeout)
+        try:
+            while True:
+                try:
+                    yield self._call(anext(events))
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._call(events.aclose())
+
+    def file(self, file_id: str) -> FileInfo:
+        return self._engine.file(file_id)
+
+    def file_path(self, file_id: str) -> Path:
+        return self._engine.file_path(file_id)
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._engine.close(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> SyncEngine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

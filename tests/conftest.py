@@ -1,0 +1,47 @@
+"""Fixtures: engines on real Docker, each checked to leave no container behind."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from interp import Config, Engine
+
+ENGINE_LABEL = "io.interp.engine"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    return docker.from_env()
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Config]:
+    def make(**overrides: Any) -> Config:
+        settings: dict[str, Any] = {"data_dir": tmp_path / "data", "memory": "512m", "timeout": 30}
+        settings.update(overrides)
+        return Config(**settings)
+
+    return make
+
+
+@pytest.fixture
+async def engine(
+    make_config: Callable[..., Config], docker_client: docker.DockerClient
+) -> AsyncIterator[Engine]:
+    async with Engine(make_config()) as started:
+        yield started
+    assert_no_containers(docker_client, started.id)
+
+
+def containers_of(client: docker.DockerClient, engine_id: str) -> list[Any]:
+    return list(client.containers.list(all=True, filters={"label": f"{ENGINE_LABEL}={engine_id}"}))
+
+
+def assert_no_containers(client: docker.DockerClient, engine_id: str) -> None:
+    left = containers_of(client, engine_id)
+    assert not left, f"engine {engine_id} left containers behind: {[c.id for c in left]}"

@@ -1,0 +1,156 @@
+"""Executing code in real sandboxed kernels: outputs, errors, timeouts, deaths."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from interp import Engine, ExecutionStatus, ImageOutput, InvalidInputError, LogsOutput
+from interp import SessionNotFoundError
+
+pytestmark = pytest.mark.docker
+
+
+async def test_prints_and_expression_results_become_logs(engine: Engine) -> None:
+    result = await engine.execute("print('hello')\n6 * 7")
+    assert result.status is ExecutionStatus.COMPLETED
+    assert result.outputs == [LogsOutput(logs="hello\n42\n")]
+    assert result.error is None
+
+
+async def test_stdout_and_stderr_keep_their_order(engine: Engine) -> None:
+    code = "import sys\nfor i in range(5):\n    print('out', i, flush=True)\n    print('err', i, file=sys.stderr, flush=True)\n"
+    result = await engine.execute(code)
+    expected = "".join(f"out {i}\nerr {i}\n" for i in range(5))
+    assert result.logs == expected
+
+
+async def test_a_matplotlib_figure_becomes_a_png_image_output(engine: Engine) -> None:
+    code = "import matplotlib.pyplot as plt\nprint('drawing')\nplt.plot([1, 2, 3])\nplt.show()\nprint('done')"
+    result = await engine.execute(code)
+    assert result.status is ExecutionStatus.COMPLETED
+    kinds = [o.type for o in result.outputs]
+    assert kinds == ["logs", "image", "logs"]
+    image = result.outputs[1]
+    assert isinstance(image, ImageOutput)
+    assert image.image.file_id.startswith("file-")
+    info = engine.file(image.image.file_id)
+    assert info.mime == "image/png"
+    data = engine.file_path(image.image.file_id).read_bytes()
+    assert len(data) == info.bytes
+    with Image.open(io.BytesIO(data)) as png:
+        assert png.format == "PNG"
+        assert png.size[0] > 100
+
+
+async def test_a_python_error_is_data_with_a_clean_traceback(engine: Engine) -> None:
+    result = await engine.execute("def f():\n    return 1 / 0\nf()")
+    assert result.status is ExecutionStatus.FAILED
+    assert result.error is not None
+    assert result.error.name == "ZeroDivisionError"
+    assert result.error.value == "division by zero"
+    assert "\x1b[" not in result.logs
+    assert "----> 3 f()" in result.logs
+    assert result.logs.rstrip().endswith("ZeroDivisionError: division by zero")
+
+
+async def test_state_persists_within_a_session_and_not_across(engine: Engine) -> None:
+    one = await engine.create_session()
+    two = await engine.create_session()
+    await engine.execute("x = 41", session=one)
+    assert (await engine.execute("x + 1", session=one)).logs == "42\n"
+    other = await engine.execute("x", session=two)
+    assert other.status is ExecutionStatus.FAILED
+    assert other.error is not None and other.error.name == "NameError"
+
+
+async def test_a_timeout_interrupts_and_the_session_goes_on(engine: Engine) -> None:
+    session = await engine.create_session()
+    await engine.execute("kept = 'yes'", session=session)
+    result = await engine.execute("while True: pass", session=session, timeout=1)
+    assert result.status is ExecutionStatus.TIMEOUT
+    assert result.message is not None and "timed out after 1 s" in result.message
+    assert 1.0 <= result.duration_s < 1.0 + engine.config.interrupt_grace
+    after = await engine.execute("print(kept)", session=session)
+    assert after.status is ExecutionStatus.COMPLETED
+    assert after.logs == "yes\n"
+
+
+async def test_code_that_ignores_interrupts_is_killed_and_replaced(engine: Engine) -> None:
+    session = await engine.create_session()
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "print('stubborn', flush=True)\n"
+        "while True: time.sleep(0.01)\n"
+    )
+    result = await engine.execute(code, session=session, timeout=1)
+    assert result.status is ExecutionStatus.TIMEOUT
+    assert result.message is not None and "killed" in result.message
+    assert result.logs == "stubborn\n"
+    assert result.duration_s < 1.0 + engine.config.interrupt_grace + 1.0
+    after = await engine.execute("print('fresh')", session=session)
+    assert (after.status, after.logs) == (ExecutionStatus.COMPLETED, "fresh\n")
+
+
+async def test_input_fails_at_once(engine: Engine) -> None:
+    result = await engine.execute("input('name? ')", timeout=10)
+    assert result.status is ExecutionStatus.FAILED
+    assert result.error is not None and result.error.name == "StdinNotImplementedError"
+    assert result.duration_s < 5
+
+
+async def test_a_kernel_that_exits_is_reported_and_replaced_with_files_kept(engine: Engine) -> None:
+    session = await engine.create_session()
+    await engine.execute("open('kept.txt', 'w').write('still here')", session=session)
+    result = await engine.execute("print('bye', flush=True)\nimport os; os._exit(3)", session=session)
+    assert result.status is ExecutionStatus.KERNEL_DIED
+    assert result.message is not None and "exited with code 3" in result.message
+    assert result.duration_s < 2
+    after = await engine.execute("print(open('kept.txt').read())", session=session)
+    assert after.logs == "still here\n"
+
+
+async def test_running_out_of_memory_says_so_and_keeps_files(engine: Engine) -> None:
+    session = await engine.create_session()
+    await engine.execute("open('before.txt', 'w').write('saved')", session=session)
+    result = await engine.execute("hog = bytearray(2 * 1024**3)", session=session)
+    assert result.status is ExecutionStatus.OOM
+    assert result.message is not None and "512 MiB" in result.message
+    after = await engine.execute("print(open('before.txt').read())", session=session)
+    assert after.logs == "saved\n"
+
+
+async def test_usage_is_measured_from_the_cgroup(engine: Engine) -> None:
+    result = await engine.execute("sum(i * i for i in range(3_000_000))\nblob = bytearray(64 * 1024**2)")
+    assert result.cpu_s is not None and result.cpu_s > 0.05
+    assert result.peak_memory_bytes is not None and result.peak_memory_bytes > 64 * 1024**2
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("", "code is empty"),
+        ("   \n\t", "code is empty"),
+        (b"print('\xff')", "not valid UTF-8"),
+        ("x = 1\n" * 300_000, "more than the limit"),
+    ],
+)
+async def test_bad_code_is_refused_with_a_clear_error(
+    engine: Engine, code: str | bytes, message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        await engine.execute(code)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan")])
+async def test_a_non_positive_timeout_is_refused(engine: Engine, timeout: float) -> None:
+    with pytest.raises(InvalidInputError, match="timeout"):
+        await engine.execute("1", timeout=timeout)
+
+
+async def test_an_unknown_session_is_refused(engine: Engine) -> None:
+    with pytest.raises(SessionNotFoundError):
+        await engine.execute("1", session="never-created")

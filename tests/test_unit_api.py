@@ -1,0 +1,121 @@
+"""Configuration, validation and the public surface: no Docker needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+import interp
+from interp import Config, ExecutionResult, ExecutionStatus, ImageFile, ImageOutput, LogsOutput
+from interp._sessions import check_file_name, check_session_id
+
+
+def test_public_surface_is_pinned() -> None:
+    assert set(interp.__all__) == {
+        "IMAGE_VERSION",
+        "CapacityError",
+        "Config",
+        "ConfigError",
+        "DockerUnavailableError",
+        "Engine",
+        "Event",
+        "ExecutionError",
+        "ExecutionFinished",
+        "ExecutionResult",
+        "ExecutionStarted",
+        "ExecutionStatus",
+        "ExitCause",
+        "ExitInfo",
+        "FileInfo",
+        "ImageError",
+        "ImageFile",
+        "ImageOutput",
+        "ImageSaved",
+        "InterpError",
+        "InvalidInputError",
+        "KernelStartError",
+        "LogChunk",
+        "LogsOutput",
+        "Output",
+        "SandboxError",
+        "SessionNotFoundError",
+        "SyncEngine",
+        "__version__",
+    }
+
+
+def test_sizes_use_dockers_binary_units(tmp_path: Path) -> None:
+    config = Config(memory="512m", tmp_size="1g", data_dir=tmp_path)
+    assert config.memory == 512 * 1024**2
+    assert config.tmp_size == 1024**3
+
+
+def test_config_reads_interp_environment_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("INTERP_MEMORY", "2g")
+    monkeypatch.setenv("INTERP_CONFIG", str(tmp_path / "absent.toml"))
+    assert Config().memory == 2 * 1024**3
+
+
+def test_config_reads_a_toml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('cpus = 0.5\nruntime = "crun"\n')
+    monkeypatch.setenv("INTERP_CONFIG", str(path))
+    config = Config()
+    assert (config.cpus, config.runtime) == (0.5, "crun")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"memory": "lots"}, {"cpus": 0}, {"timeout": -1}, {"colour": "red"}, {"env": {"A B": "x"}}],
+)
+def test_invalid_config_is_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Config(**bad)  # type: ignore[arg-type]
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = Config(data_dir=tmp_path)
+    with pytest.raises(ValidationError):
+        config.memory = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "a\\b", "nul\x00", "x" * 300])
+def test_file_names_that_could_escape_are_refused(name: str) -> None:
+    with pytest.raises(interp.InvalidInputError):
+        check_file_name(name)
+
+
+def test_plain_file_names_pass() -> None:
+    assert check_file_name("data 2026.csv") == "data 2026.csv"
+
+
+@pytest.mark.parametrize("session", ["", "../etc", "a/b", " x", "x" * 200])
+def test_bad_session_ids_are_refused(session: str) -> None:
+    with pytest.raises(interp.InvalidInputError):
+        check_session_id(session)
+
+
+def test_tool_call_has_the_assistants_shape() -> None:
+    result = ExecutionResult(
+        id="call_1",
+        session="s",
+        code="print(1)",
+        status=ExecutionStatus.COMPLETED,
+        outputs=[LogsOutput(logs="1\n"), ImageOutput(image=ImageFile(file_id="file-1"))],
+        duration_s=0.01,
+    )
+    assert result.to_tool_call() == {
+        "id": "call_1",
+        "type": "code_interpreter",
+        "code_interpreter": {
+            "input": "print(1)",
+            "outputs": [
+                {"type": "logs", "logs": "1\n"},
+                {"type": "image", "image": {"file_id": "file-1"}},
+            ],
+        },
+    }
