@@ -1,6 +1,6 @@
 """A first taste of interp: compute, print, and draw a chart in the sandbox.
 
-    interp run examples/chart.py        # logs stream live; the chart lands in ./interp-out/
+interp run examples/chart.py        # logs stream live; the chart lands in ./interp-out/
 """
 
 import matplotlib.pyplot as plt

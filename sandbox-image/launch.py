@@ -11,6 +11,4 @@ shutil.copytree("/opt/interp/mplconfig", "/tmp/matplotlib", dirs_exist_ok=True)
 
 from ipykernel import kernelapp  # noqa: E402
 
-kernelapp.launch_new_instance(
-    argv=["-f", sys.argv[1], "--HistoryManager.enabled=False"]
-)
+kernelapp.launch_new_instance(argv=["-f", sys.argv[1], "--HistoryManager.enabled=False"])

@@ -7,8 +7,14 @@ import io
 import pytest
 from PIL import Image
 
-from interp import Engine, ExecutionStatus, ImageOutput, InvalidInputError, LogsOutput
-from interp import SessionNotFoundError
+from interp import (
+    Engine,
+    ExecutionStatus,
+    ImageOutput,
+    InvalidInputError,
+    LogsOutput,
+    SessionNotFoundError,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -21,14 +27,25 @@ async def test_prints_and_expression_results_become_logs(engine: Engine) -> None
 
 
 async def test_stdout_and_stderr_keep_their_order(engine: Engine) -> None:
-    code = "import sys\nfor i in range(5):\n    print('out', i, flush=True)\n    print('err', i, file=sys.stderr, flush=True)\n"
+    code = (
+        "import sys\n"
+        "for i in range(5):\n"
+        "    print('out', i, flush=True)\n"
+        "    print('err', i, file=sys.stderr, flush=True)\n"
+    )
     result = await engine.execute(code)
     expected = "".join(f"out {i}\nerr {i}\n" for i in range(5))
     assert result.logs == expected
 
 
 async def test_a_matplotlib_figure_becomes_a_png_image_output(engine: Engine) -> None:
-    code = "import matplotlib.pyplot as plt\nprint('drawing')\nplt.plot([1, 2, 3])\nplt.show()\nprint('done')"
+    code = (
+        "import matplotlib.pyplot as plt\n"
+        "print('drawing')\n"
+        "plt.plot([1, 2, 3])\n"
+        "plt.show()\n"
+        "print('done')"
+    )
     result = await engine.execute(code)
     assert result.status is ExecutionStatus.COMPLETED
     kinds = [o.type for o in result.outputs]
@@ -105,7 +122,9 @@ async def test_input_fails_at_once(engine: Engine) -> None:
 async def test_a_kernel_that_exits_is_reported_and_replaced_with_files_kept(engine: Engine) -> None:
     session = await engine.create_session()
     await engine.execute("open('kept.txt', 'w').write('still here')", session=session)
-    result = await engine.execute("print('bye', flush=True)\nimport os; os._exit(3)", session=session)
+    result = await engine.execute(
+        "print('bye', flush=True)\nimport os; os._exit(3)", session=session
+    )
     assert result.status is ExecutionStatus.KERNEL_DIED
     assert result.message is not None and "exited with code 3" in result.message
     assert result.duration_s < 2
@@ -124,7 +143,9 @@ async def test_running_out_of_memory_says_so_and_keeps_files(engine: Engine) -> 
 
 
 async def test_usage_is_measured_from_the_cgroup(engine: Engine) -> None:
-    result = await engine.execute("sum(i * i for i in range(3_000_000))\nblob = bytearray(64 * 1024**2)")
+    result = await engine.execute(
+        "sum(i * i for i in range(3_000_000))\nblob = bytearray(64 * 1024**2)"
+    )
     assert result.cpu_s is not None and result.cpu_s > 0.05
     assert result.peak_memory_bytes is not None and result.peak_memory_bytes > 64 * 1024**2
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from interp._collector import Collector, PendingImage, strip_ansi
-from interp._models import ImageOutput, LogChunk, LogsOutput
+from interp._models import LogChunk, LogsOutput
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
@@ -54,7 +54,9 @@ def test_error_becomes_readable_logs_and_a_structured_error() -> None:
 
 def test_stream_chunks_are_reported_as_they_come() -> None:
     c = collector()
-    assert c.feed("stream", {"name": "stderr", "text": "x"}) == [LogChunk(stream="stderr", text="x")]
+    assert c.feed("stream", {"name": "stderr", "text": "x"}) == [
+        LogChunk(stream="stderr", text="x")
+    ]
     assert c.feed("status", {"execution_state": "idle"}) == []
 
 
@@ -77,7 +79,7 @@ def test_text_within_the_cap_is_kept_whole_even_past_the_head() -> None:
     c.feed("stream", {"name": "stdout", "text": "y" * 20})
     outputs = c.outputs()
     assert c.truncated_bytes == 0
-    assert [type(o) for o in outputs] == [LogsOutput, ImageOutput, LogsOutput]
+    assert [o.type for o in outputs] == ["logs", "image", "logs"]
     assert outputs[0] == LogsOutput(logs="x" * 70)
     assert outputs[2] == LogsOutput(logs="y" * 20)
 

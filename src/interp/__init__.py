@@ -17,7 +17,6 @@ from ._exceptions import (
     SandboxError,
     SessionNotFoundError,
 )
-from ._sync import SyncEngine
 from ._models import (
     Event,
     ExecutionError,
@@ -35,6 +34,7 @@ from ._models import (
     LogsOutput,
     Output,
 )
+from ._sync import SyncEngine
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,7 @@
 """The engine: the public, asynchronous entry point.
 
-    async with Engine() as engine:
-        result = await engine.execute("print(1 + 1)", session="thread-1")
+async with Engine() as engine:
+    result = await engine.execute("print(1 + 1)", session="thread-1")
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+import shutil
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from types import TracebackType
 
@@ -104,7 +105,9 @@ class Engine:
 
         Without a session, the code runs in a fresh kernel that is removed afterwards.
         """
-        async with contextlib.aclosing(self.stream(code, session=session, timeout=timeout)) as events:
+        async with contextlib.aclosing(
+            self.stream(code, session=session, timeout=timeout)
+        ) as events:
             async for event in events:
                 if isinstance(event, ExecutionFinished):
                     return event.result
@@ -112,7 +115,7 @@ class Engine:
 
     async def stream(
         self, code: str | bytes, *, session: str | None = None, timeout: float | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Run ``code``, yielding events while it runs; the last one carries the result."""
         self._check_open()
         text = self._check_code(code)
@@ -168,14 +171,20 @@ class Engine:
         """
         target_dir = self._session(session).files_dir
         clean = check_file_name(name)
-        data = content.read_bytes() if isinstance(content, Path) else content
-        if len(data) > self.config.max_upload_bytes:
+        if isinstance(content, Path):
+            try:
+                size = (await asyncio.to_thread(content.stat)).st_size
+            except OSError as exc:
+                raise InvalidInputError(f"cannot read {content}: {exc.strerror}") from exc
+        else:
+            size = len(content)
+        if size > self.config.max_upload_bytes:
             raise InvalidInputError(
-                f"{clean} is {len(data)} bytes, more than the upload limit of"
+                f"{clean} is {size} bytes, more than the upload limit of"
                 f" {self.config.max_upload_bytes}"
             )
         target = target_dir / clean
-        await asyncio.to_thread(_write_replacing, target, data)
+        await asyncio.to_thread(_write_replacing, target, content)
         self._backend.adopt(target)
         return target
 
@@ -222,8 +231,9 @@ class Engine:
             try:
                 code = code.decode("utf-8")
             except UnicodeDecodeError as exc:
+                bad = code[exc.start : exc.start + 1]
                 raise InvalidInputError(
-                    f"code is not valid UTF-8 (byte {exc.start}: {code[exc.start:exc.start + 1]!r})"
+                    f"code is not valid UTF-8 (byte {exc.start}: {bad!r})"
                 ) from exc
         if not isinstance(code, str):
             raise InvalidInputError(f"code must be str or bytes, not {type(code).__name__}")
@@ -243,11 +253,13 @@ class Engine:
         if timeout is None:
             return self.config.timeout
         if not isinstance(timeout, int | float) or not timeout > 0:
-            raise InvalidInputError(f"timeout must be a positive number of seconds, not {timeout!r}")
+            raise InvalidInputError(
+                f"timeout must be a positive number of seconds, not {timeout!r}"
+            )
         return float(timeout)
 
 
-def _write_replacing(target: Path, data: bytes) -> None:
+def _write_replacing(target: Path, content: bytes | Path) -> None:
     """Write through a new file and rename it into place.
 
     The sandbox may have left a symlink at ``target``: a rename replaces the link itself
@@ -257,7 +269,11 @@ def _write_replacing(target: Path, data: bytes) -> None:
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            if isinstance(content, Path):
+                with content.open("rb") as source:
+                    shutil.copyfileobj(source, out)
+            else:
+                out.write(content)
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)

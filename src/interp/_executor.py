@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import Any
 
 from ._collector import Collector, PendingImage
 from ._exceptions import SandboxError
@@ -57,7 +58,7 @@ async def run(
     session: str,
     limits: Limits,
     files: FileStore,
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Execute ``code`` on ``kernel``, yielding events; the last is ``ExecutionFinished``."""
     call_id = new_call_id()
     collector = Collector(max_log_bytes=limits.max_log_bytes, max_images=limits.max_images)
@@ -79,7 +80,7 @@ async def run(
                 msg = await follower.next(deadline)
             except TimeoutError:
                 if interrupted:
-                    await kernel.sandbox.kill()
+                    await kernel.kill()
                     message = (
                         f"execution timed out after {limits.timeout:g} s and the kernel did not"
                         " stop on interrupt; it was killed, state is lost, files are kept"
@@ -116,9 +117,7 @@ async def run(
     if status is ExecutionStatus.COMPLETED and collector.error is not None:
         status = ExecutionStatus.FAILED
     usage = kernel.sandbox.usage()
-    cpu_s = (
-        usage.cpu_s - cpu_before if usage.cpu_s is not None and cpu_before is not None else None
-    )
+    cpu_s = usage.cpu_s - cpu_before if usage.cpu_s is not None and cpu_before is not None else None
     result = ExecutionResult(
         id=call_id,
         session=session,
@@ -153,9 +152,8 @@ class _Follower:
             self._receive = asyncio.ensure_future(self._kernel.channel.next_iopub())
         remaining = deadline - time.perf_counter()
         if remaining > 0:
-            await asyncio.wait(
-                {self._receive, self._died}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-            )
+            waiting: set[asyncio.Future[Any]] = {self._receive, self._died}
+            await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         if self._receive.done():
             receive, self._receive = self._receive, None
             return receive.result()
@@ -171,7 +169,7 @@ class _Follower:
 
 async def _take(
     msg: Message, msg_id: str, collector: Collector, files: FileStore, session: str
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     if msg["parent_header"].get("msg_id") != msg_id:
         return
     for item in collector.feed(msg["msg_type"], msg["content"]):

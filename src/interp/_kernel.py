@@ -11,7 +11,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from ._exceptions import KernelStartError
 
@@ -34,9 +34,12 @@ class KernelChannel:
     """Shell, iopub and control channels to one kernel."""
 
     def __init__(self, connection_info: dict[str, Any], context: zmq.asyncio.Context) -> None:
+        self._closed = False
         self._client = AsyncKernelClient(context=context)
-        self._client.load_connection_info(connection_info)
-        self._client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
+        self._client.load_connection_info(connection_info)  # type: ignore[arg-type]
+        self._client.start_channels(  # noqa: S604 (`shell` is the Jupyter channel, not a shell)
+            shell=True, iopub=True, stdin=False, hb=False, control=True
+        )
 
     async def ready(self, timeout: float) -> Message:
         """Return the kernel_info reply once the kernel answers and iopub delivers.
@@ -94,5 +97,10 @@ class KernelChannel:
     async def execute_reply(self, msg_id: str, timeout: float) -> Message | None:
         return await self._reply(msg_id, timeout)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
+        self._closed = True
         self._client.stop_channels()

@@ -23,16 +23,21 @@ class Kernel:
     channel: KernelChannel
     started_s: float
     """Seconds from asking for the sandbox to the kernel answering."""
-    _removed: bool = field(default=False, repr=False)
+    _doomed: bool = field(default=False, repr=False)
 
     @property
     def alive(self) -> bool:
-        return self.sandbox.exit_info is None and not self._removed
+        return self.sandbox.exit_info is None and not self._doomed
+
+    async def kill(self) -> None:
+        """Kill the kernel; from now on it counts as dead, even before Docker says so."""
+        self._doomed = True
+        await self.sandbox.kill()
 
     async def remove(self) -> None:
-        if self._removed:
+        if self.channel.closed:
             return
-        self._removed = True
+        self._doomed = True
         self.channel.close()
         await self.sandbox.remove()
 

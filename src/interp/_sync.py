@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -83,7 +83,7 @@ class SyncEngine:
         try:
             while True:
                 try:
-                    yield self._call(anext(events))
+                    yield self._call(_next(events))
                 except StopAsyncIteration:
                     return
         finally:
@@ -114,3 +114,7 @@ class SyncEngine:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+async def _next(events: AsyncGenerator[Event, None]) -> Event:
+    return await anext(events)

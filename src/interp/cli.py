@@ -147,9 +147,7 @@ def _main(
             if not extra.is_file():
                 raise _Fail(f"no such file: {extra}", EXIT_USAGE)
         config = _config(memory=memory, cpus=cpus, backend=backend)
-        code_exit = asyncio.run(
-            _run(config, text, stem, out, json_output, timeout, files)
-        )
+        code_exit = asyncio.run(_run(config, text, stem, out, json_output, timeout, files))
     except _Fail as fail:
         _exit_error(str(fail), fail.code)
     except InvalidInputError as exc:
@@ -173,7 +171,9 @@ async def _run(
     engine = await _started_engine(config)
     async with engine:
         if not engine.isolated:
-            err.print("[bold red]warning:[/] the process backend does NOT isolate: trusted code only")
+            err.print(
+                "[bold red]warning:[/] the process backend does NOT isolate: trusted code only"
+            )
         session = await engine.create_session()
         for extra in files:
             await engine.upload(session, extra.name, extra)
@@ -236,7 +236,9 @@ def _snapshot(directory: Path) -> dict[str, tuple[int, int]]:
     return snapshot
 
 
-def _changed(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> Iterator[str]:
+def _changed(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
+) -> Iterator[str]:
     return (name for name, sig in sorted(after.items()) if before.get(name) != sig)
 
 
@@ -273,7 +275,9 @@ def doctor(
     if healthy:
         ok, detail = asyncio.run(_probe(config))
         healthy &= ok
-        table.add_row("kernel", _mark(ok), detail, "" if ok else "see `docker logs` of the container")
+        table.add_row(
+            "kernel", _mark(ok), detail, "" if ok else "see `docker logs` of the container"
+        )
     Console().print(table)
     raise typer.Exit(EXIT_OK if healthy else EXIT_FAILED)
 

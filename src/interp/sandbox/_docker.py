@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,7 +59,9 @@ def _translate(action: str) -> contextlib.AbstractContextManager[None]:
         try:
             yield
         except docker.errors.ImageNotFound as exc:
-            raise ImageError(f"{action}: {exc.explanation}", hint="run `interp image build`") from exc
+            raise ImageError(
+                f"{action}: {exc.explanation}", hint="run `interp image build`"
+            ) from exc
         except docker.errors.APIError as exc:
             raise SandboxError(f"{action}: {exc.explanation or exc}") from exc
         except (docker.errors.DockerException, OSError) as exc:
@@ -223,7 +225,7 @@ class DockerBackend:
         self._client: docker.DockerClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sandboxes: dict[str, DockerSandbox] = {}
-        self._events: CancellableStream | None = None
+        self._events: CancellableStream[Any] | None = None
         self._events_thread: threading.Thread | None = None
         self._closing = False
 
@@ -297,7 +299,9 @@ class DockerBackend:
         connection = write_connection_file(host_dir, KERNEL_DIR)
         for path in (host_dir, host_dir / "connection.json", files_dir):
             self.adopt(path)
-        user = f"{SANDBOX_UID}:{SANDBOX_UID}" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+        user = (
+            f"{SANDBOX_UID}:{SANDBOX_UID}" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+        )
         api = self.client.api
         loop = asyncio.get_running_loop()
         host_config = api.create_host_config(
@@ -417,7 +421,7 @@ def build_image(image: str, wheel_cache: Path) -> Iterator[BuildProgress]:
         client.close()
 
 
-def _base_image(client: docker.DockerClient) -> Iterator[BuildProgress | str]:
+def _base_image(client: docker.DockerClient) -> Generator[BuildProgress, None, str]:
     for candidate in (BASE_IMAGE, LOCAL_BASE_IMAGE):
         with contextlib.suppress(docker.errors.ImageNotFound):
             client.images.get(candidate)
@@ -503,13 +507,17 @@ def diagnose(image: str, runtime: str | None) -> list[Check]:
                 "runtime",
                 wanted in runtimes,
                 f"{wanted} (available: {', '.join(runtimes)})",
-                "" if wanted in runtimes else f"register {wanted} in /etc/docker/daemon.json "
+                ""
+                if wanted in runtimes
+                else f"register {wanted} in /etc/docker/daemon.json "
                 "and restart dockerd, or unset INTERP_RUNTIME",
             )
         )
         try:
             image_id = check_image(client, image)
-            checks.append(Check("image", True, f"{image} ({image_id[7:19]}), version {IMAGE_VERSION}"))
+            checks.append(
+                Check("image", True, f"{image} ({image_id[7:19]}), version {IMAGE_VERSION}")
+            )
         except ImageError as exc:
             checks.append(Check("image", False, exc.message, exc.hint or ""))
         return checks

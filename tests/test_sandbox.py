@@ -1,0 +1,176 @@
+"""The sandbox contract, checked on the running container and from inside it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import docker
+import psutil
+import pytest
+
+from interp import Engine, ExecutionStatus
+
+pytestmark = pytest.mark.docker
+
+
+async def _container(engine: Engine, client: docker.DockerClient, session: str) -> Any:
+    await engine.execute("1", session=session)
+    (container,) = client.containers.list(
+        filters={"label": [f"io.interp.engine={engine.id}", f"io.interp.session={session}"]}
+    )
+    return container
+
+
+async def test_container_has_every_isolation_flag(
+    engine: Engine, docker_client: docker.DockerClient
+) -> None:
+    session = await engine.create_session()
+    container = await _container(engine, docker_client, session)
+    host = container.attrs["HostConfig"]
+    assert host["NetworkMode"] == "none"
+    assert host["ReadonlyRootfs"] is True
+    assert host["Memory"] == 512 * 1024**2
+    assert host["MemorySwap"] == host["Memory"]
+    assert host["NanoCpus"] == 1_000_000_000
+    assert host["PidsLimit"] == engine.config.pids
+    assert host["CapDrop"] == ["ALL"]
+    assert not host["CapAdd"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["Init"] is True
+    assert host["Privileged"] is False
+    assert "/tmp" in host["Tmpfs"] and "size=" in host["Tmpfs"]["/tmp"]
+    assert not host["PortBindings"]
+    assert "docker.sock" not in json.dumps(container.attrs["Mounts"])
+    mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
+    assert set(mounts) == {"/run/interp", "/mnt/data"}
+    assert Path(mounts["/mnt/data"]["Source"]) == engine.session_dir(session)
+    user = container.attrs["Config"]["User"]
+    assert user and not user.startswith("0")
+    labels = container.attrs["Config"]["Labels"]
+    assert labels["io.interp.owner-pid"] == str(os.getpid())
+    assert "io.interp.owner-started" in labels
+
+
+async def test_kernel_environment_is_an_allow_list(
+    engine: Engine, docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INTERP_TEST_SECRET", "hunter2")
+    result = await engine.execute("import os; print(sorted(os.environ))")
+    names = set(eval(result.logs))  # a printed list of str
+    assert "INTERP_TEST_SECRET" not in names
+    assert names <= {
+        "PATH", "HOME", "LANG", "TZ", "HOSTNAME", "MPLCONFIGDIR", "MPLBACKEND",
+        "PYTHONDONTWRITEBYTECODE", "JPY_PARENT_PID", "PYDEVD_USE_FRAME_EVAL",
+        "CLICOLOR", "CLICOLOR_FORCE", "FORCE_COLOR", "PAGER", "GIT_PAGER", "TERM",
+        "COLUMNS", "LINES",
+    }  # fmt: skip
+
+
+async def test_inside_there_is_no_network_no_root_and_no_capabilities(engine: Engine) -> None:
+    code = r"""
+import os, socket
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=2)
+    print("network: open")
+except OSError as exc:
+    print("network: closed", exc.errno)
+try:
+    socket.getaddrinfo("pypi.org", 443)
+    print("dns: works")
+except OSError:
+    print("dns: fails")
+print("uid:", os.getuid())
+lines = open("/proc/self/status").read().splitlines()
+status = dict(l.split(":\t", 1) for l in lines if ":\t" in l)
+print("CapEff:", status["CapEff"].strip(), "CapBnd:", status["CapBnd"].strip())
+print("NoNewPrivs:", status["NoNewPrivs"].strip())
+try:
+    open("/etc/owned", "w")
+    print("root fs: writable")
+except OSError as exc:
+    print("root fs:", exc.strerror)
+print("pid 1:", open("/proc/1/cmdline").read().split("\0")[0])
+"""
+    result = await engine.execute(code)
+    lines = result.logs.splitlines()
+    assert lines[0].startswith("network: closed")
+    assert lines[1] == "dns: fails"
+    assert lines[2] != "uid: 0"
+    assert lines[3] == "CapEff: 0000000000000000 CapBnd: 0000000000000000"
+    assert lines[4] == "NoNewPrivs: 1"
+    assert lines[5] == "root fs: Read-only file system"
+    assert "init" in lines[6]
+
+
+async def test_kernel_is_reached_over_ipc_with_no_tcp_listener(
+    engine: Engine, docker_client: docker.DockerClient
+) -> None:
+    session = await engine.create_session()
+    container = await _container(engine, docker_client, session)
+    connection = json.loads(
+        container.exec_run(["cat", "/run/interp/connection.json"]).output.decode()
+    )
+    assert connection["transport"] == "ipc"
+    assert len(connection["key"]) >= 32
+    # Inside, nothing listens on TCP but ipykernel's pipe for the output of forked
+    # children, on the loopback of the sandbox's own, unconnected network namespace.
+    result = await engine.execute(
+        "import psutil\n"
+        "conns = psutil.net_connections('tcp')\n"
+        "print(sorted({c.laddr.ip for c in conns if c.status == 'LISTEN'}))",
+        session=session,
+    )
+    assert result.logs in ("[]\n", "['127.0.0.1']\n")
+    # The engine itself opens no TCP listener to reach the kernel.
+    listening = [c for c in psutil.Process().net_connections("tcp") if c.status == "LISTEN"]
+    assert listening == []
+
+
+async def test_session_files_are_on_the_host_as_soon_as_written(engine: Engine) -> None:
+    session = await engine.create_session()
+    result = await engine.execute(
+        "open('/mnt/data/out.csv', 'w').write('a,b\\n1,2\\n')\nimport os; print(os.getcwd())",
+        session=session,
+    )
+    assert result.logs == "/mnt/data\n"
+    assert (engine.session_dir(session) / "out.csv").read_text() == "a,b\n1,2\n"
+
+
+async def test_uploaded_files_are_visible_in_mnt_data(engine: Engine, tmp_path: Path) -> None:
+    session = await engine.create_session()
+    await engine.upload(session, "data.csv", b"x,y\n1,2\n3,4\n")
+    result = await engine.execute(
+        "import pandas as pd\nprint(pd.read_csv('/mnt/data/data.csv').y.sum())", session=session
+    )
+    assert (result.status, result.logs) == (ExecutionStatus.COMPLETED, "6\n")
+
+
+async def test_an_upload_replaces_a_planted_symlink_instead_of_writing_through_it(
+    engine: Engine, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("host file")
+    session = await engine.create_session()
+    os.symlink(victim, engine.session_dir(session) / "data.csv")
+    await engine.upload(session, "data.csv", b"uploaded")
+    assert victim.read_text() == "host file"
+    assert (engine.session_dir(session) / "data.csv").read_bytes() == b"uploaded"
+
+
+async def test_closing_the_engine_removes_its_containers(
+    make_config: Any, docker_client: docker.DockerClient
+) -> None:
+    engine = Engine(make_config())
+    await engine.start()
+    for _ in range(2):
+        await engine.execute("1", session=await engine.create_session())
+    assert (
+        len(docker_client.containers.list(filters={"label": f"io.interp.engine={engine.id}"})) == 2
+    )
+    await engine.close()
+    assert not docker_client.containers.list(
+        all=True, filters={"label": f"io.interp.engine={engine.id}"}
+    )
