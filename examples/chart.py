@@ -9,7 +9,7 @@ import pandas as pd
 
 rng = np.random.default_rng(seed=7)
 days = pd.date_range("2026-01-01", periods=90, freq="D")
-sales = pd.Series(100 + rng.normal(0, 8, size=90).cumsum(), index=days, name="sales")
+sales = pd.Series(100 + rng.normal(0.3, 2, size=90).cumsum(), index=days, name="sales")
 
 weekly = sales.resample("W").mean()
 print(f"{len(sales)} days of sales, mean {sales.mean():.1f}, last {sales.iloc[-1]:.1f}")
