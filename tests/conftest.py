@@ -22,7 +22,12 @@ def docker_client() -> docker.DockerClient:
 @pytest.fixture
 def make_config(tmp_path: Path) -> Callable[..., Config]:
     def make(**overrides: Any) -> Config:
-        settings: dict[str, Any] = {"data_dir": tmp_path / "data", "memory": "512m", "timeout": 30}
+        settings: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "memory": "512m",
+            "timeout": 30,
+            "pool_size": 1,
+        }
         settings.update(overrides)
         return Config(**settings)
 

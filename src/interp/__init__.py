@@ -18,6 +18,7 @@ from ._exceptions import (
     SessionNotFoundError,
 )
 from ._models import (
+    EngineStats,
     Event,
     ExecutionError,
     ExecutionFinished,
@@ -30,9 +31,11 @@ from ._models import (
     ImageFile,
     ImageOutput,
     ImageSaved,
+    LatencySummary,
     LogChunk,
     LogsOutput,
     Output,
+    SessionInfo,
 )
 from ._sync import SyncEngine
 
@@ -45,6 +48,7 @@ __all__ = [
     "ConfigError",
     "DockerUnavailableError",
     "Engine",
+    "EngineStats",
     "Event",
     "ExecutionError",
     "ExecutionFinished",
@@ -61,10 +65,12 @@ __all__ = [
     "InterpError",
     "InvalidInputError",
     "KernelStartError",
+    "LatencySummary",
     "LogChunk",
     "LogsOutput",
     "Output",
     "SandboxError",
+    "SessionInfo",
     "SessionNotFoundError",
     "SyncEngine",
     "__version__",

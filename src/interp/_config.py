@@ -68,6 +68,17 @@ class Config(BaseSettings):
     env: dict[str, str] = Field(default_factory=dict)
     """Extra variables for the kernel. Nothing of the host's environment is passed."""
 
+    pool_size: int = Field(2, ge=0)
+    """Ready kernels kept warm, so a new session never waits for a container to start."""
+    max_kernels: int = Field(16, gt=0)
+    """Kernels alive at once: warm ones plus those leased to sessions."""
+    max_sessions: int = Field(64, gt=0)
+    capacity_wait: float = Field(30.0, ge=0)
+    """How long a new session or kernel waits for room before ``CapacityError``."""
+    session_idle_timeout: float = Field(3600.0, gt=0)
+    """A session unused this long is closed, as OpenAI's hosted sessions are after an hour."""
+    session_max_lifetime: float = Field(24 * 3600.0, gt=0)
+
     timeout: float = Field(60.0, gt=0)
     """Default limit of one execution, in seconds."""
     interrupt_grace: float = Field(2.0, gt=0)

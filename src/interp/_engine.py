@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from types import TracebackType
@@ -20,21 +21,44 @@ from ._exceptions import InterpError, InvalidInputError, SessionNotFoundError
 from ._executor import Limits, run
 from ._files import FileStore
 from ._kernel import make_context
-from ._models import Event, ExecutionFinished, ExecutionResult, FileInfo
-from ._pool import Kernel, start_kernel
-from ._sessions import Session, check_file_name, check_session_id, new_session_id
+from ._models import (
+    EngineStats,
+    Event,
+    ExecutionFinished,
+    ExecutionResult,
+    FileInfo,
+    SessionInfo,
+)
+from ._pool import KernelPool, owner_dir_name
+from ._sessions import SessionManager, check_file_name
 from .sandbox import make_backend
 
 
 class Engine:
-    """Runs code in sandboxed kernels, one kernel per session."""
+    """Runs code in sandboxed kernels: a warm pool, one kernel per session."""
 
     def __init__(self, config: Config | None = None) -> None:
         self.config = config if config is not None else Config()
         self.id = secrets.token_hex(6)
         self._backend = make_backend(self.config, engine_id=self.id)
         self._context = make_context()
-        self._sessions: dict[str, Session] = {}
+        self._pool = KernelPool(
+            self._backend,
+            self._context,
+            size=self.config.pool_size,
+            max_kernels=self.config.max_kernels,
+            capacity_wait=self.config.capacity_wait,
+            start_timeout=self.config.start_timeout,
+            pool_dir=self.config.data_dir / "pool" / owner_dir_name(self.id),
+        )
+        self._sessions = SessionManager(
+            self._pool,
+            root=self.config.data_dir / "sessions",
+            max_sessions=self.config.max_sessions,
+            capacity_wait=self.config.capacity_wait,
+            idle_timeout=self.config.session_idle_timeout,
+            max_lifetime=self.config.session_max_lifetime,
+        )
         self._files: FileStore | None = None
         self._started = False
         self._closed = False
@@ -44,12 +68,22 @@ class Engine:
         return self._backend.isolated
 
     async def start(self) -> None:
-        """Check the backend and open the file store. Idempotent."""
+        """Check the backend, reap what dead engines left, and start warming the pool.
+
+        Idempotent. Returns without waiting for the pool: see ``warm``.
+        """
         if self._started:
             return
         await self._backend.open()
         self._files = await asyncio.to_thread(FileStore, self.config.data_dir)
+        self._pool.start()
+        self._sessions.start()
         self._started = True
+
+    async def warm(self, timeout: float | None = None) -> None:
+        """Wait until the pool holds ``pool_size`` ready kernels."""
+        self._check_open()
+        await self._pool.warm(timeout)
 
     async def __aenter__(self) -> Engine:
         try:
@@ -74,29 +108,38 @@ class Engine:
         return self._files
 
     async def create_session(self, session: str | None = None) -> str:
-        """Open a session (a fresh id unless one is given) and return its id."""
+        """Open a session (a fresh id unless one is given) and return its id.
+
+        Waits up to ``capacity_wait`` for a slot when ``max_sessions`` are open, then
+        raises ``CapacityError``. Opening an id that is already open returns it as is.
+        """
         self._check_open()
-        session_id = check_session_id(session) if session is not None else new_session_id()
-        if session_id not in self._sessions:
-            files_dir = self.config.data_dir / "sessions" / session_id
-            await asyncio.to_thread(files_dir.mkdir, parents=True, exist_ok=True)
-            self._sessions[session_id] = Session(id=session_id, files_dir=files_dir)
-        return session_id
+        return (await self._sessions.create(session)).id
 
     def session_dir(self, session: str) -> Path:
         """The host directory the session's code sees as /mnt/data."""
-        return self._session(session).files_dir
+        return self._sessions.get(session).files_dir
 
-    def sessions(self) -> list[str]:
-        return list(self._sessions)
+    def sessions(self) -> list[SessionInfo]:
+        return self._sessions.infos()
 
     async def close_session(self, session: str) -> None:
         """End the session: its kernel is removed and its /mnt/data deleted."""
-        found = self._sessions.pop(session, None)
-        if found is None:
-            raise SessionNotFoundError(f"no session {session!r}")
-        async with found.lock:
-            await found.close()
+        await self._sessions.close(session)
+
+    def stats(self) -> EngineStats:
+        pool = self._pool
+        return EngineStats(
+            pool_ready=pool.ready,
+            pool_starting=pool.starting,
+            leased=pool.leased,
+            sessions=len(self._sessions),
+            kernels_started=pool.kernels_started,
+            kernel_start_failures=pool.start_failures,
+            kernels_died=pool.kernels_died,
+            acquire=pool.acquire_latency(),
+            cold_start=pool.start_latency(),
+        )
 
     async def execute(
         self, code: str | bytes, *, session: str | None = None, timeout: float | None = None
@@ -121,55 +164,38 @@ class Engine:
         text = self._check_code(code)
         limit = self._check_timeout(timeout)
         ephemeral = session is None
-        if session is None:
-            session = await self.create_session()
-        target = self._session(session)
+        target = await self._sessions.create() if session is None else self._sessions.get(session)
+        limits = Limits(
+            timeout=limit,
+            interrupt_grace=self.config.interrupt_grace,
+            max_log_bytes=self.config.max_log_bytes,
+            max_images=self.config.max_images,
+            memory_bytes=self.config.memory,
+        )
         try:
             async with target.lock:
                 if target.closed:
-                    raise SessionNotFoundError(f"session {session!r} was closed")
-                kernel = await self._kernel_for(target)
-                limits = Limits(
-                    timeout=limit,
-                    interrupt_grace=self.config.interrupt_grace,
-                    max_log_bytes=self.config.max_log_bytes,
-                    max_images=self.config.max_images,
-                    memory_bytes=self.config.memory,
-                )
-                async with contextlib.aclosing(
-                    run(kernel, text, session=session, limits=limits, files=self.files)
-                ) as events:
-                    async for event in events:
-                        yield event
-                target.last_used = asyncio.get_running_loop().time()
-                if not kernel.alive:
-                    target.kernel = None
-                    await kernel.remove()
+                    raise SessionNotFoundError(f"session {target.id!r} was closed")
+                kernel = await self._sessions.kernel_for(target)
+                try:
+                    async with contextlib.aclosing(
+                        run(kernel, text, session=target.id, limits=limits, files=self.files)
+                    ) as events:
+                        async for event in events:
+                            yield event
+                finally:
+                    target.last_used = time.monotonic()
         finally:
             if ephemeral:
                 with contextlib.suppress(InterpError):
-                    await self.close_session(session)
-
-    async def _kernel_for(self, session: Session) -> Kernel:
-        if session.kernel is not None and not session.kernel.alive:
-            await session.kernel.remove()
-            session.kernel = None
-        if session.kernel is None:
-            session.kernel = await start_kernel(
-                self._backend,
-                self._context,
-                files_dir=session.files_dir,
-                session=session.id,
-                timeout=self.config.start_timeout,
-            )
-        return session.kernel
+                    await self._sessions.close(target.id)
 
     async def upload(self, session: str, name: str, content: bytes | Path) -> Path:
         """Put a file into the session's /mnt/data; return its host path.
 
         ``name`` must be a plain file name: no directories, no ``..``.
         """
-        target_dir = self._session(session).files_dir
+        target_session = self._sessions.get(session)
         clean = check_file_name(name)
         if isinstance(content, Path):
             try:
@@ -183,9 +209,11 @@ class Engine:
                 f"{clean} is {size} bytes, more than the upload limit of"
                 f" {self.config.max_upload_bytes}"
             )
-        target = target_dir / clean
-        await asyncio.to_thread(_write_replacing, target, content)
-        self._backend.adopt(target)
+        # Under the session's lock, so that no kernel hand-over moves the directory meanwhile.
+        async with target_session.lock:
+            target = target_session.files_dir / clean
+            await asyncio.to_thread(_write_replacing, target, content)
+            self._backend.adopt(target)
         return target
 
     def file(self, file_id: str) -> FileInfo:
@@ -203,28 +231,20 @@ class Engine:
         if self._closed:
             return
         self._closed = True
-        for session in list(self._sessions.values()):
-            with contextlib.suppress(InterpError):
-                await session.close()
-        self._sessions.clear()
-        await self._backend.close()
-        if self._files is not None:
-            self._files.close()
-        self._context.term()
+        try:
+            await self._sessions.close_all()
+            await self._pool.close()
+        finally:
+            await self._backend.close()
+            if self._files is not None:
+                self._files.close()
+            self._context.term()
 
     def _check_open(self) -> None:
         if self._closed:
             raise InterpError("the engine is closed")
         if not self._started:
             raise InterpError("the engine is not started: use `async with Engine() as engine`")
-
-    def _session(self, session: str) -> Session:
-        found = self._sessions.get(session)
-        if found is None:
-            raise SessionNotFoundError(
-                f"no session {session!r}", hint="create it with create_session()"
-            )
-        return found
 
     def _check_code(self, code: str | bytes) -> str:
         if isinstance(code, bytes):

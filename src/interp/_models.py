@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -124,6 +125,39 @@ class ExecutionResult(_Model):
                 "outputs": [o.model_dump(mode="json") for o in self.outputs],
             },
         }
+
+
+class SessionInfo(_Model):
+    id: str
+    created_at: datetime
+    last_used_at: datetime
+    files_dir: Path
+    """The host directory the session's code sees as /mnt/data."""
+    has_kernel: bool
+    busy: bool
+
+
+class LatencySummary(_Model):
+    """Recent latencies, in milliseconds."""
+
+    n: int
+    p50_ms: float | None
+    p95_ms: float | None
+
+
+class EngineStats(_Model):
+    pool_ready: int
+    pool_starting: int
+    leased: int
+    sessions: int
+    kernels_started: int
+    kernel_start_failures: int
+    kernels_died: int
+    """Kernels that died on their own (crash, OOM, killed from outside), pooled or leased."""
+    acquire: LatencySummary
+    """From asking the pool for a kernel to holding a ready one."""
+    cold_start: LatencySummary
+    """From asking the backend for a sandbox to the kernel answering."""
 
 
 class ExecutionStarted(_Model):

@@ -1,26 +1,47 @@
-"""Kernels: a sandbox with a ready channel to the kernel inside it."""
+"""Kernels, and the pool that keeps ready ones warm.
+
+A pooled kernel is started before anyone asks, with an empty files directory of its own.
+Leasing hands it to one session for the rest of its life: it is never returned to the
+pool nor given to another session, and it is removed when the session ends.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import secrets
+import shutil
+import statistics
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import zmq.asyncio
 
-from ._exceptions import KernelStartError, SandboxError
+from ._exceptions import CapacityError, InterpError, KernelStartError, SandboxError
 from ._kernel import KernelChannel
+from ._models import LatencySummary
 from .sandbox import Backend, Sandbox
 
+log = logging.getLogger("interp.pool")
 
-@dataclass
+# After a failed start, the pool waits this long before trying again, so that a broken
+# image or a full disk does not turn the refill into a busy loop.
+_RETRY_AFTER_FAILURE_S = 1.0
+_LATENCY_WINDOW = 1000
+
+
+@dataclass(eq=False)
 class Kernel:
     """A started, ready kernel. Belongs to one session for its whole life."""
 
     sandbox: Sandbox
     channel: KernelChannel
+    files_dir: Path
+    """The host directory mounted at /mnt/data."""
     started_s: float
     """Seconds from asking for the sandbox to the kernel answering."""
     _doomed: bool = field(default=False, repr=False)
@@ -70,4 +91,247 @@ async def start_kernel(
         raise
     finally:
         died.cancel()
-    return Kernel(sandbox=sandbox, channel=channel, started_s=time.perf_counter() - began)
+    return Kernel(
+        sandbox=sandbox,
+        channel=channel,
+        files_dir=files_dir,
+        started_s=time.perf_counter() - began,
+    )
+
+
+def _summary(samples: deque[float]) -> LatencySummary:
+    if not samples:
+        return LatencySummary(n=0, p50_ms=None, p95_ms=None)
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return LatencySummary(n=len(ordered), p50_ms=statistics.median(ordered) * 1e3, p95_ms=p95 * 1e3)
+
+
+class KernelPool:
+    """Keeps ``size`` ready kernels, within ``max_kernels`` alive in all."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        context: zmq.asyncio.Context,
+        *,
+        size: int,
+        max_kernels: int,
+        capacity_wait: float,
+        start_timeout: float,
+        pool_dir: Path,
+    ) -> None:
+        self._backend = backend
+        self._context = context
+        self._size = min(size, max_kernels)
+        self._max = max_kernels
+        self._capacity_wait = capacity_wait
+        self._start_timeout = start_timeout
+        self._pool_dir = pool_dir
+        self._ready: deque[Kernel] = deque()
+        self._leased: set[Kernel] = set()
+        self._starting = 0
+        self._refills: set[asyncio.Task[None]] = set()
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Condition()
+        self._refill_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._last_failure: float = 0.0
+        self.kernels_started = 0
+        self.start_failures = 0
+        self.kernels_died = 0
+        self._acquire_s: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        self._start_s: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+
+    @property
+    def ready(self) -> int:
+        return len(self._ready)
+
+    @property
+    def starting(self) -> int:
+        return self._starting
+
+    @property
+    def leased(self) -> int:
+        return len(self._leased)
+
+    def acquire_latency(self) -> LatencySummary:
+        return _summary(self._acquire_s)
+
+    def start_latency(self) -> LatencySummary:
+        return _summary(self._start_s)
+
+    def start(self) -> None:
+        """Begin filling the pool in the background."""
+        _remove_stale_pool_dirs(self._pool_dir.parent)
+        self._pool_dir.mkdir(parents=True, exist_ok=True)
+        self._refill_task = asyncio.create_task(self._refill_loop(), name="interp-pool-refill")
+
+    async def warm(self, timeout: float | None = None) -> None:
+        """Wait until the pool holds ``size`` ready kernels."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self._ready) >= self._size or self._closed)
+
+    async def acquire(self, *, session: str, files_dir: Path) -> Kernel:
+        """A ready kernel for ``session``: a warm one, else a cold start, else a bounded wait.
+
+        A cold start mounts ``files_dir`` directly; a warm kernel brings its own directory,
+        which the caller moves into place.
+        """
+        began = time.perf_counter()
+        deadline = began + self._capacity_wait
+        while True:
+            if self._closed:
+                raise InterpError("the kernel pool is closed")
+            while self._ready:
+                kernel = self._ready.popleft()
+                if kernel.alive:
+                    self._lease(kernel, began)
+                    return kernel
+                await self._discard(kernel)
+            if self._total() < self._max:
+                kernel = await self._start(session=session, files_dir=files_dir)
+                self._lease(kernel, began)
+                return kernel
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise CapacityError(
+                    f"all {self._max} kernels are in use; none became free within"
+                    f" {self._capacity_wait:g} s",
+                    hint="close idle sessions or raise max_kernels",
+                )
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._changed.wait()
+
+    async def release(self, kernel: Kernel) -> None:
+        """Remove a leased kernel for good; its slot goes back to the pool."""
+        self._leased.discard(kernel)
+        try:
+            await kernel.remove()
+        finally:
+            await self._notify()
+
+    def _lease(self, kernel: Kernel, began: float) -> None:
+        self._leased.add(kernel)
+        self._acquire_s.append(time.perf_counter() - began)
+        self._wake.set()
+
+    def _total(self) -> int:
+        return len(self._ready) + len(self._leased) + self._starting
+
+    async def _start(self, *, session: str, files_dir: Path) -> Kernel:
+        self._starting += 1
+        try:
+            kernel = await start_kernel(
+                self._backend,
+                self._context,
+                files_dir=files_dir,
+                session=session,
+                timeout=self._start_timeout,
+            )
+        except InterpError:
+            self.start_failures += 1
+            self._last_failure = time.monotonic()
+            raise
+        finally:
+            self._starting -= 1
+        self.kernels_started += 1
+        self._start_s.append(kernel.started_s)
+        watcher = asyncio.create_task(self._watch(kernel), name="interp-kernel-watch")
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        return kernel
+
+    async def _refill_loop(self) -> None:
+        while not self._closed:
+            self._wake.clear()
+            wanted = self._size - len(self._ready) - len(self._refills)
+            room = self._max - self._total()
+            for _ in range(max(0, min(wanted, room))):
+                task = asyncio.create_task(self._refill_one(), name="interp-pool-start")
+                self._refills.add(task)
+                task.add_done_callback(self._refills.discard)
+            await self._wake.wait()
+
+    async def _refill_one(self) -> None:
+        pause = self._last_failure + _RETRY_AFTER_FAILURE_S - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        files_dir = self._pool_dir / secrets.token_hex(8)
+        try:
+            await asyncio.to_thread(files_dir.mkdir)
+            kernel = await self._start(session="", files_dir=files_dir)
+        except InterpError as exc:
+            log.warning("could not start a pooled kernel: %s", exc)
+            await asyncio.to_thread(_remove_dir, files_dir)
+            await self._notify()
+            return
+        if self._closed:
+            await kernel.remove()
+            return
+        self._ready.append(kernel)
+        await self._notify()
+
+    async def _watch(self, kernel: Kernel) -> None:
+        """Count deaths; a pooled kernel that dies is dropped and replaced at once."""
+        await kernel.sandbox.wait()
+        if kernel in self._ready:
+            self._ready.remove(kernel)
+            await self._discard(kernel)
+            await self._notify()
+        elif kernel in self._leased and not kernel.channel.closed:
+            self.kernels_died += 1
+
+    async def _discard(self, kernel: Kernel) -> None:
+        self.kernels_died += 1
+        with contextlib.suppress(SandboxError):
+            await kernel.remove()
+        await asyncio.to_thread(_remove_dir, kernel.files_dir)
+
+    async def _notify(self) -> None:
+        self._wake.set()
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._notify()
+        tasks = [t for t in (self._refill_task, *self._refills, *self._watchers) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        kernels = [*self._ready, *self._leased]
+        self._ready.clear()
+        self._leased.clear()
+        for kernel in kernels:
+            with contextlib.suppress(SandboxError):
+                await kernel.remove()
+        await asyncio.to_thread(_remove_dir, self._pool_dir)
+
+
+def owner_dir_name(engine_id: str) -> str:
+    """A pool directory name that says which process owns it: pid, start time, engine."""
+    me = psutil.Process()
+    return f"{me.pid}-{me.create_time():.3f}-{engine_id}"
+
+
+def _remove_stale_pool_dirs(parent: Path) -> None:
+    """Remove the pool directories of engines whose process is gone (killed, crashed)."""
+    if not parent.is_dir():
+        return
+    for entry in parent.iterdir():
+        pid, _, rest = entry.name.partition("-")
+        started, _, _ = rest.partition("-")
+        try:
+            alive = abs(psutil.Process(int(pid)).create_time() - float(started)) < 0.01
+        except (ValueError, psutil.Error):
+            alive = False
+        if not alive:
+            _remove_dir(entry)
+
+
+def _remove_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

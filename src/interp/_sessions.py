@@ -1,22 +1,26 @@
 """Sessions: a conversation's kernel and its /mnt/data directory.
 
-Calls on one session run one at a time, in arrival order; different sessions run
-concurrently. A session whose kernel died gets a fresh one on its next call, with its
-files kept.
+Calls on one session run one at a time, in arrival order (an ``asyncio.Lock`` is FIFO);
+different sessions run concurrently. A session whose kernel died gets a fresh one on its
+next call, with its files kept. Idle and over-age sessions are closed in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-from ._exceptions import InvalidInputError
-from ._pool import Kernel
+from ._exceptions import CapacityError, InterpError, InvalidInputError, SessionNotFoundError
+from ._models import SessionInfo
+from ._pool import Kernel, KernelPool
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -47,20 +51,168 @@ def check_file_name(name: str) -> str:
     return name
 
 
-@dataclass
+@dataclass(eq=False)
 class Session:
     id: str
     files_dir: Path
-    created_at: float = field(default_factory=time.monotonic)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
     kernel: Kernel | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
 
-    async def close(self) -> None:
-        """Remove the kernel and the session's files."""
-        self.closed = True
-        if self.kernel is not None:
-            await self.kernel.remove()
-            self.kernel = None
-        await asyncio.to_thread(shutil.rmtree, self.files_dir, True)
+    def info(self) -> SessionInfo:
+        idle = time.monotonic() - self.last_used
+        return SessionInfo(
+            id=self.id,
+            created_at=self.created_at,
+            last_used_at=datetime.fromtimestamp(time.time() - idle, UTC),
+            files_dir=self.files_dir,
+            has_kernel=self.kernel is not None and self.kernel.alive,
+            busy=self.lock.locked(),
+        )
+
+
+class SessionManager:
+    """Session ids to sessions, within a maximum count, expiring when idle or old."""
+
+    def __init__(
+        self,
+        pool: KernelPool,
+        *,
+        root: Path,
+        max_sessions: int,
+        capacity_wait: float,
+        idle_timeout: float,
+        max_lifetime: float,
+    ) -> None:
+        self._pool = pool
+        self._root = root
+        self._max = max_sessions
+        self._capacity_wait = capacity_wait
+        self._idle_timeout = idle_timeout
+        self._max_lifetime = max_lifetime
+        self._sessions: dict[str, Session] = {}
+        self._changed = asyncio.Condition()
+        self._expiry: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._expiry = asyncio.create_task(self._expire_loop(), name="interp-session-expiry")
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def infos(self) -> list[SessionInfo]:
+        return [session.info() for session in self._sessions.values()]
+
+    def get(self, session: str) -> Session:
+        found = self._sessions.get(session)
+        if found is None:
+            raise SessionNotFoundError(
+                f"no session {session!r}", hint="create it with create_session()"
+            )
+        return found
+
+    async def create(self, session: str | None = None) -> Session:
+        """The session of that id, opened if new; waits a bounded time for a free slot."""
+        session_id = check_session_id(session) if session is not None else new_session_id()
+        existing = self._sessions.get(session_id)
+        if existing is not None:
+            return existing
+        async with self._changed:
+            try:
+                async with asyncio.timeout(self._capacity_wait):
+                    await self._changed.wait_for(lambda: len(self._sessions) < self._max)
+            except TimeoutError:
+                raise CapacityError(
+                    f"{self._max} sessions are open; none closed within {self._capacity_wait:g} s",
+                    hint="close sessions you no longer need or raise max_sessions",
+                ) from None
+            existing = self._sessions.get(session_id)
+            if existing is not None:
+                return existing
+            files_dir = self._root / session_id
+            await asyncio.to_thread(files_dir.mkdir, parents=True, exist_ok=True)
+            created = Session(id=session_id, files_dir=files_dir)
+            self._sessions[session_id] = created
+            return created
+
+    async def kernel_for(self, session: Session) -> Kernel:
+        """The session's live kernel; a fresh one if it has none or its kernel died.
+
+        Call with the session's lock held.
+        """
+        if session.kernel is not None and session.kernel.alive:
+            return session.kernel
+        if session.kernel is not None:
+            await self._pool.release(session.kernel)
+            session.kernel = None
+        kernel = await self._pool.acquire(session=session.id, files_dir=session.files_dir)
+        if kernel.files_dir != session.files_dir:
+            try:
+                await asyncio.to_thread(_move_files, session.files_dir, kernel.files_dir)
+            except OSError as exc:
+                await self._pool.release(kernel)
+                raise InterpError(f"could not give the session its files: {exc}") from exc
+            kernel.files_dir = session.files_dir
+        session.kernel = kernel
+        return kernel
+
+    async def close(self, session: str) -> None:
+        """End the session: its kernel is removed and its /mnt/data deleted."""
+        found = self._sessions.get(session)
+        if found is None:
+            raise SessionNotFoundError(f"no session {session!r}")
+        async with found.lock:
+            await self._close(found)
+
+    async def _close(self, session: Session) -> None:
+        if session.closed:
+            return
+        session.closed = True
+        self._sessions.pop(session.id, None)
+        try:
+            if session.kernel is not None:
+                await self._pool.release(session.kernel)
+                session.kernel = None
+            await asyncio.to_thread(shutil.rmtree, session.files_dir, True)
+        finally:
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _expire_loop(self) -> None:
+        period = min(30.0, max(0.05, min(self._idle_timeout, self._max_lifetime) / 4))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for session in list(self._sessions.values()):
+                idle = now - session.last_used > self._idle_timeout
+                old = now - session.started > self._max_lifetime
+                if (idle or old) and not session.lock.locked():
+                    with contextlib.suppress(InterpError):
+                        await self.close(session.id)
+
+    async def close_all(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+        for session in list(self._sessions.values()):
+            with contextlib.suppress(InterpError):
+                await self._close(session)
+
+
+def _move_files(session_dir: Path, kernel_dir: Path) -> None:
+    """Give a warm kernel's directory the session's files and the session's path.
+
+    The kernel's /mnt/data is a bind mount of ``kernel_dir``; a rename keeps the mount,
+    so after this the session's path is what the kernel sees, files included.
+    """
+    if session_dir.exists():
+        with os.scandir(session_dir) as entries:
+            for entry in entries:
+                os.rename(entry.path, kernel_dir / entry.name)
+        session_dir.rmdir()
+    os.rename(kernel_dir, session_dir)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from ._config import Config
 from ._engine import Engine
-from ._models import Event, ExecutionResult, FileInfo
+from ._models import EngineStats, Event, ExecutionResult, FileInfo, SessionInfo
 
 _T = TypeVar("_T")
 
@@ -62,8 +62,14 @@ class SyncEngine:
     def close_session(self, session: str) -> None:
         self._call(self._engine.close_session(session))
 
-    def sessions(self) -> list[str]:
+    def sessions(self) -> list[SessionInfo]:
         return self._engine.sessions()
+
+    def stats(self) -> EngineStats:
+        return self._engine.stats()
+
+    def warm(self, timeout: float | None = None) -> None:
+        self._call(self._engine.warm(timeout))
 
     def session_dir(self, session: str) -> Path:
         return self._engine.session_dir(session)

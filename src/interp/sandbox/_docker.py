@@ -38,6 +38,7 @@ LABEL_ENGINE = "io.interp.engine"
 LABEL_OWNER_PID = "io.interp.owner-pid"
 LABEL_OWNER_STARTED = "io.interp.owner-started"
 LABEL_SESSION = "io.interp.session"
+LABEL_KERNEL_DIR = "io.interp.kernel-dir"
 
 # The image's non-root user. When the engine runs as root it hands the kernel's
 # directories to this uid; otherwise the kernel runs as the engine's own (non-root) uid.
@@ -124,6 +125,37 @@ def owner_labels(engine_id: str) -> dict[str, str]:
         LABEL_OWNER_PID: str(me.pid),
         LABEL_OWNER_STARTED: f"{me.create_time():.3f}",
     }
+
+
+def _owner_alive(labels: dict[str, str]) -> bool:
+    """Whether the process named by a container's owner labels still runs.
+
+    The start time guards against a recycled pid: same pid, different process.
+    """
+    try:
+        pid = int(labels[LABEL_OWNER_PID])
+        started = float(labels[LABEL_OWNER_STARTED])
+        return abs(psutil.Process(pid).create_time() - started) < 0.01
+    except (KeyError, ValueError, psutil.Error):
+        return False
+
+
+def reap_orphans(client: docker.DockerClient) -> int:
+    """Remove sandboxes whose engine process is gone. Unlabelled containers are never touched."""
+    reaped = 0
+    for summary in client.api.containers(all=True, filters={"label": LABEL_ENGINE}):
+        labels: dict[str, str] = summary.get("Labels") or {}
+        if LABEL_ENGINE not in labels or _owner_alive(labels):
+            continue
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_container(summary["Id"], force=True)
+            reaped += 1
+        kernel_dir = Path(labels.get(LABEL_KERNEL_DIR, ""))
+        if kernel_dir.name.startswith("interp-") and kernel_dir.parent == Path(
+            tempfile.gettempdir()
+        ):
+            shutil.rmtree(kernel_dir, ignore_errors=True)
+    return reaped
 
 
 class DockerSandbox:
@@ -247,6 +279,9 @@ class DockerBackend:
         self._client = await asyncio.to_thread(connect)
         await asyncio.to_thread(check_image, self._client, self._config.image)
         client = self._client
+        reaped = await self._call("reaping orphaned sandboxes", lambda: reap_orphans(client))
+        if reaped:
+            log.warning("removed %d sandboxes left by engines that no longer run", reaped)
         self._events = await self._call(
             "following container events",
             lambda: client.events(
@@ -322,7 +357,11 @@ class DockerBackend:
                 str(files_dir): {"bind": "/mnt/data", "mode": "rw"},
             },
         )
-        labels = {**owner_labels(self._engine_id), LABEL_SESSION: session}
+        labels = {
+            **owner_labels(self._engine_id),
+            LABEL_SESSION: session,
+            LABEL_KERNEL_DIR: str(host_dir),
+        }
         environment = {"LANG": "C.UTF-8", "TZ": "UTC", **config.env}
 
         def create_and_start() -> str:
@@ -349,8 +388,15 @@ class DockerBackend:
                 raise
             return container_id
 
+        starting = asyncio.ensure_future(self._call("starting a sandbox", create_and_start))
         try:
-            container_id = await self._call("starting a sandbox", create_and_start)
+            container_id = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # The worker thread goes on creating the container: wait for it, remove it.
+            with contextlib.suppress(Exception):
+                await self._sandboxes[await starting].remove()
+            shutil.rmtree(host_dir, ignore_errors=True)
+            raise
         except BaseException:
             shutil.rmtree(host_dir, ignore_errors=True)
             raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -133,6 +134,8 @@ class ProcessBackend:
                 "-f",
                 str(host_dir / "connection.json"),
                 "--HistoryManager.enabled=False",
+                # The kernel exits when the engine's process does, even on SIGKILL.
+                f"--IPKernelApp.parent_handle={os.getpid()}",
                 cwd=files_dir,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
