@@ -167,9 +167,8 @@ async def test_closing_the_engine_removes_its_containers(
     await engine.start()
     for _ in range(2):
         await engine.execute("1", session=await engine.create_session())
-    assert (
-        len(docker_client.containers.list(filters={"label": f"io.interp.engine={engine.id}"})) == 2
-    )
+    running = docker_client.containers.list(filters={"label": f"io.interp.engine={engine.id}"})
+    assert len(running) >= 2
     await engine.close()
     assert not docker_client.containers.list(
         all=True, filters={"label": f"io.interp.engine={engine.id}"}

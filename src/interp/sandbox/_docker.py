@@ -371,7 +371,6 @@ class DockerBackend:
                 environment=environment,
                 labels=labels,
                 working_dir="/mnt/data",
-                hostname="sandbox",
                 host_config=host_config,
             )
             container_id = str(created["Id"])
