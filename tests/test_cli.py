@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import docker
 import pytest
 from PIL import Image
 
@@ -175,3 +177,36 @@ def test_doctor_says_what_to_do_without_docker(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "FAIL" in done.stdout
     assert "start the Docker engine" in done.stdout.replace("\n", " ").replace("│", " ")
+
+
+def test_pool_status_shows_a_warm_pool(tmp_path: Path) -> None:
+    done = interp("pool", "status", "--size", "1", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "pool of 1" in done.stdout
+    assert "idle kernel memory" in done.stdout
+
+
+def test_sigterm_during_a_run_removes_the_sandbox(
+    tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    code = "print('running', flush=True)\nimport time\ntime.sleep(300)\n"
+    with subprocess.Popen(
+        [sys.executable, "-m", "interp", "run", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        text=True,
+    ) as process:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(code)
+        process.stdin.close()
+        assert process.stdout.readline() == "running\n"
+        owned = {"label": f"io.interp.owner-pid={process.pid}"}
+        assert docker_client.containers.list(filters=owned)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 130
+        assert process.stderr is not None
+        assert "Traceback" not in process.stderr.read()
+    assert docker_client.containers.list(all=True, filters=owned) == []

@@ -139,6 +139,7 @@ class Engine:
             kernels_died=pool.kernels_died,
             acquire=pool.acquire_latency(),
             cold_start=pool.start_latency(),
+            idle_kernel_memory_bytes=pool.idle_memory(),
         )
 
     async def execute(

@@ -158,6 +158,8 @@ class EngineStats(_Model):
     """From asking the pool for a kernel to holding a ready one."""
     cold_start: LatencySummary
     """From asking the backend for a sandbox to the kernel answering."""
+    idle_kernel_memory_bytes: int | None
+    """Median memory in use by a ready kernel in the pool, where the sandbox can tell."""
 
 
 class ExecutionStarted(_Model):

@@ -156,6 +156,11 @@ class KernelPool:
     def leased(self) -> int:
         return len(self._leased)
 
+    def idle_memory(self) -> int | None:
+        """Median memory in use by the ready kernels."""
+        used = [m for k in self._ready if (m := k.sandbox.usage().memory_bytes) is not None]
+        return int(statistics.median(used)) if used else None
+
     def acquire_latency(self) -> LatencySummary:
         return _summary(self._acquire_s)
 

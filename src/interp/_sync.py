@@ -10,6 +10,7 @@ One implementation of every behaviour; this file only carries calls across threa
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 from collections.abc import AsyncGenerator, Coroutine, Iterator
 from pathlib import Path
@@ -38,6 +39,8 @@ class SyncEngine:
         except BaseException:
             self.close()
             raise
+        # A script that forgets close() still leaves no container behind.
+        atexit.register(self.close)
 
     @property
     def config(self) -> Config:
@@ -102,6 +105,7 @@ class SyncEngine:
         return self._engine.file_path(file_id)
 
     def close(self) -> None:
+        atexit.unregister(self.close)
         if self._loop.is_closed():
             return
         if self._thread.is_alive():

@@ -6,12 +6,13 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -22,7 +23,16 @@ from rich.table import Table
 from ._config import Config
 from ._engine import Engine
 from ._exceptions import ImageError, InterpError, InvalidInputError
-from ._models import ExecutionFinished, ExecutionResult, ExecutionStatus, ImageSaved, LogChunk
+from ._models import (
+    EngineStats,
+    ExecutionFinished,
+    ExecutionResult,
+    ExecutionStatus,
+    ImageSaved,
+    LogChunk,
+)
+
+_T = TypeVar("_T")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -50,6 +60,8 @@ app = typer.Typer(
 )
 image_app = typer.Typer(help="Manage the sandbox image.", no_args_is_help=True)
 app.add_typer(image_app, name="image")
+pool_app = typer.Typer(help="Inspect the warm kernel pool.", no_args_is_help=True)
+app.add_typer(pool_app, name="pool")
 
 err = Console(stderr=True, highlight=False)
 
@@ -146,8 +158,9 @@ def _main(
         for extra in files:
             if not extra.is_file():
                 raise _Fail(f"no such file: {extra}", EXIT_USAGE)
-        config = _config(memory=memory, cpus=cpus, backend=backend)
-        code_exit = asyncio.run(_run(config, text, stem, out, json_output, timeout, files))
+        # `interp run` uses one fresh kernel: a warm pool would only cost a second start.
+        config = _config(memory=memory, cpus=cpus, backend=backend, pool_size=0)
+        code_exit = _run_until_signalled(_run(config, text, stem, out, json_output, timeout, files))
     except _Fail as fail:
         _exit_error(str(fail), fail.code)
     except InvalidInputError as exc:
@@ -201,6 +214,19 @@ async def _run(
     if result.message:
         err.print(f"[bold red]interp:[/] {result.status.value}: {result.message}", soft_wrap=True)
     return _STATUS_EXIT[result.status]
+
+
+def _run_until_signalled(work: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``work``; on SIGTERM, as on Ctrl-C, cancel it so the engine removes its kernels."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        return asyncio.run(work)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 async def _started_engine(config: Config) -> Engine:
@@ -297,6 +323,41 @@ async def _probe(config: Config) -> tuple[bool, str]:
 
 def _mark(ok: bool) -> str:
     return "[green]ok[/]" if ok else "[red]FAIL[/]"
+
+
+@pool_app.command("status")
+def pool_status(
+    size: Annotated[int | None, typer.Option("--size", help="Ready kernels to keep.")] = None,
+    backend: BackendOpt = None,
+) -> None:
+    """Warm a pool as configured, lease a kernel from it, and show the engine's figures."""
+    config = _safe_config(pool_size=size, backend=backend)
+    try:
+        stats = _run_until_signalled(_pool_probe(config))
+    except InterpError as exc:
+        _exit_error(str(exc), EXIT_ENGINE)
+    except KeyboardInterrupt:
+        _exit_error("interrupted", EXIT_INTERRUPTED)
+    table = Table(title=f"pool of {config.pool_size} (max {config.max_kernels} kernels)")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in stats.model_dump().items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in value.items())  # fmt: skip
+        elif name.endswith("_bytes") and value is not None:
+            value = f"{value / 1024**2:.0f} MiB"
+        table.add_row(name.replace("_", " "), str(value))
+    Console().print(table)
+
+
+async def _pool_probe(config: Config) -> EngineStats:
+    engine = await _started_engine(config)
+    async with engine:
+        await engine.warm(timeout=config.start_timeout)
+        idle = engine.stats()
+        await engine.execute("1 + 1", session=await engine.create_session())
+        return idle.model_copy(update={"acquire": engine.stats().acquire})
 
 
 @image_app.command("build")

@@ -52,6 +52,8 @@ class Usage:
 
     cpu_s: float | None
     peak_memory_bytes: int | None
+    memory_bytes: int | None = None
+    """Memory in use now."""
 
 
 class Sandbox(Protocol):

@@ -218,12 +218,16 @@ class DockerSandbox:
             "mem_v2": Path(f"/sys/fs/cgroup/docker/{full}/memory.peak"),
             "cpu_v2s": Path(f"/sys/fs/cgroup/system.slice/docker-{full}.scope/cpu.stat"),
             "mem_v2s": Path(f"/sys/fs/cgroup/system.slice/docker-{full}.scope/memory.peak"),
+            "now_v1": Path(f"/sys/fs/cgroup/memory/docker/{full}/memory.usage_in_bytes"),
+            "now_v2": Path(f"/sys/fs/cgroup/docker/{full}/memory.current"),
+            "now_v2s": Path(f"/sys/fs/cgroup/system.slice/docker-{full}.scope/memory.current"),
         }
         self._cgroup = {name: path for name, path in candidates.items() if path.exists()}
 
     def usage(self) -> Usage:
         cpu_s: float | None = None
         peak: int | None = None
+        now: int | None = None
         with contextlib.suppress(OSError, ValueError):
             if "cpu_v1" in self._cgroup:
                 cpu_s = int(self._cgroup["cpu_v1"].read_text()) / 1e9
@@ -236,7 +240,10 @@ class DockerSandbox:
             for name in ("mem_v1", "mem_v2", "mem_v2s"):
                 if name in self._cgroup:
                     peak = int(self._cgroup[name].read_text())
-        return Usage(cpu_s=cpu_s, peak_memory_bytes=peak)
+            for name in ("now_v1", "now_v2", "now_v2s"):
+                if name in self._cgroup:
+                    now = int(self._cgroup[name].read_text())
+        return Usage(cpu_s=cpu_s, peak_memory_bytes=peak, memory_bytes=now)
 
     def reset_peak_memory(self) -> None:
         # cgroup v1 lets the owner reset the high-water mark; v2's memory.peak keeps the

@@ -93,9 +93,10 @@ class ProcessSandbox:
     def usage(self) -> Usage:
         try:
             times = self._ps.cpu_times()
+            rss = self._ps.memory_info().rss
         except psutil.Error:
             return Usage(cpu_s=None, peak_memory_bytes=None)
-        return Usage(cpu_s=times.user + times.system, peak_memory_bytes=None)
+        return Usage(cpu_s=times.user + times.system, peak_memory_bytes=None, memory_bytes=rss)
 
     def reset_peak_memory(self) -> None:
         """Processes have no resettable peak; nothing to do."""
