@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -203,7 +204,7 @@ def test_sigterm_during_a_run_removes_the_sandbox(
         process.stdin.write(code)
         process.stdin.close()
         assert process.stdout.readline() == "running\n"
-        owned = {"label": f"io.interp.owner-pid={process.pid}"}
+        owned: dict[str, Any] = {"label": f"io.interp.owner-pid={process.pid}"}
         assert docker_client.containers.list(filters=owned)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 130

@@ -67,6 +67,9 @@ class Sandbox(Protocol):
         """How the host reaches the kernel (jupyter_client connection info)."""
         ...
 
+    phases: dict[str, float]
+    """Seconds spent in each step of launching the sandbox, for benchmarks."""
+
     @property
     def exit_info(self) -> ExitInfo | None:
         """Why the sandbox ended, once it has; ``None`` while it runs."""

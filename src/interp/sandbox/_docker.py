@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,7 @@ class DockerSandbox:
         # Created here from a worker thread, resolved on the loop by the events thread.
         self._exited: asyncio.Future[ExitInfo] = loop.create_future()
         self._cgroup: dict[str, Path] = {}
+        self.phases: dict[str, float] = {}
 
     @property
     def id(self) -> str:
@@ -372,6 +374,7 @@ class DockerBackend:
         environment = {"LANG": "C.UTF-8", "TZ": "UTC", **config.env}
 
         def create_and_start() -> str:
+            began = time.perf_counter()
             created = api.create_container(
                 config.image,
                 user=user,
@@ -385,8 +388,11 @@ class DockerBackend:
             self._sandboxes[container_id] = DockerSandbox(
                 self, container_id, host_dir, connection, loop
             )
+            created_at = time.perf_counter()
+            self._sandboxes[container_id].phases["create"] = created_at - began
             try:
                 api.start(container_id)
+                self._sandboxes[container_id].phases["start"] = time.perf_counter() - created_at
             except Exception:
                 self._sandboxes.pop(container_id, None)
                 with contextlib.suppress(docker.errors.DockerException):

@@ -49,7 +49,7 @@ class ProcessSandbox:
         self._exit: ExitInfo | None = None
         self._waiter = asyncio.ensure_future(self._reap())
         self._ps = psutil.Process(process.pid)
-        self._cpu_base = 0.0
+        self.phases: dict[str, float] = {}
 
     async def _reap(self) -> ExitInfo:
         code = await self._process.wait()
