@@ -67,6 +67,7 @@ async def run(
     cpu_before = kernel.sandbox.usage().cpu_s
     yield ExecutionStarted(id=call_id, session=session)
 
+    kernel.channel.discard_replies()
     msg_id = kernel.channel.execute(code)
     follower = _Follower(kernel)
     status = ExecutionStatus.COMPLETED
@@ -96,7 +97,7 @@ async def run(
                 follower.close()
                 status, message = _death(ended.info, limits)
                 # What the kernel sent before it died is already here: keep it.
-                for late in await kernel.channel.drain_iopub():
+                for late in kernel.channel.received_iopub():
                     async for event in _take(late, msg_id, collector, files, session):
                         yield event
                 break
@@ -144,19 +145,19 @@ class _Follower:
     def __init__(self, kernel: Kernel) -> None:
         self._kernel = kernel
         self._died = asyncio.ensure_future(kernel.sandbox.wait())
-        self._receive: asyncio.Future[Message] | None = None
+        self._receive: asyncio.Future[list[bytes]] | None = None
 
     async def next(self, deadline: float) -> Message:
         """The next message; ``TimeoutError`` at the deadline, ``_Ended`` on death."""
         if self._receive is None:
-            self._receive = asyncio.ensure_future(self._kernel.channel.next_iopub())
+            self._receive = self._kernel.channel.iopub_frames()
         remaining = deadline - time.perf_counter()
         if remaining > 0:
             waiting: set[asyncio.Future[Any]] = {self._receive, self._died}
             await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         if self._receive.done():
             receive, self._receive = self._receive, None
-            return receive.result()
+            return self._kernel.channel.parse(receive.result())
         if self._died.done():
             raise _Ended(self._died.result())
         raise TimeoutError

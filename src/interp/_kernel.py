@@ -5,6 +5,7 @@ It knows nothing of timeouts or policy: callers pass deadlines in.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from queue import Empty
 from typing import Any
@@ -18,6 +19,15 @@ from ._exceptions import KernelStartError
 # ipc sockets appear when the kernel binds them; retry connecting every few ms rather
 # than ZMQ's default 100 ms, which would add that much to every cold start.
 _RECONNECT_MS = 5
+
+
+def _take_all(socket: zmq.Socket[bytes]) -> list[list[bytes]]:
+    taken = []
+    while True:
+        try:
+            taken.append(socket.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            return taken
 
 
 def make_context() -> zmq.asyncio.Context:
@@ -39,6 +49,13 @@ class KernelChannel:
         self._client.load_connection_info(connection_info)  # type: ignore[arg-type]
         self._client.start_channels(  # noqa: S604 (`shell` is the Jupyter channel, not a shell)
             shell=True, iopub=True, stdin=False, hb=False, control=True
+        )
+        self._session = self._client.session
+        self._iopub: zmq.asyncio.Socket = self._client.iopub_channel.socket
+        # Synchronous views of the same sockets, for taking what has already arrived.
+        self._iopub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._iopub.underlying)
+        self._shell_now: zmq.Socket[bytes] = zmq.Socket.shadow(
+            self._client.shell_channel.socket.underlying
         )
 
     async def ready(self, timeout: float) -> Message:
@@ -81,18 +98,27 @@ class KernelChannel:
         )
         return msg_id
 
-    async def next_iopub(self) -> Message:
-        msg: Message = await self._client.get_iopub_msg()
-        return msg
+    def iopub_frames(self) -> asyncio.Future[list[bytes]]:
+        """A future for the next iopub message's raw frames (parse them with ``parse``).
 
-    async def drain_iopub(self) -> list[Message]:
+        A future rather than a coroutine, so a caller can keep one receive in flight
+        across deadlines without losing a message to a cancellation.
+        """
+        return self._iopub.recv_multipart()  # type: ignore[return-value]
+
+    def parse(self, frames: list[bytes]) -> Message:
+        """Check the signature of a message's frames and decode it."""
+        _, signed = self._session.feed_identities(frames)
+        message: Message = self._session.deserialize(signed)
+        return message
+
+    def received_iopub(self) -> list[Message]:
         """The iopub messages already received, without waiting for more."""
-        messages: list[Message] = []
-        while True:
-            try:
-                messages.append(await self._client.get_iopub_msg(timeout=0))
-            except Empty:
-                return messages
+        return [self.parse(frames) for frames in _take_all(self._iopub_now)]
+
+    def discard_replies(self) -> None:
+        """Drop the shell replies already received: outcomes come from iopub."""
+        _take_all(self._shell_now)
 
     async def execute_reply(self, msg_id: str, timeout: float) -> Message | None:
         return await self._reply(msg_id, timeout)

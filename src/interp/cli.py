@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import shutil
@@ -358,6 +359,26 @@ async def _pool_probe(config: Config) -> EngineStats:
         idle = engine.stats()
         await engine.execute("1 + 1", session=await engine.create_session())
         return idle.model_copy(update={"acquire": engine.stats().acquire})
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="Few samples: about a minute.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 if a budget in budgets.toml is broken.")
+    ] = False,
+    out: Annotated[Path, typer.Option("--out", help="Where the JSON and chart go.")] = Path(
+        "benchmarks/results"
+    ),
+) -> None:
+    """Measure cold start and execution latency beside same-run baselines."""
+    # Shipped from the repository's benchmarks/ as interp.benchmarks (see pyproject.toml).
+    suite = importlib.import_module("interp.benchmarks")
+    try:
+        code: int = suite.run(quick=quick, check=check, out_dir=out)
+    except InterpError as exc:
+        _exit_error(str(exc), EXIT_ENGINE)
+    raise typer.Exit(code)
 
 
 @image_app.command("build")
