@@ -279,3 +279,47 @@ def test_the_sync_facade_runs_the_quickstart_flow(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "The answer is 42" in done.stdout
     assert ExecutionStatus.COMPLETED.value in done.stdout
+
+
+TERMINATED_ENGINE = """
+import sys, time
+from interp import Config, SyncEngine
+
+engine = SyncEngine(Config(data_dir=sys.argv[1], pool_size=2))
+engine.warm(timeout=60)
+engine.execute("1", session=engine.create_session())
+print(engine.id, flush=True)
+if sys.argv[2] == "wait":
+    time.sleep(3600)
+"""
+
+
+def test_sigterm_makes_an_engine_remove_its_containers(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(TERMINATED_ENGINE), str(tmp_path), "wait"],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        engine_id = process.stdout.readline().strip()
+        assert len(containers_of(docker_client, engine_id)) == 3
+        process.terminate()
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    assert_no_containers(docker_client, engine_id)
+
+
+def test_a_script_that_never_closes_its_engine_leaves_no_containers(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(TERMINATED_ENGINE), str(tmp_path), "exit"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert_no_containers(docker_client, done.stdout.strip())

@@ -11,6 +11,8 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
+import threading
 import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -74,6 +76,7 @@ class Engine:
         """
         if self._started:
             return
+        exit_on_sigterm()
         await self._backend.open()
         self._files = await asyncio.to_thread(FileStore, self.config.data_dir)
         self._pool.start()
@@ -278,6 +281,24 @@ class Engine:
                 f"timeout must be a positive number of seconds, not {timeout!r}"
             )
         return float(timeout)
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM exit through Python, so that ``close`` and context managers run.
+
+    Only where nobody has a SIGTERM handler already, and only from the main thread (the
+    only one that may set handlers). Otherwise the default would end the process at once
+    and leave containers for the next engine's reaper.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def _write_replacing(target: Path, content: bytes | Path) -> None:

@@ -10,15 +10,15 @@ One implementation of every behaviour; this file only carries calls across threa
 from __future__ import annotations
 
 import asyncio
-import atexit
 import threading
-from collections.abc import AsyncGenerator, Coroutine, Iterator
+import weakref
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from ._config import Config
-from ._engine import Engine
+from ._engine import Engine, exit_on_sigterm
 from ._models import EngineStats, Event, ExecutionResult, FileInfo, SessionInfo
 
 _T = TypeVar("_T")
@@ -33,14 +33,18 @@ class SyncEngine:
             target=self._loop.run_forever, name="interp-engine-loop", daemon=True
         )
         self._thread.start()
+        exit_on_sigterm()
         self._engine = Engine(config)
         try:
             self._call(self._engine.start())
         except BaseException:
             self.close()
             raise
-        # A script that forgets close() still leaves no container behind.
-        atexit.register(self.close)
+        # A script that forgets close() still leaves no container behind. This must run
+        # before the interpreter stops its worker threads, which the engine still needs:
+        # atexit is too late, threading's own exit hook is not.
+        close = weakref.WeakMethod(self.close)
+        _before_threads_stop(lambda: (method := close()) is not None and method())
 
     @property
     def config(self) -> Config:
@@ -105,7 +109,6 @@ class SyncEngine:
         return self._engine.file_path(file_id)
 
     def close(self) -> None:
-        atexit.unregister(self.close)
         if self._loop.is_closed():
             return
         if self._thread.is_alive():
@@ -128,3 +131,9 @@ class SyncEngine:
 
 async def _next(events: AsyncGenerator[Event, None]) -> Event:
     return await anext(events)
+
+
+def _before_threads_stop(callback: Callable[[], object]) -> None:
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(callback)
