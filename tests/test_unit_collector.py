@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 
 from interp._collector import Collector, PendingImage, strip_ansi
-from interp._models import LogChunk, LogsOutput
+from interp._models import ImageFile, ImageOutput, LogChunk, LogsOutput
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
 
 def collector(max_log_bytes: int = 1000, max_images: int = 10) -> Collector:
-    return Collector(max_log_bytes=max_log_bytes, max_images=max_images)
+    return Collector(max_log_bytes=max_log_bytes, max_images=max_images, max_image_bytes=1000)
 
 
 def test_consecutive_text_merges_into_one_logs_output_in_order() -> None:
@@ -93,3 +93,25 @@ def test_images_beyond_the_cap_are_dropped_and_counted() -> None:
 
 def test_strip_ansi_removes_colour_and_cursor_codes() -> None:
     assert strip_ansi("\x1b[1;31mred\x1b[0m \x1b[?25lx") == "red x"
+
+
+def test_dropped_and_oversized_images_leave_a_note() -> None:
+    c = collector(max_images=1)
+    assert c.feed("display_data", {"data": {"image/png": "A" * 4000}}) == []
+    c.feed("display_data", {"data": {"image/png": PNG}})
+    c.add_image("file-1")
+    assert c.feed("display_data", {"data": {"image/png": PNG}}) == []
+    outputs = c.outputs()
+    assert outputs[0] == ImageOutput(image=ImageFile(file_id="file-1"))
+    note = outputs[1]
+    assert isinstance(note, LogsOutput)
+    assert "[1 more images not kept: at most 1 per execution]" in note.logs
+    assert "not kept: over the limit of" in note.logs
+
+
+def test_the_cut_marker_names_the_file_with_the_full_output() -> None:
+    c = collector(max_log_bytes=10)
+    c.feed("stream", {"name": "stdout", "text": "x" * 100})
+    (logs,) = c.outputs(full_output_file="file-full")
+    assert isinstance(logs, LogsOutput)
+    assert "[... 90 bytes of output cut; the full output is file-full ...]" in logs.logs

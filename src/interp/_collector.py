@@ -38,10 +38,12 @@ Item = LogChunk | PendingImage
 class Collector:
     """Accumulates the outputs of one execution from its iopub messages."""
 
-    def __init__(self, *, max_log_bytes: int, max_images: int) -> None:
+    def __init__(self, *, max_log_bytes: int, max_images: int, max_image_bytes: int) -> None:
         self._head_budget = max_log_bytes // 2
         self._tail_budget = max_log_bytes - self._head_budget
         self._max_images = max_images
+        self._max_image_bytes = max_image_bytes
+        self._large_images: list[int] = []
         self._outputs: list[Output] = []
         self._text: list[str] = []
         self._head_used = 0
@@ -86,14 +88,31 @@ class Collector:
     def truncated_bytes(self) -> int:
         return self._tail_total - self._tail_used
 
-    def outputs(self) -> list[Output]:
-        """The outputs so far, with the kept tail (after a cut marker) at the end."""
+    def outputs(self, *, full_output_file: str | None = None) -> list[Output]:
+        """The outputs, with the kept tail (after a cut marker) and any notes at the end.
+
+        ``full_output_file`` names the stored file that holds the whole output, if any.
+        """
         self._flush_text()
         outputs = list(self._outputs)
         if self._tail:
             cut = self.truncated_bytes
-            marker = f"\n[... {cut} bytes of output cut ...]\n" if cut else ""
+            where = f"; the full output is {full_output_file}" if full_output_file else ""
+            marker = f"\n[... {cut} bytes of output cut{where} ...]\n" if cut else ""
             outputs.append(LogsOutput(logs=marker + "".join(self._tail)))
+        notes = []
+        if self.dropped_images:
+            notes.append(
+                f"[{self.dropped_images} more images not kept: at most {self._max_images}"
+                " per execution]"
+            )
+        for size in self._large_images:
+            notes.append(
+                f"[an image of {size / 1024**2:.1f} MiB not kept: over the limit of"
+                f" {self._max_image_bytes / 1024**2:.1f} MiB]"
+            )
+        if notes:
+            outputs.append(LogsOutput(logs="\n".join(notes) + "\n"))
         return _merge_logs(outputs)
 
     def _display(self, data: dict[str, Any], is_result: bool) -> list[Item]:
@@ -101,6 +120,10 @@ class Collector:
         if isinstance(png, str):
             if self._images >= self._max_images:
                 self.dropped_images += 1
+                return []
+            # base64 is 4/3 of the bytes: judge the size before decoding anything.
+            if len(png) * 3 // 4 > self._max_image_bytes:
+                self._large_images.append(len(png) * 3 // 4)
                 return []
             try:
                 raw = base64.b64decode(png, validate=False)

@@ -90,6 +90,8 @@ class Config(BaseSettings):
     """Logs kept per execution; beyond it the middle is cut with a marker."""
     max_images: int = Field(32, gt=0)
     """Images kept per execution."""
+    max_image_bytes: Bytes = 16 * 1024**2
+    """Largest image kept."""
 
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir("interp")))
     """Where session files, produced files and the file index live."""

@@ -174,6 +174,7 @@ class Engine:
             interrupt_grace=self.config.interrupt_grace,
             max_log_bytes=self.config.max_log_bytes,
             max_images=self.config.max_images,
+            max_image_bytes=self.config.max_image_bytes,
             memory_bytes=self.config.memory,
         )
         try:

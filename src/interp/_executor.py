@@ -12,7 +12,8 @@ import secrets
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from ._collector import Collector, PendingImage
 from ._exceptions import SandboxError
@@ -41,6 +42,7 @@ class Limits:
     interrupt_grace: float
     max_log_bytes: int
     max_images: int
+    max_image_bytes: int
     memory_bytes: int
 
 
@@ -61,7 +63,12 @@ async def run(
 ) -> AsyncGenerator[Event, None]:
     """Execute ``code`` on ``kernel``, yielding events; the last is ``ExecutionFinished``."""
     call_id = new_call_id()
-    collector = Collector(max_log_bytes=limits.max_log_bytes, max_images=limits.max_images)
+    collector = Collector(
+        max_log_bytes=limits.max_log_bytes,
+        max_images=limits.max_images,
+        max_image_bytes=limits.max_image_bytes,
+    )
+    full_log = _FullLog(files, threshold=limits.max_log_bytes)
     began = time.perf_counter()
     kernel.sandbox.reset_peak_memory()
     cpu_before = kernel.sandbox.usage().cpu_s
@@ -80,6 +87,7 @@ async def run(
             try:
                 msg = await follower.next(deadline)
             except TimeoutError:
+                status = ExecutionStatus.TIMEOUT
                 if interrupted:
                     await kernel.kill()
                     message = (
@@ -88,25 +96,32 @@ async def run(
                     )
                     break
                 interrupted = True
-                status = ExecutionStatus.TIMEOUT
                 message = f"execution timed out after {limits.timeout:g} s and was interrupted"
                 await kernel.sandbox.interrupt()
                 deadline = time.perf_counter() + limits.interrupt_grace
                 continue
             except _Ended as ended:
                 follower.close()
-                status, message = _death(ended.info, limits)
+                status, message = _death(ended.info, limits, kernel.kill_reason)
                 # What the kernel sent before it died is already here: keep it.
                 for late in kernel.channel.received_iopub():
-                    async for event in _take(late, msg_id, collector, files, session):
+                    async for event in _take(late, msg_id, collector, files, session, full_log):
                         yield event
                 break
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
                 break
-            async for event in _take(msg, msg_id, collector, files, session):
+            async for event in _take(msg, msg_id, collector, files, session, full_log):
                 yield event
+        if interrupted and kernel.alive and kernel.sandbox.stray_processes():
+            # Processes the code started (a fork bomb, a server) outlive an interrupt and
+            # would go on holding the sandbox's pids and CPU: end them with the kernel.
+            await kernel.kill()
+            message = (
+                f"execution timed out after {limits.timeout:g} s; processes it started were"
+                " still running, so the kernel was killed; state is lost, files are kept"
+            )
         finished = True
     finally:
         follower.close()
@@ -114,26 +129,79 @@ async def run(
             # The caller went away mid-execution: stop the code so the session stays usable.
             with contextlib.suppress(SandboxError):
                 await asyncio.shield(kernel.sandbox.interrupt())
+        if not finished:
+            full_log.discard()
 
     if status is ExecutionStatus.COMPLETED and collector.error is not None:
         status = ExecutionStatus.FAILED
     usage = kernel.sandbox.usage()
     cpu_s = usage.cpu_s - cpu_before if usage.cpu_s is not None and cpu_before is not None else None
+    full_output = await full_log.keep(session) if collector.truncated_bytes else None
+    if full_output is None:
+        full_log.discard()
     result = ExecutionResult(
         id=call_id,
         session=session,
         code=code,
         status=status,
-        outputs=collector.outputs(),
+        outputs=collector.outputs(full_output_file=full_output),
         error=collector.error,
         message=message,
         duration_s=time.perf_counter() - began,
         cpu_s=cpu_s,
         peak_memory_bytes=usage.peak_memory_bytes,
         truncated_bytes=collector.truncated_bytes,
+        full_output_file_id=full_output,
         dropped_images=collector.dropped_images,
     )
     yield ExecutionFinished(result=result)
+
+
+class _FullLog:
+    """All the text of one execution, written to disk once it outgrows the log cap.
+
+    Below the threshold the text is only held in memory; past it, it streams to a file
+    that becomes a stored file if the logs in the result were cut.
+    """
+
+    def __init__(self, files: FileStore, *, threshold: int) -> None:
+        self._files = files
+        self._threshold = threshold
+        self._held: list[str] = []
+        self._held_bytes = 0
+        self._spill: BinaryIO | None = None
+        self._path: Path | None = None
+
+    def add(self, text: str) -> None:
+        data = text.encode()
+        if self._spill is None:
+            self._held.append(text)
+            self._held_bytes += len(data)
+            if self._held_bytes <= self._threshold:
+                return
+            self._path = self._files.scratch_path()
+            self._spill = self._path.open("wb")
+            data = "".join(self._held).encode()
+            self._held = []
+        self._spill.write(data)
+
+    async def keep(self, session: str) -> str | None:
+        if self._spill is None or self._path is None:
+            return None
+        self._spill.close()
+        info = await self._files.adopt(
+            self._path, name="output.txt", mime="text/plain", session=session
+        )
+        self._spill = self._path = None
+        return info.id
+
+    def discard(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+            self._path = None
 
 
 class _Follower:
@@ -169,7 +237,12 @@ class _Follower:
 
 
 async def _take(
-    msg: Message, msg_id: str, collector: Collector, files: FileStore, session: str
+    msg: Message,
+    msg_id: str,
+    collector: Collector,
+    files: FileStore,
+    session: str,
+    full_log: _FullLog,
 ) -> AsyncGenerator[Event, None]:
     if msg["parent_header"].get("msg_id") != msg_id:
         return
@@ -179,10 +252,13 @@ async def _take(
             collector.add_image(info.id)
             yield ImageSaved(file=info)
         else:
+            full_log.add(item.text)
             yield item
 
 
-def _death(info: ExitInfo, limits: Limits) -> tuple[ExecutionStatus, str]:
+def _death(info: ExitInfo, limits: Limits, reason: str | None) -> tuple[ExecutionStatus, str]:
+    if reason is not None:
+        return ExecutionStatus.KERNEL_DIED, f"the kernel was stopped: {reason}"
     if info.cause is ExitCause.OOM_KILLED:
         limit_mib = limits.memory_bytes // 1024**2
         return (

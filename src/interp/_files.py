@@ -65,11 +65,44 @@ class FileStore:
         partial = target.with_suffix(".part")
         partial.write_bytes(data)
         os.replace(partial, target)
+        self._index(info)
+        return info
+
+    def _index(self, info: FileInfo) -> None:
         with self._lock, self._db:
             self._db.execute(
                 "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                (info.id, info.name, info.bytes, info.mime, info.created_at.isoformat(), session),
+                (
+                    info.id,
+                    info.name,
+                    info.bytes,
+                    info.mime,
+                    info.created_at.isoformat(),
+                    info.session,
+                ),
             )
+
+    def scratch_path(self) -> Path:
+        """A fresh path beside the store, for a file to be adopted later."""
+        scratch = self._dir / "scratch"
+        scratch.mkdir(exist_ok=True)
+        return scratch / secrets.token_hex(12)
+
+    async def adopt(self, path: Path, *, name: str, mime: str, session: str | None) -> FileInfo:
+        """Move a file written at ``scratch_path()`` into the store."""
+        return await asyncio.to_thread(self._adopt, path, name, mime, session)
+
+    def _adopt(self, path: Path, name: str, mime: str, session: str | None) -> FileInfo:
+        info = FileInfo(
+            id=new_file_id(),
+            name=name,
+            bytes=path.stat().st_size,
+            mime=mime,
+            created_at=datetime.now(UTC),
+            session=session,
+        )
+        os.replace(path, self.path(info.id))
+        self._index(info)
         return info
 
     def get(self, file_id: str) -> FileInfo | None:

@@ -100,6 +100,8 @@ class ExecutionResult(_Model):
     """Peak memory of the kernel's sandbox so far, where the sandbox can tell."""
     truncated_bytes: int = 0
     """Log bytes cut out of ``outputs`` by the log cap."""
+    full_output_file_id: str | None = None
+    """When logs were cut: the stored file holding the whole output."""
     dropped_images: int = 0
     """Images not kept because of the per-execution image cap."""
 

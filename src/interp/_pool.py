@@ -44,15 +44,18 @@ class Kernel:
     """The host directory mounted at /mnt/data."""
     started_s: float
     """Seconds from asking for the sandbox to the kernel answering."""
+    kill_reason: str | None = None
+    """Why the engine killed the kernel on purpose, when it did."""
     _doomed: bool = field(default=False, repr=False)
 
     @property
     def alive(self) -> bool:
         return self.sandbox.exit_info is None and not self._doomed
 
-    async def kill(self) -> None:
+    async def kill(self, reason: str | None = None) -> None:
         """Kill the kernel; from now on it counts as dead, even before Docker says so."""
         self._doomed = True
+        self.kill_reason = reason
         await self.sandbox.kill()
 
     async def remove(self) -> None:

@@ -99,6 +99,10 @@ class Sandbox(Protocol):
         """Start a new peak-memory measurement, where the sandbox supports it."""
         ...
 
+    def stray_processes(self) -> int:
+        """How many processes run in the sandbox besides the kernel (and init)."""
+        ...
+
 
 class Backend(Protocol):
     """Starts sandboxed kernels of one isolation kind."""

@@ -223,6 +223,9 @@ class DockerSandbox:
             "now_v1": Path(f"/sys/fs/cgroup/memory/docker/{full}/memory.usage_in_bytes"),
             "now_v2": Path(f"/sys/fs/cgroup/docker/{full}/memory.current"),
             "now_v2s": Path(f"/sys/fs/cgroup/system.slice/docker-{full}.scope/memory.current"),
+            "procs_v1": Path(f"/sys/fs/cgroup/pids/docker/{full}/cgroup.procs"),
+            "procs_v2": Path(f"/sys/fs/cgroup/docker/{full}/cgroup.procs"),
+            "procs_v2s": Path(f"/sys/fs/cgroup/system.slice/docker-{full}.scope/cgroup.procs"),
         }
         self._cgroup = {name: path for name, path in candidates.items() if path.exists()}
 
@@ -246,6 +249,14 @@ class DockerSandbox:
                 if name in self._cgroup:
                     now = int(self._cgroup[name].read_text())
         return Usage(cpu_s=cpu_s, peak_memory_bytes=peak, memory_bytes=now)
+
+    def stray_processes(self) -> int:
+        for name in ("procs_v1", "procs_v2", "procs_v2s"):
+            if name in self._cgroup:
+                with contextlib.suppress(OSError):
+                    # The init process and the kernel are expected; anything else is not.
+                    return max(0, len(self._cgroup[name].read_text().split()) - 2)
+        return 0
 
     def reset_peak_memory(self) -> None:
         # cgroup v1 lets the owner reset the high-water mark; v2's memory.peak keeps the

@@ -98,6 +98,12 @@ class ProcessSandbox:
             return Usage(cpu_s=None, peak_memory_bytes=None)
         return Usage(cpu_s=times.user + times.system, peak_memory_bytes=None, memory_bytes=rss)
 
+    def stray_processes(self) -> int:
+        try:
+            return len(self._ps.children(recursive=True))
+        except psutil.Error:
+            return 0
+
     def reset_peak_memory(self) -> None:
         """Processes have no resettable peak; nothing to do."""
 
