@@ -30,8 +30,8 @@ pytestmark = pytest.mark.docker
 @pytest.fixture
 def wrong_version_image(docker_client: docker.DockerClient) -> Iterator[str]:
     tag = "interp-test-wrong-version:0"
-    dockerfile = b"FROM interp-sandbox:1\nLABEL io.interp.image-version=0\n"
-    docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True)
+    dockerfile = f"FROM {Config().image}\nLABEL io.interp.image-version=0\n"
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
     yield tag
     docker_client.images.remove(tag, force=True)
 

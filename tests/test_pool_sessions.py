@@ -246,7 +246,7 @@ async def test_containers_of_a_killed_engine_are_reaped_and_others_left_alone(
     make_config: Callable[..., Config], docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
     stranger = docker_client.containers.run(
-        "interp-sandbox:1",
+        Config().image,
         ["sleep", "300"],
         detach=True,
         network_mode="none",

@@ -23,7 +23,7 @@ from pydantic_settings import (
 
 # Bumped whenever sandbox-image/ changes in a way the engine depends on; the engine
 # refuses an image whose label says otherwise.
-IMAGE_VERSION = "1"
+IMAGE_VERSION = "2"
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 

@@ -227,6 +227,13 @@ class Engine:
             raise InvalidInputError(f"no file {file_id!r}")
         return info
 
+    async def download(self, file_id: str, *, session: str | None = None) -> bytes:
+        """A stored file's bytes. With ``session``, a file of another session is refused."""
+        info = self.file(file_id)
+        if session is not None and info.session != session:
+            raise InvalidInputError(f"file {file_id!r} does not belong to session {session!r}")
+        return await asyncio.to_thread(self.files.read, file_id)
+
     def file_path(self, file_id: str) -> Path:
         self.file(file_id)
         return self.files.path(file_id)

@@ -9,6 +9,7 @@ import asyncio
 import os
 import secrets
 import sqlite3
+import stat
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,6 +105,18 @@ class FileStore:
         os.replace(path, self.path(info.id))
         self._index(info)
         return info
+
+    def read(self, file_id: str) -> bytes:
+        """A stored file's bytes. Refuses anything but a regular file in the store itself:
+        a symlink planted at a stored path is never followed."""
+        try:
+            fd = os.open(self.path(file_id), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read {file_id}: {exc.strerror}") from exc
+        with os.fdopen(fd, "rb") as stored:
+            if not stat.S_ISREG(os.fstat(stored.fileno()).st_mode):
+                raise InvalidInputError(f"cannot read {file_id}: not a regular file")
+            return stored.read()
 
     def get(self, file_id: str) -> FileInfo | None:
         self.path(file_id)

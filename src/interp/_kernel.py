@@ -92,9 +92,13 @@ class KernelChannel:
         return None
 
     def execute(self, code: str) -> str:
-        """Send an execute request; return its msg_id. stdin is refused, so input() fails."""
+        """Send an execute request; return its msg_id. stdin is refused, so input() fails.
+
+        ``stop_on_error=False``: otherwise a call sent right after an interrupted one would
+        be aborted by the kernel, silently, as if it had run and printed nothing.
+        """
         msg_id: str = self._client.execute(
-            code, silent=False, store_history=True, allow_stdin=False, stop_on_error=True
+            code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False
         )
         return msg_id
 

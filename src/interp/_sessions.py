@@ -161,16 +161,22 @@ class SessionManager:
         return kernel
 
     async def close(self, session: str) -> None:
-        """End the session: its kernel is removed and its /mnt/data deleted."""
+        """End the session: its kernel is removed and its /mnt/data deleted.
+
+        A running execution is stopped (its result says the session was closed) and
+        calls waiting their turn fail with ``SessionNotFoundError``.
+        """
         found = self._sessions.get(session)
         if found is None:
             raise SessionNotFoundError(f"no session {session!r}")
+        found.closed = True
+        self._sessions.pop(found.id, None)
+        if found.lock.locked() and found.kernel is not None:
+            await found.kernel.kill("the session was closed during the execution")
         async with found.lock:
             await self._close(found)
 
     async def _close(self, session: Session) -> None:
-        if session.closed:
-            return
         session.closed = True
         self._sessions.pop(session.id, None)
         try:

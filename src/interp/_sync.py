@@ -105,6 +105,9 @@ class SyncEngine:
     def file(self, file_id: str) -> FileInfo:
         return self._engine.file(file_id)
 
+    def download(self, file_id: str, *, session: str | None = None) -> bytes:
+        return self._call(self._engine.download(file_id, session=session))
+
     def file_path(self, file_id: str) -> Path:
         return self._engine.file_path(file_id)
 
