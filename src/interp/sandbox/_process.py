@@ -133,8 +133,8 @@ class ProcessBackend:
             "MPLCONFIGDIR": str(host_dir / "matplotlib"),
             **self._config.env,
         }
-        try:
-            process = await asyncio.create_subprocess_exec(
+        creating = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "ipykernel_launcher",
@@ -150,6 +150,17 @@ class ProcessBackend:
                 stderr=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
             )
+        )
+        try:
+            process = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # The process may exist already: end it rather than leave it running.
+            with contextlib.suppress(Exception):
+                started = await creating
+                started.kill()
+                await started.wait()
+            shutil.rmtree(host_dir, ignore_errors=True)
+            raise
         except OSError as exc:
             shutil.rmtree(host_dir, ignore_errors=True)
             raise SandboxError(f"cannot start a kernel process: {exc}") from exc
