@@ -288,6 +288,7 @@ from interp import Config, SyncEngine
 engine = SyncEngine(Config(data_dir=sys.argv[1], pool_size=2))
 engine.warm(timeout=60)
 engine.execute("1", session=engine.create_session())
+engine.warm(timeout=60)
 print(engine.id, flush=True)
 if sys.argv[2] == "wait":
     time.sleep(3600)
@@ -302,11 +303,14 @@ def test_sigterm_makes_an_engine_remove_its_containers(
         stdout=subprocess.PIPE,
         text=True,
     ) as process:
-        assert process.stdout is not None
-        engine_id = process.stdout.readline().strip()
-        assert len(containers_of(docker_client, engine_id)) == 3
-        process.terminate()
-        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+        try:
+            assert process.stdout is not None
+            engine_id = process.stdout.readline().strip()
+            assert len(containers_of(docker_client, engine_id)) == 3
+            process.terminate()
+            assert process.wait(timeout=60) == 128 + signal.SIGTERM
+        finally:
+            process.kill()
     assert_no_containers(docker_client, engine_id)
 
 

@@ -65,6 +65,9 @@ class Config(BaseSettings):
     pids: int = Field(256, gt=8)
     tmp_size: Bytes = 256 * 1024**2
     """Size of the kernel's writable /tmp (the root filesystem is read-only)."""
+    data_size: Bytes | None = 1024**3
+    """Cap of each session's /mnt/data (a loop-mounted filesystem; needs root). ``None``:
+    no cap."""
     env: dict[str, str] = Field(default_factory=dict)
     """Extra variables for the kernel. Nothing of the host's environment is passed."""
 

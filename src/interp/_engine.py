@@ -33,6 +33,7 @@ from ._models import (
 )
 from ._pool import KernelPool, owner_dir_name
 from ._sessions import SessionManager, check_file_name
+from ._storage import Storage
 from .sandbox import make_backend
 
 
@@ -44,6 +45,7 @@ class Engine:
         self.id = secrets.token_hex(6)
         self._backend = make_backend(self.config, engine_id=self.id)
         self._context = make_context()
+        storage = Storage(self.config.data_size)
         self._pool = KernelPool(
             self._backend,
             self._context,
@@ -52,6 +54,7 @@ class Engine:
             capacity_wait=self.config.capacity_wait,
             start_timeout=self.config.start_timeout,
             pool_dir=self.config.data_dir / "pool" / owner_dir_name(self.id),
+            storage=storage,
         )
         self._sessions = SessionManager(
             self._pool,
@@ -60,6 +63,7 @@ class Engine:
             capacity_wait=self.config.capacity_wait,
             idle_timeout=self.config.session_idle_timeout,
             max_lifetime=self.config.session_max_lifetime,
+            storage=storage,
         )
         self._files: FileStore | None = None
         self._started = False
@@ -217,7 +221,10 @@ class Engine:
         # Under the session's lock, so that no kernel hand-over moves the directory meanwhile.
         async with target_session.lock:
             target = target_session.files_dir / clean
-            await asyncio.to_thread(_write_replacing, target, content)
+            try:
+                await asyncio.to_thread(_write_replacing, target, content)
+            except OSError as exc:
+                raise InvalidInputError(f"cannot store {clean}: {exc.strerror}") from exc
             self._backend.adopt(target)
         return target
 

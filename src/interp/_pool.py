@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import shutil
 import statistics
+import subprocess
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ import zmq.asyncio
 from ._exceptions import CapacityError, InterpError, KernelStartError, SandboxError
 from ._kernel import KernelChannel
 from ._models import LatencySummary
+from ._storage import Storage
 from .sandbox import Backend, Sandbox
 
 log = logging.getLogger("interp.pool")
@@ -123,7 +124,9 @@ class KernelPool:
         capacity_wait: float,
         start_timeout: float,
         pool_dir: Path,
+        storage: Storage,
     ) -> None:
+        self._storage = storage
         self._backend = backend
         self._context = context
         self._size = min(size, max_kernels)
@@ -172,7 +175,7 @@ class KernelPool:
 
     def start(self) -> None:
         """Begin filling the pool in the background."""
-        _remove_stale_pool_dirs(self._pool_dir.parent)
+        _remove_stale_pool_dirs(self._pool_dir.parent, self._storage)
         self._pool_dir.mkdir(parents=True, exist_ok=True)
         self._refill_task = asyncio.create_task(self._refill_loop(), name="interp-pool-refill")
 
@@ -181,25 +184,26 @@ class KernelPool:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self._ready) >= self._size or self._closed)
 
-    async def acquire(self, *, session: str, files_dir: Path) -> Kernel:
+    async def acquire(self, *, session: str, files_dir: Path | None = None) -> Kernel:
         """A ready kernel for ``session``: a warm one, else a cold start, else a bounded wait.
 
-        A cold start mounts ``files_dir`` directly; a warm kernel brings its own directory,
-        which the caller moves into place.
+        The kernel brings a fresh directory of its own, which the caller moves into place;
+        given ``files_dir`` (a session's capped storage, kept from an earlier kernel), a
+        cold start mounts that instead, so its files need no copying.
         """
         began = time.perf_counter()
         deadline = began + self._capacity_wait
         while True:
             if self._closed:
                 raise InterpError("the kernel pool is closed")
-            while self._ready:
+            while self._ready and files_dir is None:
                 kernel = self._ready.popleft()
                 if kernel.alive:
                     self._lease(kernel, began)
                     return kernel
                 await self._discard(kernel)
             if self._total() < self._max:
-                kernel = await self._start(session=session, files_dir=files_dir)
+                kernel = await self._start_with_storage(session=session, files_dir=files_dir)
                 self._lease(kernel, began)
                 return kernel
             remaining = deadline - time.perf_counter()
@@ -253,6 +257,18 @@ class KernelPool:
         watcher.add_done_callback(self._watchers.discard)
         return kernel
 
+    async def _start_with_storage(self, *, session: str, files_dir: Path | None) -> Kernel:
+        """Start a kernel on ``files_dir``, or on fresh storage in the pool's directory."""
+        if files_dir is not None:
+            return await self._start(session=session, files_dir=files_dir)
+        fresh = self._pool_dir / secrets.token_hex(8)
+        try:
+            await asyncio.to_thread(self._storage.create, fresh)
+            return await self._start(session=session, files_dir=fresh)
+        except BaseException:
+            await asyncio.to_thread(self._storage.remove, fresh)
+            raise
+
     async def _refill_loop(self) -> None:
         while not self._closed:
             self._wake.clear()
@@ -268,13 +284,11 @@ class KernelPool:
         pause = self._last_failure + _RETRY_AFTER_FAILURE_S - time.monotonic()
         if pause > 0:
             await asyncio.sleep(pause)
-        files_dir = self._pool_dir / secrets.token_hex(8)
         try:
-            await asyncio.to_thread(files_dir.mkdir)
-            kernel = await self._start(session="", files_dir=files_dir)
-        except InterpError as exc:
+            kernel = await self._start_with_storage(session="", files_dir=None)
+        except (InterpError, OSError, subprocess.CalledProcessError) as exc:
             log.warning("could not start a pooled kernel: %s", exc)
-            await asyncio.to_thread(_remove_dir, files_dir)
+            self._last_failure = time.monotonic()
             await self._notify()
             return
         if self._closed:
@@ -297,7 +311,7 @@ class KernelPool:
         self.kernels_died += 1
         with contextlib.suppress(SandboxError):
             await kernel.remove()
-        await asyncio.to_thread(_remove_dir, kernel.files_dir)
+        await asyncio.to_thread(self._storage.remove, kernel.files_dir)
 
     async def _notify(self) -> None:
         self._wake.set()
@@ -317,7 +331,7 @@ class KernelPool:
         for kernel in kernels:
             with contextlib.suppress(SandboxError):
                 await kernel.remove()
-        await asyncio.to_thread(_remove_dir, self._pool_dir)
+        await asyncio.to_thread(self._storage.remove_tree, self._pool_dir)
 
 
 def owner_dir_name(engine_id: str) -> str:
@@ -326,7 +340,7 @@ def owner_dir_name(engine_id: str) -> str:
     return f"{me.pid}-{me.create_time():.3f}-{engine_id}"
 
 
-def _remove_stale_pool_dirs(parent: Path) -> None:
+def _remove_stale_pool_dirs(parent: Path, storage: Storage) -> None:
     """Remove the pool directories of engines whose process is gone (killed, crashed)."""
     if not parent.is_dir():
         return
@@ -338,8 +352,4 @@ def _remove_stale_pool_dirs(parent: Path) -> None:
         except (ValueError, psutil.Error):
             alive = False
         if not alive:
-            _remove_dir(entry)
-
-
-def _remove_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+            storage.remove_tree(entry)

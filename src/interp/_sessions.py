@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import secrets
-import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from pathlib import Path
 from ._exceptions import CapacityError, InterpError, InvalidInputError, SessionNotFoundError
 from ._models import SessionInfo
 from ._pool import Kernel, KernelPool
+from ._storage import Storage
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -86,7 +86,9 @@ class SessionManager:
         capacity_wait: float,
         idle_timeout: float,
         max_lifetime: float,
+        storage: Storage,
     ) -> None:
+        self._storage = storage
         self._pool = pool
         self._root = root
         self._max = max_sessions
@@ -149,11 +151,15 @@ class SessionManager:
         if session.kernel is not None:
             await self._pool.release(session.kernel)
             session.kernel = None
-        kernel = await self._pool.acquire(session=session.id, files_dir=session.files_dir)
+        # Capped storage stays with the session: a new kernel mounts it, files and all.
+        keep = await asyncio.to_thread(self._storage.capped, session.files_dir)
+        kernel = await self._pool.acquire(
+            session=session.id, files_dir=session.files_dir if keep else None
+        )
         if kernel.files_dir != session.files_dir:
             try:
-                await asyncio.to_thread(_move_files, session.files_dir, kernel.files_dir)
-            except OSError as exc:
+                await asyncio.to_thread(self._storage.move, kernel.files_dir, session.files_dir)
+            except (OSError, subprocess.CalledProcessError) as exc:
                 await self._pool.release(kernel)
                 raise InterpError(f"could not give the session its files: {exc}") from exc
             kernel.files_dir = session.files_dir
@@ -183,7 +189,7 @@ class SessionManager:
             if session.kernel is not None:
                 await self._pool.release(session.kernel)
                 session.kernel = None
-            await asyncio.to_thread(shutil.rmtree, session.files_dir, True)
+            await asyncio.to_thread(self._storage.remove, session.files_dir)
         finally:
             async with self._changed:
                 self._changed.notify_all()
@@ -208,17 +214,3 @@ class SessionManager:
         for session in list(self._sessions.values()):
             with contextlib.suppress(InterpError):
                 await self._close(session)
-
-
-def _move_files(session_dir: Path, kernel_dir: Path) -> None:
-    """Give a warm kernel's directory the session's files and the session's path.
-
-    The kernel's /mnt/data is a bind mount of ``kernel_dir``; a rename keeps the mount,
-    so after this the session's path is what the kernel sees, files included.
-    """
-    if session_dir.exists():
-        with os.scandir(session_dir) as entries:
-            for entry in entries:
-                os.rename(entry.path, kernel_dir / entry.name)
-        session_dir.rmdir()
-    os.rename(kernel_dir, session_dir)

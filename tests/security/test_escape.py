@@ -167,6 +167,39 @@ async def test_filling_the_disk_outside_mnt_data_fails_inside(
     assert int(found["mib"]) <= 32  # type: ignore[call-overload]
 
 
+async def test_filling_mnt_data_stops_at_the_per_session_cap(
+    make_config: Callable[..., Config],
+) -> None:
+    async with Engine(make_config(data_size="32m")) as engine:
+        session = await engine.create_session()
+        found = await probe(
+            engine,
+            "import json\n"
+            "written = 0\n"
+            "try:\n"
+            "    with open('/mnt/data/fill', 'wb') as f:\n"
+            "        while True:\n"
+            "            f.write(b'x' * 1024**2); f.flush(); written += 1\n"
+            "except OSError as exc:\n"
+            "    print(json.dumps({'errno': exc.errno, 'mib': written}))",
+            session,
+        )
+        assert found["errno"] == errno.ENOSPC
+        assert int(found["mib"]) <= 32  # type: ignore[call-overload]
+        # On the host, the session's files take no more than the cap.
+        files_dir = engine.session_dir(session)
+        image = files_dir.with_name(files_dir.name + ".img")
+        assert image.stat().st_blocks * 512 <= 33 * 1024**2
+        # Once the code deletes what it wrote, the session can write again.
+        after = await engine.execute(
+            "import os; os.remove('/mnt/data/fill'); open('/mnt/data/ok', 'w').write('ok')",
+            session=session,
+        )
+        assert after.status is ExecutionStatus.COMPLETED
+    assert not image.exists()
+    assert not files_dir.exists()
+
+
 async def test_a_planted_symlink_in_the_file_store_is_never_followed(engine: Engine) -> None:
     result = await engine.execute("import matplotlib.pyplot as plt\nplt.plot([1])\nplt.show()")
     (file_id,) = result.image_ids
