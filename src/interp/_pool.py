@@ -48,6 +48,7 @@ class Kernel:
     kill_reason: str | None = None
     """Why the engine killed the kernel on purpose, when it did."""
     _doomed: bool = field(default=False, repr=False)
+    _removed: bool = field(default=False, repr=False)
 
     @property
     def alive(self) -> bool:
@@ -60,11 +61,13 @@ class Kernel:
         await self.sandbox.kill()
 
     async def remove(self) -> None:
-        if self.channel.closed:
+        if self._removed:
             return
         self._doomed = True
-        self.channel.close()
+        if not self.channel.closed:
+            self.channel.close()
         await self.sandbox.remove()
+        self._removed = True
 
 
 async def start_kernel(

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import psutil
+import requests
 from docker.types import CancellableStream
 
 from .._config import IMAGE_VERSION, Config
@@ -47,6 +48,10 @@ SANDBOX_UID = 1000
 
 _T = TypeVar("_T")
 
+# What docker-py raises when the daemon does not answer: its own errors, or the
+# transport's underneath.
+_UNREACHABLE = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+
 _DOCKER_HINT = (
     "start the Docker engine (as root on Debian: `apt-get install -y docker.io && dockerd &`),"
     " or set DOCKER_HOST"
@@ -66,7 +71,7 @@ def _translate(action: str) -> contextlib.AbstractContextManager[None]:
             ) from exc
         except docker.errors.APIError as exc:
             raise SandboxError(f"{action}: {exc.explanation or exc}") from exc
-        except (docker.errors.DockerException, OSError) as exc:
+        except _UNREACHABLE as exc:
             raise DockerUnavailableError(
                 f"{action}: cannot reach the Docker engine ({_reason(exc)})", hint=_DOCKER_HINT
             ) from exc
@@ -302,37 +307,65 @@ class DockerBackend:
         reaped = await self._call("reaping orphaned sandboxes", lambda: reap_orphans(client))
         if reaped:
             log.warning("removed %d sandboxes left by engines that no longer run", reaped)
-        self._events = await self._call(
-            "following container events",
-            lambda: client.events(
-                decode=True,
-                filters={"type": "container", "label": f"{LABEL_ENGINE}={self._engine_id}"},
-            ),
-        )
+        self._events = await self._call("following container events", self._subscribe)
         self._events_thread = threading.Thread(
             target=self._follow_events, name="interp-docker-events", daemon=True
         )
         self._events_thread.start()
 
+    def _subscribe(self) -> CancellableStream[Any]:
+        return self.client.events(
+            decode=True,
+            filters={"type": "container", "label": f"{LABEL_ENGINE}={self._engine_id}"},
+        )
+
     def _follow_events(self) -> None:
-        assert self._events is not None and self._loop is not None
-        try:
-            for event in self._events:
-                if event.get("Action") != "die":
+        """Resolve each sandbox's exit as Docker reports it; survive a daemon restart.
+
+        When the stream breaks (the daemon stopped), reconnect once the daemon answers
+        again, then ask after every sandbox: deaths missed meanwhile are reported too.
+        """
+        assert self._loop is not None
+        while not self._closing:
+            try:
+                assert self._events is not None
+                for event in self._events:
+                    if event.get("Action") == "die":
+                        self._report_exit(str(event.get("id")), event)
+            except Exception as exc:  # noqa: BLE001 (a broken stream of any kind: reconnect)
+                if self._closing:
+                    return
+                log.warning("lost Docker's event stream (%s); reconnecting", exc)
+            if self._closing:
+                return
+            while not self._closing:
+                try:
+                    self._events = self._subscribe()
+                    break
+                except _UNREACHABLE:
+                    time.sleep(0.5)
+            for container_id in list(self._sandboxes):
+                try:
+                    state = self.client.api.inspect_container(container_id)["State"]
+                    running = bool(state.get("Running"))
+                except docker.errors.NotFound:
+                    running = False
+                except _UNREACHABLE:
                     continue
-                sandbox = self._sandboxes.get(str(event.get("id")))
-                if sandbox is None:
-                    continue
-                info = self._exit_info(sandbox.id, event)
-                self._loop.call_soon_threadsafe(sandbox._set_exit, info)
-        except Exception:  # a closed stream ends the loop; anything else is logged
-            if not self._closing:
-                log.exception("lost the Docker event stream")
+                if not running:
+                    self._report_exit(container_id, {})
+
+    def _report_exit(self, container_id: str, event: dict[str, Any]) -> None:
+        sandbox = self._sandboxes.get(container_id)
+        if sandbox is None or self._loop is None:
+            return
+        info = self._exit_info(container_id, event)
+        self._loop.call_soon_threadsafe(sandbox._set_exit, info)
 
     def _exit_info(self, container_id: str, event: dict[str, Any]) -> ExitInfo:
         code = int(event.get("Actor", {}).get("Attributes", {}).get("exitCode", -1))
         oom = False
-        with contextlib.suppress(docker.errors.DockerException):
+        with contextlib.suppress(*_UNREACHABLE):
             state = self.client.api.inspect_container(container_id)["State"]
             oom = bool(state.get("OOMKilled"))
             code = int(state.get("ExitCode", code))
@@ -405,9 +438,10 @@ class DockerBackend:
                 api.start(container_id)
                 self._sandboxes[container_id].phases["start"] = time.perf_counter() - created_at
             except Exception:
-                self._sandboxes.pop(container_id, None)
-                with contextlib.suppress(docker.errors.DockerException):
+                with contextlib.suppress(*_UNREACHABLE):
                     api.remove_container(container_id, force=True)
+                    # Forgotten only once gone, so that close() retries otherwise.
+                    self._sandboxes.pop(container_id, None)
                 raise
             return container_id
 
@@ -443,10 +477,9 @@ class DockerBackend:
             with contextlib.suppress(docker.errors.NotFound):
                 self.client.api.remove_container(sandbox.id, force=True)
 
-        try:
-            await self._call("removing a sandbox", remove)
-        finally:
-            self._sandboxes.pop(sandbox.id, None)
+        await self._call("removing a sandbox", remove)
+        # Forgotten only once gone: if Docker is away, a later remove (or close) retries.
+        self._sandboxes.pop(sandbox.id, None)
 
     async def close(self) -> None:
         self._closing = True
