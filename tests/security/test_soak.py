@@ -29,9 +29,9 @@ MIX = [
     ("plot", "import matplotlib.pyplot as plt\nplt.plot([{i}, 1])\nplt.show()",
      ExecutionStatus.COMPLETED),
     ("error", "raise ValueError({i})", ExecutionStatus.FAILED),
-    ("print", "x = {i}\nx * 2", ExecutionStatus.COMPLETED),
-    ("timeout", "import time\ntime.sleep(5)", ExecutionStatus.TIMEOUT),
+    ("print", "x = {i}\nprint(x)", ExecutionStatus.COMPLETED),
 ]  # fmt: skip
+TIMEOUT = ("timeout", "import time\ntime.sleep(5)", ExecutionStatus.TIMEOUT)
 
 
 @pytest.mark.timeout(3600)
@@ -47,10 +47,13 @@ async def test_soak(make_config: Callable[..., Config], docker_client: docker.Do
             session = await engine.create_session()
             for i in range(CALLS):
                 kind, template, expected = MIX[(i + n) % len(MIX)]
-                if kind == "timeout" and i % 25:
-                    kind, template, expected = MIX[0]
+                if i % 50 == 49:
+                    kind, template, expected = TIMEOUT
                 started = time.perf_counter()
-                result = await engine.execute(template.format(i=i), session=session, timeout=0.5)
+                timeout = 0.5 if kind == "timeout" else 30
+                result = await engine.execute(
+                    template.format(i=i), session=session, timeout=timeout
+                )
                 latencies.append(time.perf_counter() - started)
                 outcomes[kind] += 1
                 if result.status is not expected:
