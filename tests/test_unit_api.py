@@ -30,6 +30,7 @@ def test_public_surface_is_pinned() -> None:
         "ExitCause",
         "ExitInfo",
         "FileInfo",
+        "FileSaved",
         "ImageError",
         "ImageFile",
         "ImageOutput",

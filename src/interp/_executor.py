@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mimetypes
+import os
 import secrets
+import stat
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from ._models import (
     ExecutionStatus,
     ExitCause,
     ExitInfo,
+    FileSaved,
     ImageSaved,
 )
 from ._pool import Kernel
@@ -74,6 +78,7 @@ async def run(
     cpu_before = kernel.sandbox.usage().cpu_s
     yield ExecutionStarted(id=call_id, session=session)
 
+    files_before = await asyncio.to_thread(snapshot, kernel.files_dir)
     kernel.channel.discard_replies()
     msg_id = kernel.channel.execute(code)
     follower = _Follower(kernel)
@@ -136,6 +141,15 @@ async def run(
         status = ExecutionStatus.FAILED
     usage = kernel.sandbox.usage()
     cpu_s = usage.cpu_s - cpu_before if usage.cpu_s is not None and cpu_before is not None else None
+    produced: list[FileSaved] = []
+    # Files are on the host whatever became of the kernel: report them in every case.
+    for name in changed_files(files_before, await asyncio.to_thread(snapshot, kernel.files_dir)):
+        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        stored = await files.copy_in(kernel.files_dir / name, name=name, mime=mime, session=session)
+        if stored is not None:
+            saved = FileSaved(file=stored, path=f"sandbox:/mnt/data/{name}")
+            produced.append(saved)
+            yield saved
     full_output = await full_log.keep(session) if collector.truncated_bytes else None
     if full_output is None:
         full_log.discard()
@@ -153,8 +167,30 @@ async def run(
         truncated_bytes=collector.truncated_bytes,
         full_output_file_id=full_output,
         dropped_images=collector.dropped_images,
+        files=produced,
     )
     yield ExecutionFinished(result=result)
+
+
+Snapshot = dict[str, tuple[int, int]]
+
+
+def snapshot(directory: Path) -> Snapshot:
+    """Size and mtime of every regular file under ``directory``: cheap, stat only."""
+    found: Snapshot = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                info = os.lstat(path)
+                if stat.S_ISREG(info.st_mode):
+                    found[os.path.relpath(path, directory)] = (info.st_size, info.st_mtime_ns)
+    return found
+
+
+def changed_files(before: Snapshot, after: Snapshot) -> list[str]:
+    """Files created or changed between two snapshots, in name order."""
+    return sorted(name for name, signature in after.items() if before.get(name) != signature)
 
 
 class _FullLog:

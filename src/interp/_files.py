@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import sqlite3
 import stat
 import threading
@@ -105,6 +106,25 @@ class FileStore:
         os.replace(path, self.path(info.id))
         self._index(info)
         return info
+
+    async def copy_in(
+        self, source: Path, *, name: str, mime: str, session: str | None
+    ) -> FileInfo | None:
+        """Store a copy of a regular file; ``None`` if it is not one (a planted symlink)."""
+        return await asyncio.to_thread(self._copy_in, source, name, mime, session)
+
+    def _copy_in(self, source: Path, name: str, mime: str, session: str | None) -> FileInfo | None:
+        try:
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        scratch = self.scratch_path()
+        with os.fdopen(fd, "rb") as src:
+            if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+                return None
+            with scratch.open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+        return self._adopt(scratch, name, mime, session)
 
     def read(self, file_id: str) -> bytes:
         """A stored file's bytes. Refuses anything but a regular file in the store itself:

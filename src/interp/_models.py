@@ -81,6 +81,15 @@ class FileInfo(_Model):
     session: str | None
 
 
+class FileSaved(_Model):
+    """A file the code wrote in /mnt/data, copied into the file store."""
+
+    type: Literal["file"] = "file"
+    file: FileInfo
+    path: str
+    """Where the code (and a model citing it) sees it: ``sandbox:/mnt/data/<name>``."""
+
+
 class ExecutionResult(_Model):
     """The outcome of one execution, with outputs in OpenAI's code_interpreter order."""
 
@@ -104,6 +113,8 @@ class ExecutionResult(_Model):
     """When logs were cut: the stored file holding the whole output."""
     dropped_images: int = 0
     """Images not kept because of the per-execution image cap."""
+    files: list[FileSaved] = []
+    """Files the code created or changed in /mnt/data, stored with ids."""
 
     @property
     def ok(self) -> bool:
@@ -189,5 +200,6 @@ class ExecutionFinished(_Model):
 
 
 Event = Annotated[
-    ExecutionStarted | LogChunk | ImageSaved | ExecutionFinished, Field(discriminator="type")
+    ExecutionStarted | LogChunk | ImageSaved | FileSaved | ExecutionFinished,
+    Field(discriminator="type"),
 ]

@@ -8,10 +8,9 @@ import json
 import os
 import shutil
 import signal
-import stat
 import sys
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -29,6 +28,7 @@ from ._models import (
     ExecutionFinished,
     ExecutionResult,
     ExecutionStatus,
+    FileSaved,
     ImageSaved,
     LogChunk,
 )
@@ -191,8 +191,6 @@ async def _run(
         session = await engine.create_session()
         for extra in files:
             await engine.upload(session, extra.name, extra)
-        files_dir = engine.session_dir(session)
-        before = _snapshot(files_dir)
         result: ExecutionResult | None = None
         figures = 0
         async for event in engine.stream(code, session=session, timeout=timeout):
@@ -204,11 +202,11 @@ async def _run(
                 figures += 1
                 saved = _copy_out(engine.file_path(event.file.id), out, f"{stem}-{figures}.png")
                 err.print(f"[dim]figure saved: {saved}[/]")
+            elif isinstance(event, FileSaved):
+                saved = _copy_out(engine.file_path(event.file.id), out, event.file.name)
+                err.print(f"[dim]file saved: {saved}[/]")
             elif isinstance(event, ExecutionFinished):
                 result = event.result
-        for name in _changed(before, _snapshot(files_dir)):
-            saved = _copy_out(files_dir / name, out, name)
-            err.print(f"[dim]file saved: {saved}[/]")
     assert result is not None
     if json_output:
         print(json.dumps(result.to_tool_call(), indent=2))
@@ -253,26 +251,10 @@ async def _started_engine(config: Config) -> Engine:
     return engine
 
 
-def _snapshot(directory: Path) -> dict[str, tuple[int, int]]:
-    snapshot = {}
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            info = entry.stat(follow_symlinks=False)
-            if stat.S_ISREG(info.st_mode):
-                snapshot[entry.name] = (info.st_size, info.st_mtime_ns)
-    return snapshot
-
-
-def _changed(
-    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
-) -> Iterator[str]:
-    return (name for name, sig in sorted(after.items()) if before.get(name) != sig)
-
-
 def _copy_out(source: Path, out: Path, name: str) -> Path:
     """Copy a regular file out of the sandbox's reach, never following a link it planted."""
-    out.mkdir(parents=True, exist_ok=True)
     target = out / name
+    target.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as src, open(target, "wb") as dst:
         shutil.copyfileobj(src, dst)
