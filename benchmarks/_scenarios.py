@@ -52,7 +52,7 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(cold=5, warm=15, execute=60, concurrency_s=1.0, processes=3)
+        return cls(cold=5, warm=15, execute=60, concurrency_s=2.0, processes=3)
 
     @classmethod
     def full(cls) -> Plan:
