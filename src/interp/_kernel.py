@@ -124,9 +124,6 @@ class KernelChannel:
         """Drop the shell replies already received: outcomes come from iopub."""
         _take_all(self._shell_now)
 
-    async def execute_reply(self, msg_id: str, timeout: float) -> Message | None:
-        return await self._reply(msg_id, timeout)
-
     @property
     def closed(self) -> bool:
         return self._closed

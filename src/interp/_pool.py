@@ -18,12 +18,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 import zmq.asyncio
 
 from ._exceptions import CapacityError, InterpError, KernelStartError, SandboxError
 from ._kernel import KernelChannel
 from ._models import LatencySummary
+from ._owner import is_alive, this_process
 from ._storage import Storage
 from .sandbox import Backend, Sandbox
 
@@ -339,8 +339,8 @@ class KernelPool:
 
 def owner_dir_name(engine_id: str) -> str:
     """A pool directory name that says which process owns it: pid, start time, engine."""
-    me = psutil.Process()
-    return f"{me.pid}-{me.create_time():.3f}-{engine_id}"
+    pid, started = this_process()
+    return f"{pid}-{started}-{engine_id}"
 
 
 def _remove_stale_pool_dirs(parent: Path, storage: Storage) -> None:
@@ -350,9 +350,5 @@ def _remove_stale_pool_dirs(parent: Path, storage: Storage) -> None:
     for entry in parent.iterdir():
         pid, _, rest = entry.name.partition("-")
         started, _, _ = rest.partition("-")
-        try:
-            alive = abs(psutil.Process(int(pid)).create_time() - float(started)) < 0.01
-        except (ValueError, psutil.Error):
-            alive = False
-        if not alive:
+        if not is_alive(pid, started):
             storage.remove_tree(entry)

@@ -23,13 +23,13 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
-import psutil
 import requests
 from docker.types import CancellableStream
 
 from .._config import IMAGE_VERSION, Config
 from .._exceptions import DockerUnavailableError, ImageError, SandboxError
 from .._models import ExitCause, ExitInfo
+from .._owner import is_alive, this_process
 from ._base import KERNEL_DIR, Usage, write_connection_file
 from ._image import BuildProgress, debootstrap_rootfs, prepare_context
 
@@ -125,25 +125,8 @@ def image_status(image: str) -> str | None:
 
 def owner_labels(engine_id: str) -> dict[str, str]:
     """Labels that let a later engine tell whether this one is still alive."""
-    me = psutil.Process()
-    return {
-        LABEL_ENGINE: engine_id,
-        LABEL_OWNER_PID: str(me.pid),
-        LABEL_OWNER_STARTED: f"{me.create_time():.3f}",
-    }
-
-
-def _owner_alive(labels: dict[str, str]) -> bool:
-    """Whether the process named by a container's owner labels still runs.
-
-    The start time guards against a recycled pid: same pid, different process.
-    """
-    try:
-        pid = int(labels[LABEL_OWNER_PID])
-        started = float(labels[LABEL_OWNER_STARTED])
-        return abs(psutil.Process(pid).create_time() - started) < 0.01
-    except (KeyError, ValueError, psutil.Error):
-        return False
+    pid, started = this_process()
+    return {LABEL_ENGINE: engine_id, LABEL_OWNER_PID: pid, LABEL_OWNER_STARTED: started}
 
 
 def reap_orphans(client: docker.DockerClient) -> int:
@@ -151,7 +134,9 @@ def reap_orphans(client: docker.DockerClient) -> int:
     reaped = 0
     for summary in client.api.containers(all=True, filters={"label": LABEL_ENGINE}):
         labels: dict[str, str] = summary.get("Labels") or {}
-        if LABEL_ENGINE not in labels or _owner_alive(labels):
+        if LABEL_ENGINE not in labels or is_alive(
+            labels.get(LABEL_OWNER_PID, ""), labels.get(LABEL_OWNER_STARTED, "")
+        ):
             continue
         with contextlib.suppress(docker.errors.NotFound):
             client.api.remove_container(summary["Id"], force=True)
