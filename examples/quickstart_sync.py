@@ -10,6 +10,7 @@ the Assistants tool-call shape a run step carries.
 import json
 
 from interp import SyncEngine
+from interp.adapters import assistants
 
 # What a model writes for "I need to solve the equation 3x + 11 = 14. Can you help me?"
 FIRST_CALL = """\
@@ -25,5 +26,5 @@ with SyncEngine() as engine:
     for code in (FIRST_CALL, SECOND_CALL):
         result = engine.execute(code, session=thread, timeout=60)
         print(f"status: {result.status.value}, {result.duration_s * 1000:.0f} ms")
-        print(json.dumps(result.to_tool_call(), indent=2))
+        print(json.dumps(assistants.tool_call(result), indent=2))
     engine.close_session(thread)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -62,6 +64,49 @@ async def test_stream_yields_events_in_order_ending_with_the_result(engine: Engi
     assert result.id == events[0].id
     assert isinstance(middle[1], ImageSaved)
     assert result.image_ids == [middle[1].file.id]
+
+
+async def test_output_is_streamed_while_the_code_still_runs(engine: Engine) -> None:
+    code = "import time\nfor i in range(4):\n    print(i, flush=True)\n    time.sleep(0.4)"
+    began = time.monotonic()
+    arrivals: list[tuple[float, str]] = []
+    async for event in engine.stream(code):
+        if isinstance(event, LogChunk):
+            arrivals.append((time.monotonic() - began, event.text))
+        elif isinstance(event, ExecutionFinished):
+            ended = time.monotonic() - began
+    assert [text for _, text in arrivals] == ["0\n", "1\n", "2\n", "3\n"]
+    # The first print comes out about 1.2 s before the code ends, not with the result.
+    assert arrivals[0][0] < ended - 1.0
+
+
+async def test_a_burst_of_prints_arrives_coalesced_and_in_order(engine: Engine) -> None:
+    code = "import sys\nfor i in range(3000):\n    print(i)\n    print(i, file=sys.stderr)"
+    chunks = [e async for e in engine.stream(code) if isinstance(e, LogChunk)]
+    assert len(chunks) < 3000
+    out = "".join(c.text for c in chunks if c.stream == "stdout")
+    assert out == "".join(f"{i}\n" for i in range(3000))
+
+
+async def test_a_slow_reader_stalls_neither_the_code_nor_loses_its_output(
+    engine: Engine,
+) -> None:
+    # 8 MB in 8000 messages: far past ZMQ's 1000-message queue if nobody drained it.
+    code = "for i in range(8000):\n    print(f'{i:07d}' + 'x' * 1016)"
+    chunks: list[str] = []
+    async for event in engine.stream(code):
+        if isinstance(event, LogChunk):
+            chunks.append(event.text)
+            await asyncio.sleep(0.2)
+        elif isinstance(event, ExecutionFinished):
+            result = event.result
+    # What waited for the reader stayed within the log cap (1 MiB), and it was told…
+    assert max(len(chunk) for chunk in chunks) < engine.config.max_log_bytes + 200
+    assert any("bytes not streamed: the reader fell behind" in chunk for chunk in chunks)
+    # …while the execution read every line: the whole output is stored, exactly.
+    assert result.full_output_file_id is not None
+    full = await engine.download(result.full_output_file_id)
+    assert full == "".join(f"{i:07d}" + "x" * 1016 + "\n" for i in range(8000)).encode()
 
 
 async def test_the_process_backend_runs_code_and_says_it_is_not_isolated(

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 import interp
-from interp import Config, ExecutionResult, ExecutionStatus, ImageFile, ImageOutput, LogsOutput
+from interp import Config
 from interp._sessions import check_file_name, check_session_id
 
 
@@ -18,9 +18,11 @@ def test_public_surface_is_pinned() -> None:
         "CapacityError",
         "Config",
         "ConfigError",
+        "DisplayOutput",
         "DockerUnavailableError",
         "Engine",
         "EngineStats",
+        "ErrorRaised",
         "Event",
         "ExecutionError",
         "ExecutionFinished",
@@ -101,25 +103,3 @@ def test_plain_file_names_pass() -> None:
 def test_bad_session_ids_are_refused(session: str) -> None:
     with pytest.raises(interp.InvalidInputError):
         check_session_id(session)
-
-
-def test_tool_call_has_the_assistants_shape() -> None:
-    result = ExecutionResult(
-        id="call_1",
-        session="s",
-        code="print(1)",
-        status=ExecutionStatus.COMPLETED,
-        outputs=[LogsOutput(logs="1\n"), ImageOutput(image=ImageFile(file_id="file-1"))],
-        duration_s=0.01,
-    )
-    assert result.to_tool_call() == {
-        "id": "call_1",
-        "type": "code_interpreter",
-        "code_interpreter": {
-            "input": "print(1)",
-            "outputs": [
-                {"type": "logs", "logs": "1\n"},
-                {"type": "image", "image": {"file_id": "file-1"}},
-            ],
-        },
-    }

@@ -5,7 +5,15 @@ from __future__ import annotations
 import base64
 
 from interp._collector import Collector, PendingImage, strip_ansi
-from interp._models import ImageFile, ImageOutput, LogChunk, LogsOutput
+from interp._models import (
+    DisplayOutput,
+    ErrorRaised,
+    ExecutionError,
+    ImageFile,
+    ImageOutput,
+    LogChunk,
+    LogsOutput,
+)
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
@@ -27,11 +35,11 @@ def test_an_image_splits_the_logs_and_keeps_its_place() -> None:
     c.feed("stream", {"name": "stdout", "text": "before\n"})
     items = c.feed("display_data", {"data": {"image/png": PNG, "text/plain": "<Figure>"}})
     assert items == [PendingImage(base64.b64decode(PNG), "image/png")]
-    c.add_image("file-abc")
+    c.add_image("file-abc", "image/png")
     c.feed("stream", {"name": "stdout", "text": "after\n"})
     assert [o.model_dump() for o in c.outputs()] == [
         {"type": "logs", "logs": "before\n"},
-        {"type": "image", "image": {"file_id": "file-abc"}},
+        {"type": "image", "image": {"file_id": "file-abc", "mime": "image/png"}},
         {"type": "logs", "logs": "after\n"},
     ]
 
@@ -75,7 +83,7 @@ def test_logs_over_the_cap_keep_head_and_tail_with_a_marker() -> None:
 def test_text_within_the_cap_is_kept_whole_even_past_the_head() -> None:
     c = collector(max_log_bytes=100)
     c.feed("stream", {"name": "stdout", "text": "x" * 70})
-    c.add_image("file-1")
+    c.add_image("file-1", "image/png")
     c.feed("stream", {"name": "stdout", "text": "y" * 20})
     outputs = c.outputs()
     assert c.truncated_bytes == 0
@@ -86,8 +94,8 @@ def test_text_within_the_cap_is_kept_whole_even_past_the_head() -> None:
 
 def test_images_beyond_the_cap_are_dropped_and_counted() -> None:
     c = collector(max_images=2)
-    pending = [c.feed("display_data", {"data": {"image/png": PNG}}) for _ in range(5)]
-    assert sum(len(p) for p in pending) == 2
+    items = [i for _ in range(5) for i in c.feed("display_data", {"data": {"image/png": PNG}})]
+    assert sum(isinstance(i, PendingImage) for i in items) == 2
     assert c.dropped_images == 3
 
 
@@ -95,18 +103,63 @@ def test_strip_ansi_removes_colour_and_cursor_codes() -> None:
     assert strip_ansi("\x1b[1;31mred\x1b[0m \x1b[?25lx") == "red x"
 
 
-def test_dropped_and_oversized_images_leave_a_note() -> None:
+def test_dropped_and_oversized_images_leave_a_note_where_they_were() -> None:
     c = collector(max_images=1)
-    assert c.feed("display_data", {"data": {"image/png": "A" * 4000}}) == []
+    c.feed("display_data", {"data": {"image/png": "A" * 4000}})
     c.feed("display_data", {"data": {"image/png": PNG}})
-    c.add_image("file-1")
-    assert c.feed("display_data", {"data": {"image/png": PNG}}) == []
-    outputs = c.outputs()
-    assert outputs[0] == ImageOutput(image=ImageFile(file_id="file-1"))
-    note = outputs[1]
-    assert isinstance(note, LogsOutput)
-    assert "[1 more images not kept: at most 1 per execution]" in note.logs
-    assert "not kept: over the limit of" in note.logs
+    c.add_image("file-1", "image/png")
+    for _ in range(3):
+        c.feed("display_data", {"data": {"image/png": PNG}})
+    too_big, image, dropped = c.outputs()
+    assert isinstance(too_big, LogsOutput)
+    assert too_big.logs == "[an image of 3000 bytes not kept: over the limit of 1000 bytes]\n"
+    assert image == ImageOutput(image=ImageFile(file_id="file-1"))
+    assert dropped == LogsOutput(
+        logs="[images after the first 1 not kept: at most 1 per execution]\n"
+    )
+    assert c.dropped_images == 3
+
+
+def test_a_jpeg_is_an_image_too() -> None:
+    jpeg = base64.b64encode(b"\xff\xd8\xff\xe0fake").decode()
+    items = collector().feed("display_data", {"data": {"image/jpeg": jpeg, "text/plain": "<x>"}})
+    assert items == [PendingImage(base64.b64decode(jpeg), "image/jpeg")]
+
+
+def test_a_dataframe_keeps_its_html_and_its_text_goes_to_the_logs() -> None:
+    c = collector()
+    html = "<table><tr><td>1</td></tr></table>"
+    items = c.feed("execute_result", {"data": {"text/plain": "   a\n0  1", "text/html": html}})
+    display = DisplayOutput(data={"text/html": html}, text="   a\n0  1")
+    assert items == [LogChunk(stream="result", text="   a\n0  1\n"), display]
+    assert c.outputs() == [LogsOutput(logs="   a\n0  1\n"), display]
+    assert display.html == html
+
+
+def test_json_latex_and_svg_are_kept_as_sent() -> None:
+    c = collector()
+    c.feed("display_data", {"data": {"application/json": {"a": [1, 2]}}})
+    c.feed("display_data", {"data": {"text/latex": "$x^2$", "image/svg+xml": "<svg/>"}})
+    first, second = c.outputs()
+    assert isinstance(first, DisplayOutput) and isinstance(second, DisplayOutput)
+    assert first.data == {"application/json": {"a": [1, 2]}}
+    assert second.data == {"text/latex": "$x^2$", "image/svg+xml": "<svg/>"}
+
+
+def test_displays_beyond_their_budget_leave_a_note_and_keep_their_text() -> None:
+    c = collector(max_log_bytes=100)
+    c.feed("display_data", {"data": {"text/html": "x" * 500, "text/plain": "small"}})
+    (logs,) = c.outputs()
+    assert isinstance(logs, LogsOutput)
+    assert logs.logs.startswith("small\n[a display (text/html) of 500 bytes not kept")
+
+
+def test_an_error_is_reported_as_an_event_after_its_traceback() -> None:
+    items = collector().feed("error", {"ename": "E", "evalue": "v", "traceback": ["tb"]})
+    assert items == [
+        LogChunk(stream="stderr", text="tb\n"),
+        ErrorRaised(error=ExecutionError(name="E", value="v", traceback="tb")),
+    ]
 
 
 def test_the_cut_marker_names_the_file_with_the_full_output() -> None:

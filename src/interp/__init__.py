@@ -18,7 +18,9 @@ from ._exceptions import (
     SessionNotFoundError,
 )
 from ._models import (
+    DisplayOutput,
     EngineStats,
+    ErrorRaised,
     Event,
     ExecutionError,
     ExecutionFinished,
@@ -47,9 +49,11 @@ __all__ = [
     "CapacityError",
     "Config",
     "ConfigError",
+    "DisplayOutput",
     "DockerUnavailableError",
     "Engine",
     "EngineStats",
+    "ErrorRaised",
     "Event",
     "ExecutionError",
     "ExecutionFinished",

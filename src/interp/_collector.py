@@ -1,21 +1,36 @@
 """Turn a kernel's iopub messages into outputs in OpenAI's order. Pure: no I/O.
 
 Consecutive text (stdout, stderr, expression results, tracebacks) merges into one
-``logs`` output; each PNG becomes an ``image`` output once the caller has stored it.
-Logs are capped per execution: the head and the tail are kept, with a marker naming how
-much was cut between them.
+``logs`` output; each PNG or JPEG becomes an ``image`` output once the caller has stored
+it; HTML, SVG, JSON, Markdown and LaTeX become ``display`` outputs, their plain text going
+to the logs as well. Logs are capped per execution: the head and the tail are kept, with a
+marker naming how much was cut between them. What a cap drops is said in the logs, where
+it happened.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._models import ExecutionError, ImageFile, ImageOutput, LogChunk, LogsOutput, Output
+from ._models import (
+    RICH_MIME_TYPES,
+    DisplayOutput,
+    ErrorRaised,
+    ExecutionError,
+    ImageFile,
+    ImageOutput,
+    LogChunk,
+    LogsOutput,
+    Output,
+)
+
+_IMAGE_MIME_TYPES = ("image/png", "image/jpeg")
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
@@ -32,7 +47,7 @@ class PendingImage:
     mime: str
 
 
-Item = LogChunk | PendingImage
+Item = LogChunk | PendingImage | DisplayOutput | ErrorRaised
 
 
 class Collector:
@@ -43,7 +58,7 @@ class Collector:
         self._tail_budget = max_log_bytes - self._head_budget
         self._max_images = max_images
         self._max_image_bytes = max_image_bytes
-        self._large_images: list[int] = []
+        self._rich_budget = max_log_bytes
         self._outputs: list[Output] = []
         self._text: list[str] = []
         self._head_used = 0
@@ -70,26 +85,30 @@ class Collector:
                 value=str(content.get("evalue", "")),
                 traceback=traceback,
             )
-            return self._log("stderr", traceback + "\n")
+            return [*self._log("stderr", traceback + "\n"), ErrorRaised(error=self.error)]
         return []
 
-    def add_image(self, file_id: str) -> None:
+    def add_image(self, file_id: str, mime: str) -> None:
+        """Place a stored image where it was displayed."""
+        self._place(ImageOutput(image=ImageFile(file_id=file_id, mime=mime)))
+
+    def _place(self, output: Output) -> None:
         if self._tail and not self.truncated_bytes:
-            # Nothing cut yet: the tail text is all kept, so it goes before the image,
+            # Nothing cut yet: the tail text is all kept, so it goes before the output,
             # and what it used comes out of the tail's budget to keep the cap.
             self._text.extend(self._tail)
             self._tail_budget -= self._tail_used
             self._tail.clear()
             self._tail_total = self._tail_used = 0
         self._flush_text()
-        self._outputs.append(ImageOutput(image=ImageFile(file_id=file_id)))
+        self._outputs.append(output)
 
     @property
     def truncated_bytes(self) -> int:
         return self._tail_total - self._tail_used
 
     def outputs(self, *, full_output_file: str | None = None) -> list[Output]:
-        """The outputs, with the kept tail (after a cut marker) and any notes at the end.
+        """The outputs, with the kept tail after a marker saying how much was cut.
 
         ``full_output_file`` names the stored file that holds the whole output, if any.
         """
@@ -100,41 +119,58 @@ class Collector:
             where = f"; the full output is {full_output_file}" if full_output_file else ""
             marker = f"\n[... {cut} bytes of output cut{where} ...]\n" if cut else ""
             outputs.append(LogsOutput(logs=marker + "".join(self._tail)))
-        notes = []
-        if self.dropped_images:
-            notes.append(
-                f"[{self.dropped_images} more images not kept: at most {self._max_images}"
-                " per execution]"
-            )
-        for size in self._large_images:
-            notes.append(
-                f"[an image of {size / 1024**2:.1f} MiB not kept: over the limit of"
-                f" {self._max_image_bytes / 1024**2:.1f} MiB]"
-            )
-        if notes:
-            outputs.append(LogsOutput(logs="\n".join(notes) + "\n"))
         return _merge_logs(outputs)
 
     def _display(self, data: dict[str, Any], is_result: bool) -> list[Item]:
-        png = data.get("image/png")
-        if isinstance(png, str):
-            if self._images >= self._max_images:
-                self.dropped_images += 1
-                return []
-            # base64 is 4/3 of the bytes: judge the size before decoding anything.
-            if len(png) * 3 // 4 > self._max_image_bytes:
-                self._large_images.append(len(png) * 3 // 4)
-                return []
-            try:
-                raw = base64.b64decode(png, validate=False)
-            except (binascii.Error, ValueError):
-                return []
-            self._images += 1
-            return [PendingImage(raw, "image/png")]
+        items: list[Item] = []
         text = data.get("text/plain")
-        if isinstance(text, str):
-            return self._log("result" if is_result else "stdout", text + "\n")
-        return []
+        text = text if isinstance(text, str) else None
+        image = next((m for m in _IMAGE_MIME_TYPES if isinstance(data.get(m), str)), None)
+        if image is not None:
+            items += self._image(str(data[image]), image)
+        elif text is not None:
+            items += self._log("result" if is_result else "stdout", text + "\n")
+        rich = {m: data[m] for m in RICH_MIME_TYPES if m in data}
+        if rich:
+            size = sum(len(v if isinstance(v, str) else json.dumps(v)) for v in rich.values())
+            if size > self._rich_budget:
+                kinds = ", ".join(rich)
+                items += self._note(
+                    f"a display ({kinds}) of {size} bytes not kept: over the"
+                    f" limit of {self._rich_budget} bytes left for displays"
+                )
+            else:
+                self._rich_budget -= size
+                display = DisplayOutput(data=rich, text=text)
+                self._place(display)
+                items.append(display)
+        return items
+
+    def _image(self, encoded: str, mime: str) -> list[Item]:
+        if self._images >= self._max_images:
+            self.dropped_images += 1
+            if self.dropped_images > 1:
+                return []
+            return self._note(
+                f"images after the first {self._max_images} not kept: at most"
+                f" {self._max_images} per execution"
+            )
+        # base64 is 4/3 of the bytes: judge the size before decoding anything.
+        size = len(encoded) * 3 // 4
+        if size > self._max_image_bytes:
+            return self._note(
+                f"an image of {_size(size)} not kept: over the limit of"
+                f" {_size(self._max_image_bytes)}"
+            )
+        try:
+            raw = base64.b64decode(encoded, validate=False)
+        except (binascii.Error, ValueError):
+            return []
+        self._images += 1
+        return [PendingImage(raw, mime)]
+
+    def _note(self, text: str) -> list[Item]:
+        return self._log("stderr", f"[{text}]\n")
 
     def _log(self, stream: Literal["stdout", "stderr", "result"], text: str) -> list[Item]:
         if not text:
@@ -182,3 +218,7 @@ def _merge_logs(outputs: list[Output]) -> list[Output]:
         else:
             merged.append(output)
     return merged
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024**2:.1f} MiB" if n >= 1024**2 else f"{n} bytes"

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mimetypes
 import os
 import secrets
 import shutil
 import signal
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -114,14 +115,26 @@ class Engine:
             raise InterpError("the engine is not started: use `async with Engine() as engine`")
         return self._files
 
-    async def create_session(self, session: str | None = None) -> str:
+    async def create_session(
+        self, session: str | None = None, *, file_ids: Sequence[str] = ()
+    ) -> str:
         """Open a session (a fresh id unless one is given) and return its id.
 
-        Waits up to ``capacity_wait`` for a slot when ``max_sessions`` are open, then
-        raises ``CapacityError``. Opening an id that is already open returns it as is.
+        ``file_ids`` are stored files (from ``create_file``, ``upload`` or an execution)
+        to put in its /mnt/data under their names, as OpenAI's
+        ``tool_resources.code_interpreter.file_ids``; given for an open session, they are
+        added to it. Waits up to ``capacity_wait`` for a slot when ``max_sessions`` are
+        open, then raises ``CapacityError``.
         """
         self._check_open()
-        return (await self._sessions.create(session)).id
+        given = [self.file(file_id) for file_id in file_ids]
+        names = [info.name for info in given]
+        if len(set(names)) < len(names):
+            raise InvalidInputError(f"two of the files have the same name: {sorted(names)}")
+        opened = await self._sessions.create(session)
+        for info in given:
+            await self._place(opened.id, info.name, self.files.path(info.id))
+        return opened.id
 
     def session_dir(self, session: str) -> Path:
         """The host directory the session's code sees as /mnt/data."""
@@ -199,12 +212,26 @@ class Engine:
                 with contextlib.suppress(InterpError):
                     await self._sessions.close(target.id)
 
-    async def upload(self, session: str, name: str, content: bytes | Path) -> Path:
-        """Put a file into the session's /mnt/data; return its host path.
+    async def create_file(self, name: str, content: bytes | Path) -> FileInfo:
+        """Store a file for sessions to come (see ``create_session``); return its info.
 
         ``name`` must be a plain file name: no directories, no ``..``.
         """
-        target_session = self._sessions.get(session)
+        self._check_open()
+        return await self._store(name, content, session=None)
+
+    async def upload(self, session: str, name: str, content: bytes | Path) -> FileInfo:
+        """Store a file and put it in the session's /mnt/data as ``name``; return its info.
+
+        ``name`` must be a plain file name: no directories, no ``..``.
+        """
+        self._check_open()
+        self._sessions.get(session)
+        info = await self._store(name, content, session=session)
+        await self._place(session, info.name, self.files.path(info.id))
+        return info
+
+    async def _store(self, name: str, content: bytes | Path, *, session: str | None) -> FileInfo:
         clean = check_file_name(name)
         if isinstance(content, Path):
             try:
@@ -218,15 +245,23 @@ class Engine:
                 f"{clean} is {size} bytes, more than the upload limit of"
                 f" {self.config.max_upload_bytes}"
             )
+        mime = mimetypes.guess_type(clean)[0] or "application/octet-stream"
+        try:
+            return await self.files.put(content, name=clean, mime=mime, session=session)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot store {clean}: {exc.strerror}") from exc
+
+    async def _place(self, session: str, name: str, source: Path) -> None:
+        """Copy a stored file into the session's /mnt/data."""
+        target_session = self._sessions.get(session)
         # Under the session's lock, so that no kernel hand-over moves the directory meanwhile.
         async with target_session.lock:
-            target = target_session.files_dir / clean
+            target = target_session.files_dir / name
             try:
-                await asyncio.to_thread(_write_replacing, target, content)
+                await asyncio.to_thread(_write_replacing, target, source)
             except OSError as exc:
-                raise InvalidInputError(f"cannot store {clean}: {exc.strerror}") from exc
+                raise InvalidInputError(f"cannot put {name} in /mnt/data: {exc.strerror}") from exc
             self._backend.adopt(target)
-        return target
 
     def file(self, file_id: str) -> FileInfo:
         info = self.files.get(file_id)
@@ -316,7 +351,7 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, terminate)
 
 
-def _write_replacing(target: Path, content: bytes | Path) -> None:
+def _write_replacing(target: Path, source: Path) -> None:
     """Write through a new file and rename it into place.
 
     The sandbox may have left a symlink at ``target``: a rename replaces the link itself
@@ -325,12 +360,8 @@ def _write_replacing(target: Path, content: bytes | Path) -> None:
     partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.upload")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
-        with os.fdopen(fd, "wb") as out:
-            if isinstance(content, Path):
-                with content.open("rb") as source:
-                    shutil.copyfileobj(source, out)
-            else:
-                out.write(content)
+        with os.fdopen(fd, "wb") as out, source.open("rb") as stored:
+            shutil.copyfileobj(stored, out)
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)

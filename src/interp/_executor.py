@@ -2,6 +2,9 @@
 
 Escalation on timeout: interrupt (SIGINT), then, if the kernel is not idle within the
 grace period, kill it. A killed or dead kernel is left for the session to replace.
+
+The execution runs as a task of its own and hands events to the caller through an
+``Outbox``: a slow reader neither stalls the kernel nor delays the deadline.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,8 +35,15 @@ from ._models import (
     ExitInfo,
     FileSaved,
     ImageSaved,
+    LogChunk,
 )
+from ._outbox import Outbox
 from ._pool import Kernel
+
+COALESCE_S = 0.005
+"""How long a lone chunk of text waits for more before it is streamed."""
+
+Emit = Callable[[Event], None]
 
 
 def new_call_id() -> str:
@@ -65,7 +75,32 @@ async def run(
     limits: Limits,
     files: FileStore,
 ) -> AsyncGenerator[Event, None]:
-    """Execute ``code`` on ``kernel``, yielding events; the last is ``ExecutionFinished``."""
+    """Execute ``code`` on ``kernel``, yielding events; the last is ``ExecutionFinished``.
+
+    Closing the generator early stops the code (an interrupt) and keeps the session usable.
+    """
+    outbox = Outbox(window=COALESCE_S, max_pending_bytes=limits.max_log_bytes)
+    task = asyncio.create_task(_execute(kernel, code, session, limits, files, outbox.put))
+    task.add_done_callback(
+        lambda done: outbox.close(None if done.cancelled() else done.exception())
+    )
+    try:
+        while True:
+            try:
+                event = await outbox.get()
+            except StopAsyncIteration:
+                return
+            yield event
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _execute(
+    kernel: Kernel, code: str, session: str, limits: Limits, files: FileStore, emit: Emit
+) -> None:
     call_id = new_call_id()
     collector = Collector(
         max_log_bytes=limits.max_log_bytes,
@@ -76,7 +111,7 @@ async def run(
     began = time.perf_counter()
     kernel.sandbox.reset_peak_memory()
     cpu_before = kernel.sandbox.usage().cpu_s
-    yield ExecutionStarted(id=call_id, session=session)
+    emit(ExecutionStarted(id=call_id, session=session, code=code))
 
     # Inline, not in a worker thread: a stat of a few entries costs microseconds, while a
     # thread hop on each side of every execution costs latency under concurrency.
@@ -112,15 +147,13 @@ async def run(
                 status, message = _death(ended.info, limits, kernel.kill_reason)
                 # What the kernel sent before it died is already here: keep it.
                 for late in kernel.channel.received_iopub():
-                    async for event in _take(late, msg_id, collector, files, session, full_log):
-                        yield event
+                    await _take(late, msg_id, collector, files, session, full_log, emit)
                 break
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
                 break
-            async for event in _take(msg, msg_id, collector, files, session, full_log):
-                yield event
+            await _take(msg, msg_id, collector, files, session, full_log, emit)
         if interrupted and kernel.alive and kernel.sandbox.stray_processes():
             # Processes the code started (a fork bomb, a server) outlive an interrupt and
             # would go on holding the sandbox's pids and CPU: end them with the kernel.
@@ -151,7 +184,7 @@ async def run(
         if stored is not None:
             saved = FileSaved(file=stored, path=f"sandbox:/mnt/data/{name}")
             produced.append(saved)
-            yield saved
+            emit(saved)
     full_output = await full_log.keep(session) if collector.truncated_bytes else None
     if full_output is None:
         full_log.discard()
@@ -171,7 +204,7 @@ async def run(
         dropped_images=collector.dropped_images,
         files=produced,
     )
-    yield ExecutionFinished(result=result)
+    emit(ExecutionFinished(result=result))
 
 
 Snapshot = dict[str, tuple[int, int]]
@@ -281,17 +314,20 @@ async def _take(
     files: FileStore,
     session: str,
     full_log: _FullLog,
-) -> AsyncGenerator[Event, None]:
+    emit: Emit,
+) -> None:
     if msg["parent_header"].get("msg_id") != msg_id:
         return
     for item in collector.feed(msg["msg_type"], msg["content"]):
         if isinstance(item, PendingImage):
-            info = await files.save(item.data, name="image.png", mime=item.mime, session=session)
-            collector.add_image(info.id)
-            yield ImageSaved(file=info)
+            name = "image.jpg" if item.mime == "image/jpeg" else "image.png"
+            info = await files.save(item.data, name=name, mime=item.mime, session=session)
+            collector.add_image(info.id, item.mime)
+            emit(ImageSaved(file=info))
         else:
-            full_log.add(item.text)
-            yield item
+            if isinstance(item, LogChunk):
+                full_log.add(item.text)
+            emit(item)
 
 
 def _death(info: ExitInfo, limits: Limits, reason: str | None) -> tuple[ExecutionStatus, str]:

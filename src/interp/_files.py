@@ -84,6 +84,23 @@ class FileStore:
                 ),
             )
 
+    async def put(
+        self, content: bytes | Path, *, name: str, mime: str, session: str | None
+    ) -> FileInfo:
+        """Store bytes, or a copy of a host file the caller chose (links are followed)."""
+        if isinstance(content, Path):
+            return await asyncio.to_thread(self._put_copy, content, name, mime, session)
+        return await self.save(content, name=name, mime=mime, session=session)
+
+    def _put_copy(self, source: Path, name: str, mime: str, session: str | None) -> FileInfo:
+        scratch = self.scratch_path()
+        try:
+            shutil.copyfile(source, scratch)
+        except BaseException:
+            scratch.unlink(missing_ok=True)
+            raise
+        return self._adopt(scratch, name, mime, session)
+
     def scratch_path(self) -> Path:
         """A fresh path beside the store, for a file to be adopted later."""
         scratch = self._dir / "scratch"

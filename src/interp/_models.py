@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 
 class _Model(BaseModel):
@@ -51,6 +51,8 @@ class LogsOutput(_Model):
 
 class ImageFile(_Model):
     file_id: str
+    mime: str = "image/png"
+    """``image/png`` or ``image/jpeg``."""
 
 
 class ImageOutput(_Model):
@@ -58,7 +60,35 @@ class ImageOutput(_Model):
     image: ImageFile
 
 
-Output = Annotated[LogsOutput | ImageOutput, Field(discriminator="type")]
+RICH_MIME_TYPES = (
+    "text/html",
+    "text/markdown",
+    "text/latex",
+    "image/svg+xml",
+    "application/json",
+)
+"""What a display keeps besides plain text and raster images, in this order of preference."""
+
+
+class DisplayOutput(_Model):
+    """A rich display (a DataFrame's HTML, an SVG, JSON, LaTeX), kept as Jupyter sent it.
+
+    Its plain-text form, if it had one, is in the logs too, where a model reads it.
+    """
+
+    type: Literal["display"] = "display"
+    data: dict[str, JsonValue]
+    """The representations by MIME type, among ``RICH_MIME_TYPES``."""
+    text: str | None = None
+    """The ``text/plain`` representation."""
+
+    @property
+    def html(self) -> str | None:
+        value = self.data.get("text/html")
+        return value if isinstance(value, str) else None
+
+
+Output = Annotated[LogsOutput | ImageOutput | DisplayOutput, Field(discriminator="type")]
 
 
 class ExecutionError(_Model):
@@ -128,17 +158,6 @@ class ExecutionResult(_Model):
     def image_ids(self) -> list[str]:
         return [o.image.file_id for o in self.outputs if isinstance(o, ImageOutput)]
 
-    def to_tool_call(self) -> dict[str, Any]:
-        """The Assistants ``code_interpreter`` tool call for this execution."""
-        return {
-            "id": self.id,
-            "type": "code_interpreter",
-            "code_interpreter": {
-                "input": self.code,
-                "outputs": [o.model_dump(mode="json") for o in self.outputs],
-            },
-        }
-
 
 class SessionInfo(_Model):
     id: str
@@ -179,6 +198,7 @@ class ExecutionStarted(_Model):
     type: Literal["started"] = "started"
     id: str
     session: str
+    code: str
 
 
 class LogChunk(_Model):
@@ -194,12 +214,25 @@ class ImageSaved(_Model):
     file: FileInfo
 
 
+class ErrorRaised(_Model):
+    """The code raised; its traceback is in the logs too."""
+
+    type: Literal["error"] = "error"
+    error: ExecutionError
+
+
 class ExecutionFinished(_Model):
     type: Literal["finished"] = "finished"
     result: ExecutionResult
 
 
 Event = Annotated[
-    ExecutionStarted | LogChunk | ImageSaved | FileSaved | ExecutionFinished,
+    ExecutionStarted
+    | LogChunk
+    | ImageSaved
+    | DisplayOutput
+    | ErrorRaised
+    | FileSaved
+    | ExecutionFinished,
     Field(discriminator="type"),
 ]

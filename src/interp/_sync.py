@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -63,8 +63,8 @@ class SyncEngine:
             future.cancel()
             raise
 
-    def create_session(self, session: str | None = None) -> str:
-        return self._call(self._engine.create_session(session))
+    def create_session(self, session: str | None = None, *, file_ids: Sequence[str] = ()) -> str:
+        return self._call(self._engine.create_session(session, file_ids=file_ids))
 
     def close_session(self, session: str) -> None:
         self._call(self._engine.close_session(session))
@@ -81,7 +81,10 @@ class SyncEngine:
     def session_dir(self, session: str) -> Path:
         return self._engine.session_dir(session)
 
-    def upload(self, session: str, name: str, content: bytes | Path) -> Path:
+    def create_file(self, name: str, content: bytes | Path) -> FileInfo:
+        return self._call(self._engine.create_file(name, content))
+
+    def upload(self, session: str, name: str, content: bytes | Path) -> FileInfo:
         return self._call(self._engine.upload(session, name, content))
 
     def execute(

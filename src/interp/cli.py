@@ -32,6 +32,7 @@ from ._models import (
     ImageSaved,
     LogChunk,
 )
+from .adapters import assistants
 
 _T = TypeVar("_T")
 
@@ -200,7 +201,8 @@ async def _run(
                 stream.flush()
             elif isinstance(event, ImageSaved):
                 figures += 1
-                saved = _copy_out(engine.file_path(event.file.id), out, f"{stem}-{figures}.png")
+                suffix = Path(event.file.name).suffix
+                saved = _copy_out(engine.file_path(event.file.id), out, f"{stem}-{figures}{suffix}")
                 err.print(f"[dim]figure saved: {saved}[/]")
             elif isinstance(event, FileSaved):
                 saved = _copy_out(engine.file_path(event.file.id), out, event.file.name)
@@ -209,7 +211,7 @@ async def _run(
                 result = event.result
     assert result is not None
     if json_output:
-        print(json.dumps(result.to_tool_call(), indent=2))
+        print(json.dumps(assistants.tool_call(result), indent=2))
     if result.message:
         err.print(f"[bold red]interp:[/] {result.status.value}: {result.message}", soft_wrap=True)
     return _STATUS_EXIT[result.status]
