@@ -44,7 +44,7 @@ display(pd.DataFrame({"a": [1, 2]}))
 
 pytestmark = pytest.mark.docker
 
-STEP = {
+STEP: dict[str, Any] = {
     "step_id": "step_1",
     "run_id": "run_1",
     "thread_id": "thread_1",

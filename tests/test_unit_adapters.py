@@ -67,7 +67,12 @@ def test_tool_call_has_the_assistants_shape_with_displays_left_out() -> None:
     ],
 )
 def test_run_steps_parse_as_the_sdks_run_step(status: ExecutionStatus, step_status: str) -> None:
-    ids = {"step_id": "step_1", "run_id": "run_1", "thread_id": "t", "assistant_id": "a"}
+    ids: dict[str, Any] = {
+        "step_id": "step_1",
+        "run_id": "run_1",
+        "thread_id": "t",
+        "assistant_id": "a",
+    }
     created = RunStep.model_validate(assistants.run_step(**ids, created_at=1))
     assert created.status == "in_progress"
     ended = assistants.run_step(

@@ -6,14 +6,14 @@ import asyncio
 
 import pytest
 
-from interp._models import ExecutionStarted, LogChunk
+from interp._models import Event, ExecutionStarted, LogChunk
 from interp._outbox import Outbox
 
 STARTED = ExecutionStarted(id="call_1", session="s", code="x")
 
 
-async def drain(outbox: Outbox) -> list[object]:
-    taken = []
+async def drain(outbox: Outbox) -> list[Event]:
+    taken: list[Event] = []
     while True:
         try:
             taken.append(await outbox.get())
