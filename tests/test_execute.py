@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from interp import (
+    DisplayOutput,
     Engine,
     ExecutionStatus,
     ImageOutput,
@@ -175,3 +176,29 @@ async def test_a_non_positive_timeout_is_refused(engine: Engine, timeout: float)
 async def test_an_unknown_session_is_refused(engine: Engine) -> None:
     with pytest.raises(SessionNotFoundError):
         await engine.execute("1", session="never-created")
+
+
+async def test_rich_displays_are_kept_as_typed_outputs(engine: Engine) -> None:
+    code = (
+        "import io\n"
+        "from IPython.display import HTML, JSON, SVG, Image, Latex, display\n"
+        "from PIL import Image as Pil\n"
+        "buffer = io.BytesIO()\n"
+        "Pil.new('RGB', (4, 4), 'red').save(buffer, format='JPEG')\n"
+        "display(Image(data=buffer.getvalue(), format='jpeg'))\n"
+        "display(HTML('<b>bold</b>'))\n"
+        'display(SVG(\'<svg xmlns="http://www.w3.org/2000/svg" width="2" height="2"/>\'))\n'
+        "display(JSON({'a': [1, 2]}))\n"
+        "display(Latex(r'$\\alpha^2$'))\n"
+    )
+    result = await engine.execute(code)
+    assert result.status is ExecutionStatus.COMPLETED, result.logs
+    image, *displays = [o for o in result.outputs if not isinstance(o, LogsOutput)]
+    assert isinstance(image, ImageOutput) and image.image.mime == "image/jpeg"
+    assert (await engine.download(image.image.file_id))[:2] == b"\xff\xd8"
+    assert engine.file(image.image.file_id).name == "image.jpg"
+    assert all(isinstance(d, DisplayOutput) for d in displays)
+    kinds = [next(iter(d.data)) for d in displays]  # type: ignore[union-attr]
+    assert kinds == ["text/html", "image/svg+xml", "application/json", "text/latex"]
+    assert displays[0].html == "<b>bold</b>"  # type: ignore[union-attr]
+    assert displays[2].data["application/json"] == {"a": [1, 2]}  # type: ignore[union-attr]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from interp import Engine, ExecutionStatus, FileSaved
+from interp import Config, Engine, ExecutionStatus, FileSaved
 
 pytestmark = pytest.mark.docker
 
@@ -49,3 +51,20 @@ async def test_unchanged_files_and_planted_links_are_not_reported(engine: Engine
     assert result.logs == "a\n1\n\n"
     assert result.files == []
     assert (engine.session_dir(session) / "link").is_symlink()
+
+
+async def test_files_beyond_the_per_execution_cap_are_counted_in_a_note(
+    make_config: Callable[..., Config],
+) -> None:
+    async with Engine(make_config(max_files=3, pool_size=0)) as engine:
+        session = await engine.create_session()
+        code = "for i in range(5):\n    open(f'f{i}.txt', 'w').write(str(i))"
+        result = await engine.execute(code, session=session)
+        assert [f.file.name for f in result.files] == ["f0.txt", "f1.txt", "f2.txt"]
+        assert result.logs == (
+            "[2 more files changed in /mnt/data were not stored: at most 3 per execution;"
+            " they stay in /mnt/data]\n"
+        )
+        assert sorted(p.name for p in engine.session_dir(session).iterdir()) == [
+            f"f{i}.txt" for i in range(5)
+        ]

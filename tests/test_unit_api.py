@@ -10,6 +10,7 @@ from pydantic import ValidationError
 import interp
 from interp import Config
 from interp._sessions import check_file_name, check_session_id
+from interp.adapters import assistants, chat, responses
 
 
 def test_public_surface_is_pinned() -> None:
@@ -49,6 +50,40 @@ def test_public_surface_is_pinned() -> None:
         "SessionNotFoundError",
         "SyncEngine",
         "__version__",
+    }
+
+
+def test_the_adapters_surface_is_pinned() -> None:
+    assert set(assistants.__all__) == {
+        "Cursor",
+        "StepStatus",
+        "astep_deltas",
+        "event_deltas",
+        "outputs",
+        "run_step",
+        "sse",
+        "step_delta",
+        "step_deltas",
+        "tool_call",
+    }
+    assert set(responses.__all__) == {
+        "CallStatus",
+        "ImageUrl",
+        "astream_events",
+        "call_item",
+        "data_url",
+        "event_items",
+        "item_id",
+        "stream_events",
+    }
+    assert set(chat.__all__) == {
+        "DESCRIPTION",
+        "call_id",
+        "code_from_tool_call",
+        "handle",
+        "tool_message",
+        "tool_schema",
+        "tool_text",
     }
 
 

@@ -135,7 +135,7 @@ class Collector:
             size = sum(len(v if isinstance(v, str) else json.dumps(v)) for v in rich.values())
             if size > self._rich_budget:
                 kinds = ", ".join(rich)
-                items += self._note(
+                items += self.note(
                     f"a display ({kinds}) of {size} bytes not kept: over the"
                     f" limit of {self._rich_budget} bytes left for displays"
                 )
@@ -151,14 +151,14 @@ class Collector:
             self.dropped_images += 1
             if self.dropped_images > 1:
                 return []
-            return self._note(
+            return self.note(
                 f"images after the first {self._max_images} not kept: at most"
                 f" {self._max_images} per execution"
             )
         # base64 is 4/3 of the bytes: judge the size before decoding anything.
         size = len(encoded) * 3 // 4
         if size > self._max_image_bytes:
-            return self._note(
+            return self.note(
                 f"an image of {_size(size)} not kept: over the limit of"
                 f" {_size(self._max_image_bytes)}"
             )
@@ -169,7 +169,8 @@ class Collector:
         self._images += 1
         return [PendingImage(raw, mime)]
 
-    def _note(self, text: str) -> list[Item]:
+    def note(self, text: str) -> list[Item]:
+        """Say something in the logs, at this point, on stderr."""
         return self._log("stderr", f"[{text}]\n")
 
     def _log(self, stream: Literal["stdout", "stderr", "result"], text: str) -> list[Item]:

@@ -95,6 +95,9 @@ class Config(BaseSettings):
     """Images kept per execution."""
     max_image_bytes: Bytes = 16 * 1024**2
     """Largest image kept."""
+    max_files: int = Field(64, gt=0)
+    """Files created or changed in /mnt/data that one execution stores and reports; a note
+    counts the rest, which stay in /mnt/data."""
 
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir("interp")))
     """Where session files, produced files and the file index live."""

@@ -192,6 +192,7 @@ class Engine:
             max_log_bytes=self.config.max_log_bytes,
             max_images=self.config.max_images,
             max_image_bytes=self.config.max_image_bytes,
+            max_files=self.config.max_files,
             memory_bytes=self.config.memory,
         )
         try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ._collector import Collector, PendingImage
+from ._collector import Collector, Item, PendingImage
 from ._exceptions import SandboxError
 from ._files import FileStore
 from ._kernel import Message
@@ -57,6 +57,7 @@ class Limits:
     max_log_bytes: int
     max_images: int
     max_image_bytes: int
+    max_files: int
     memory_bytes: int
 
 
@@ -108,6 +109,7 @@ async def _execute(
         max_image_bytes=limits.max_image_bytes,
     )
     full_log = _FullLog(files, threshold=limits.max_log_bytes)
+    sink = _Sink(session, collector, files, full_log, emit)
     began = time.perf_counter()
     kernel.sandbox.reset_peak_memory()
     cpu_before = kernel.sandbox.usage().cpu_s
@@ -147,13 +149,14 @@ async def _execute(
                 status, message = _death(ended.info, limits, kernel.kill_reason)
                 # What the kernel sent before it died is already here: keep it.
                 for late in kernel.channel.received_iopub():
-                    await _take(late, msg_id, collector, files, session, full_log, emit)
+                    if late["parent_header"].get("msg_id") == msg_id:
+                        await sink.take(late)
                 break
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
                 break
-            await _take(msg, msg_id, collector, files, session, full_log, emit)
+            await sink.take(msg)
         if interrupted and kernel.alive and kernel.sandbox.stray_processes():
             # Processes the code started (a fork bomb, a server) outlive an interrupt and
             # would go on holding the sandbox's pids and CPU: end them with the kernel.
@@ -178,13 +181,20 @@ async def _execute(
     cpu_s = usage.cpu_s - cpu_before if usage.cpu_s is not None and cpu_before is not None else None
     produced: list[FileSaved] = []
     # Files are on the host whatever became of the kernel: report them in every case.
-    for name in changed_files(files_before, snapshot(kernel.files_dir)):
+    changed = changed_files(files_before, snapshot(kernel.files_dir))
+    for name in changed[: limits.max_files]:
         mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
         stored = await files.copy_in(kernel.files_dir / name, name=name, mime=mime, session=session)
         if stored is not None:
             saved = FileSaved(file=stored, path=f"sandbox:/mnt/data/{name}")
             produced.append(saved)
             emit(saved)
+    if len(changed) > limits.max_files:
+        note = collector.note(
+            f"{len(changed) - limits.max_files} more files changed in /mnt/data were not"
+            f" stored: at most {limits.max_files} per execution; they stay in /mnt/data"
+        )
+        await sink.hand_over(note)
     full_output = await full_log.keep(session) if collector.truncated_bytes else None
     if full_output is None:
         full_log.discard()
@@ -307,27 +317,33 @@ class _Follower:
             self._receive.cancel()
 
 
-async def _take(
-    msg: Message,
-    msg_id: str,
-    collector: Collector,
-    files: FileStore,
-    session: str,
-    full_log: _FullLog,
-    emit: Emit,
-) -> None:
-    if msg["parent_header"].get("msg_id") != msg_id:
-        return
-    for item in collector.feed(msg["msg_type"], msg["content"]):
-        if isinstance(item, PendingImage):
-            name = "image.jpg" if item.mime == "image/jpeg" else "image.png"
-            info = await files.save(item.data, name=name, mime=item.mime, session=session)
-            collector.add_image(info.id, item.mime)
-            emit(ImageSaved(file=info))
-        else:
-            if isinstance(item, LogChunk):
-                full_log.add(item.text)
-            emit(item)
+@dataclass(frozen=True)
+class _Sink:
+    """Where the outputs of one execution go: the collector, the file store, the reader."""
+
+    session: str
+    collector: Collector
+    files: FileStore
+    full_log: _FullLog
+    emit: Emit
+
+    async def take(self, msg: Message) -> None:
+        await self.hand_over(self.collector.feed(msg["msg_type"], msg["content"]))
+
+    async def hand_over(self, items: list[Item]) -> None:
+        """Store what needs storing, and emit everything as events."""
+        for item in items:
+            if isinstance(item, PendingImage):
+                name = "image.jpg" if item.mime == "image/jpeg" else "image.png"
+                info = await self.files.save(
+                    item.data, name=name, mime=item.mime, session=self.session
+                )
+                self.collector.add_image(info.id, item.mime)
+                self.emit(ImageSaved(file=info))
+            else:
+                if isinstance(item, LogChunk):
+                    self.full_log.add(item.text)
+                self.emit(item)
 
 
 def _death(info: ExitInfo, limits: Limits, reason: str | None) -> tuple[ExecutionStatus, str]:

@@ -32,6 +32,19 @@ from .._models import (
 )
 from ._outputs import openai_outputs
 
+__all__ = [
+    "Cursor",
+    "StepStatus",
+    "astep_deltas",
+    "event_deltas",
+    "outputs",
+    "run_step",
+    "sse",
+    "step_delta",
+    "step_deltas",
+    "tool_call",
+]
+
 StepStatus = Literal["in_progress", "completed", "failed", "cancelled", "expired"]
 
 

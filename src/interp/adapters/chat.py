@@ -22,6 +22,16 @@ from .responses import data_url
 if TYPE_CHECKING:
     from .._engine import Engine
 
+__all__ = [
+    "DESCRIPTION",
+    "call_id",
+    "code_from_tool_call",
+    "handle",
+    "tool_message",
+    "tool_schema",
+    "tool_text",
+]
+
 DESCRIPTION = (
     "Run Python code in a stateful Jupyter kernel: variables, imports and files persist"
     " between calls. Files the user gave are in /mnt/data; save files for the user there"

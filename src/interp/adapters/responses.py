@@ -30,6 +30,17 @@ from .._models import (
 )
 from ._outputs import openai_outputs
 
+__all__ = [
+    "CallStatus",
+    "ImageUrl",
+    "astream_events",
+    "call_item",
+    "data_url",
+    "event_items",
+    "item_id",
+    "stream_events",
+]
+
 ImageUrl = Callable[[ImageFile], str]
 CallStatus = Literal["in_progress", "interpreting", "completed", "incomplete", "failed"]
 
