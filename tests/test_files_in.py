@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from interp import Config, Engine, ExecutionStatus, InvalidInputError
+from interp._storage import Storage
 
 pytestmark = pytest.mark.docker
 
@@ -41,13 +42,23 @@ async def test_a_session_opens_with_the_files_it_is_given(engine: Engine, tmp_pa
     made = await engine.execute("open('notes.txt', 'w').write('from the first')", session=first)
     (notes,) = made.files
 
+    made = await engine.execute(
+        "import os\nos.makedirs('deep', exist_ok=True)\nopen('deep/extra.txt', 'w').write('!')",
+        session=first,
+    )
+    (deep,) = made.files
+    assert deep.file.name == "deep/extra.txt"
+
     second = await engine.create_session(file_ids=[stored.id, notes.file.id])
+    # Files can join an open session; one from a subdirectory comes in under its base name.
+    assert await engine.create_session(second, file_ids=[deep.file.id]) == second
     result = await engine.execute(
         "import pandas as pd\n"
-        "print(pd.read_csv('sales.csv').sales.sum(), open('notes.txt').read())",
+        "print(pd.read_csv('sales.csv').sales.sum(), open('notes.txt').read(),"
+        " open('extra.txt').read())",
         session=second,
     )
-    assert result.logs == "42 from the first\n"
+    assert result.logs == "42 from the first !\n"
     # Nothing was changed, so nothing is reported as produced.
     assert result.files == []
 
@@ -87,3 +98,16 @@ async def test_uploads_over_the_limit_are_refused_with_the_limit(
             await engine.create_file("big.bin", b"x" * 101)
         assert list(engine.session_dir(session).iterdir()) == []
         assert (await engine.upload(session, "ok.bin", b"x" * 100)).bytes == 100
+
+
+@pytest.mark.skipif(
+    Storage(1).cap_bytes is None, reason="capping /mnt/data needs root, loop devices, mkfs.ext4"
+)
+async def test_files_that_do_not_fit_in_mnt_data_open_no_session(
+    make_config: Callable[..., Config],
+) -> None:
+    async with Engine(make_config(data_size="4m", pool_size=0)) as engine:
+        big = await engine.create_file("big.bin", b"x" * 8 * 1024**2)
+        with pytest.raises(InvalidInputError, match=r"cannot put big\.bin in /mnt/data"):
+            await engine.create_session(file_ids=[big.id])
+        assert engine.sessions() == []

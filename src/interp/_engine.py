@@ -46,7 +46,7 @@ class Engine:
         self.id = secrets.token_hex(6)
         self._backend = make_backend(self.config, engine_id=self.id)
         self._context = make_context()
-        storage = Storage(self.config.data_size)
+        storage = self._storage = Storage(self.config.data_size)
         self._pool = KernelPool(
             self._backend,
             self._context,
@@ -121,19 +121,28 @@ class Engine:
         """Open a session (a fresh id unless one is given) and return its id.
 
         ``file_ids`` are stored files (from ``create_file``, ``upload`` or an execution)
-        to put in its /mnt/data under their names, as OpenAI's
+        to put in its /mnt/data under their base names, as OpenAI's
         ``tool_resources.code_interpreter.file_ids``; given for an open session, they are
         added to it. Waits up to ``capacity_wait`` for a slot when ``max_sessions`` are
         open, then raises ``CapacityError``.
         """
         self._check_open()
         given = [self.file(file_id) for file_id in file_ids]
-        names = [info.name for info in given]
+        # Base names only: a directory in the session's /mnt/data may be a link the code
+        # planted, and writing through it would land anywhere on the host.
+        names = [Path(info.name).name for info in given]
         if len(set(names)) < len(names):
             raise InvalidInputError(f"two of the files have the same name: {sorted(names)}")
+        existed = session is not None and session in self._sessions
         opened = await self._sessions.create(session)
-        for info in given:
-            await self._place(opened.id, info.name, self.files.path(info.id))
+        try:
+            for info, name in zip(given, names, strict=True):
+                await self._place(opened.id, name, self.files.path(info.id))
+        except BaseException:
+            if not existed:
+                with contextlib.suppress(InterpError):
+                    await self._sessions.close(opened.id)
+            raise
         return opened.id
 
     def session_dir(self, session: str) -> Path:
@@ -257,6 +266,10 @@ class Engine:
         target_session = self._sessions.get(session)
         # Under the session's lock, so that no kernel hand-over moves the directory meanwhile.
         async with target_session.lock:
+            if self._storage.cap_bytes is not None:
+                # The cap comes with the session's kernel: take it now, so a file that does
+                # not fit fails here rather than at the session's first execution.
+                await self._sessions.kernel_for(target_session)
             target = target_session.files_dir / name
             try:
                 await asyncio.to_thread(_write_replacing, target, source)

@@ -106,6 +106,9 @@ class SessionManager:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def __contains__(self, session: object) -> bool:
+        return session in self._sessions
+
     def infos(self) -> list[SessionInfo]:
         return [session.info() for session in self._sessions.values()]
 
