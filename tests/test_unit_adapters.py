@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from openai.types.beta.threads import FilePathAnnotation, Text
 from openai.types.beta.threads.runs import RunStep
 from openai.types.chat import ChatCompletionMessageToolCall, ChatCompletionToolParam
 from openai.types.responses import ResponseCodeInterpreterToolCall
@@ -142,18 +143,37 @@ def test_malformed_tool_calls_get_a_clear_error(bad: dict[str, Any]) -> None:
         chat.code_from_tool_call(bad)
 
 
-def test_the_tool_message_tells_the_model_of_files_and_failures() -> None:
-    saved = FileSaved(
-        file=FileInfo(
-            id="file-2",
-            name="out.csv",
-            bytes=12,
-            mime="text/csv",
-            created_at=datetime.now(UTC),
-            session="s1",
-        ),
-        path="sandbox:/mnt/data/out.csv",
+def saved_file(file_id: str, name: str, size: int = 12) -> FileSaved:
+    info = FileInfo(
+        id=file_id,
+        name=name,
+        bytes=size,
+        mime="text/csv",
+        created_at=datetime.now(UTC),
+        session="s1",
     )
+    return FileSaved(file=info, path=f"sandbox:/mnt/data/{name}")
+
+
+def test_a_reply_citing_produced_files_gets_file_path_annotations() -> None:
+    files = [saved_file("file-a", "a.csv"), saved_file("file-b", "b.csv")]
+    text = "sandbox:/mnt/data/b.csv, then sandbox:/mnt/data/a.csv; again sandbox:/mnt/data/b.csv"
+    annotations = assistants.file_annotations(text, files)
+    content = Text.model_validate({"value": text, "annotations": annotations})
+    cited = [
+        (a.file_path.file_id, text[a.start_index : a.end_index])
+        for a in content.annotations
+        if isinstance(a, FilePathAnnotation)
+    ]
+    assert cited == [
+        ("file-b", "sandbox:/mnt/data/b.csv"),
+        ("file-a", "sandbox:/mnt/data/a.csv"),
+        ("file-b", "sandbox:/mnt/data/b.csv"),
+    ]
+
+
+def test_the_tool_message_tells_the_model_of_files_and_failures() -> None:
+    saved = saved_file("file-2", "out.csv")
     timed_out = result(ExecutionStatus.TIMEOUT, message="execution timed out", files=[saved])
     message = chat.tool_message("call_1", timed_out)
     assert message == {

@@ -59,6 +59,7 @@ def test_the_adapters_surface_is_pinned() -> None:
         "StepStatus",
         "astep_deltas",
         "event_deltas",
+        "file_annotations",
         "outputs",
         "run_step",
         "sse",

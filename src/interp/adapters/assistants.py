@@ -26,6 +26,7 @@ from .._models import (
     ExecutionResult,
     ExecutionStarted,
     ExecutionStatus,
+    FileSaved,
     ImageOutput,
     ImageSaved,
     LogChunk,
@@ -37,6 +38,7 @@ __all__ = [
     "StepStatus",
     "astep_deltas",
     "event_deltas",
+    "file_annotations",
     "outputs",
     "run_step",
     "sse",
@@ -175,6 +177,28 @@ async def astep_deltas(
         deltas, cursor = event_deltas(event, step_id=step_id, cursor=cursor, tool_index=tool_index)
         for delta in deltas:
             yield delta
+
+
+def file_annotations(text: str, files: Iterable[FileSaved]) -> list[dict[str, Any]]:
+    """``file_path`` annotations for each ``sandbox:/mnt/data/…`` path of ``files`` that a
+    message's ``text`` cites, in order of appearance, as a message's text content carries.
+    """
+    found = []
+    for saved in files:
+        start = text.find(saved.path)
+        while start != -1:
+            end = start + len(saved.path)
+            found.append(
+                {
+                    "type": "file_path",
+                    "text": saved.path,
+                    "start_index": start,
+                    "end_index": end,
+                    "file_path": {"file_id": saved.file.id},
+                }
+            )
+            start = text.find(saved.path, end)
+    return sorted(found, key=lambda annotation: annotation["start_index"])
 
 
 def sse(event: str, data: Mapping[str, Any] | str) -> str:
