@@ -24,7 +24,7 @@ import psutil
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 
-from interp import Config, Engine, ExecutionStatus
+from interp import Config, Engine, ExecutionStatus, LogChunk
 from interp._engine import Engine as _Engine
 
 
@@ -158,6 +158,7 @@ async def executions(data_dir: Path, plan: Plan) -> list[Measurement]:
         session = await engine.create_session()
         await engine.execute("import numpy as np, pandas as pd", session=session)
         out += await _trivial_beside_raw(engine, session, plan.execute)
+        out += await _first_output_beside_raw(engine, session, max(10, plan.execute // 3))
         for label, code in EXECUTIONS.items():
             if label == "1+1":
                 continue
@@ -204,6 +205,50 @@ async def _trivial_beside_raw(engine: Engine, session: str, n: int) -> list[Meas
             t0 = time.perf_counter()
             await client.execute_interactive("1+1", timeout=30, output_hook=lambda msg: None)
             raw.samples.append(time.perf_counter() - t0)
+    finally:
+        client.stop_channels()
+    return [ours, raw]
+
+
+async def _first_output_beside_raw(engine: Engine, session: str, n: int) -> list[Measurement]:
+    """From sending code that prints, then works on, to its first output arriving: through
+    ``engine.stream`` (coalescing window included) and through a raw client."""
+    code = "import time\nprint('started', flush=True)\ntime.sleep(0.05)"
+    ours = Measurement(
+        "stream_first_output", "stream: first output of running code", group="execute"
+    )
+    raw = Measurement(
+        "raw_client_first_output",
+        "raw jupyter_client, same container kernel: first output",
+        baseline=True,
+        group="execute",
+    )
+    client = AsyncKernelClient()
+    client.load_connection_info(_kernel_of(engine, session).sandbox.connection_info)
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=30)
+        for _ in range(n):
+            t0 = time.perf_counter()
+            first: float | None = None
+            async for event in engine.stream(code, session=session):
+                if isinstance(event, LogChunk) and first is None:
+                    first = time.perf_counter() - t0
+            assert first is not None
+            ours.samples.append(first)
+            t0 = time.perf_counter()
+            msg_id = client.execute(code)
+            first = None
+            while True:
+                msg = await client.get_iopub_msg(timeout=30)
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if msg["msg_type"] == "stream" and first is None:
+                    first = time.perf_counter() - t0
+                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    break
+            assert first is not None
+            raw.samples.append(first)
     finally:
         client.stop_channels()
     return [ours, raw]
