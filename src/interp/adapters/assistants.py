@@ -12,6 +12,10 @@ The first delta of the tool call carries its id, type and an empty input and out
 (the handler's ``on_tool_call_created`` takes it whole); the code follows, then one delta
 per output fragment, each with the ``index`` of its output. Logs between two images share
 one index; text keeps streaming into it until an image comes.
+
+The accumulated deltas equal ``tool_call(result)``'s outputs, except when the log cap cut
+the result's logs (the stream carried all of it, or what a lagging reader was left of
+it): the completed step, built from the result, is then the one to keep.
 """
 
 from __future__ import annotations
