@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,10 @@ ENGINE_LABEL = "io.interp.engine"
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> docker.DockerClient:
-    return docker.from_env()
+def docker_client() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -290,7 +290,9 @@ class KernelPool:
         try:
             kernel = await self._start_with_storage(session="", files_dir=None)
         except (InterpError, OSError, subprocess.CalledProcessError) as exc:
-            log.warning("could not start a pooled kernel: %s", exc)
+            # str(): a log record holding the exception would keep its frames alive, and
+            # with them the broken connections they reference.
+            log.warning("could not start a pooled kernel: %s", str(exc))
             self._last_failure = time.monotonic()
             await self._notify()
             return

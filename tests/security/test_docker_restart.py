@@ -55,9 +55,17 @@ async def test_calls_fail_clearly_while_docker_is_down_and_recover_after(engine:
         with pytest.raises(InterpError, match="Docker"):
             await engine.execute("print('anyone?')", session=session, timeout=2)
     finally:
-        # setsid -f: the daemon outlives this test and its process.
+        # setsid -f: the daemon outlives this test and its process. Its output must not go
+        # to a pipe of ours: the daemon would hold it open and `run` would wait forever.
         restart = ["setsid", "-f", *command]
-        await asyncio.to_thread(subprocess.run, restart, capture_output=True, check=True)
+        await asyncio.to_thread(
+            subprocess.run,
+            restart,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+        )
         await asyncio.to_thread(wait_for_docker, 60)
 
     deadline = time.monotonic() + 60

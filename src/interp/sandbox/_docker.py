@@ -320,7 +320,8 @@ class DockerBackend:
             except Exception as exc:  # noqa: BLE001 (a broken stream of any kind: reconnect)
                 if self._closing:
                     return
-                log.warning("lost Docker's event stream (%s); reconnecting", exc)
+                # str(): a record holding the exception would keep its frames alive.
+                log.warning("lost Docker's event stream (%s); reconnecting", str(exc))
             if self._closing:
                 return
             while not self._closing:
