@@ -74,7 +74,7 @@ def test_output_streams_while_the_code_runs(tmp_path: Path) -> None:
         process.stdin.write(code)
         process.stdin.close()
         assert process.stdout.readline() == "first\n"
-        (session_dir,) = [d for d in (tmp_path / "data" / "sessions").iterdir() if d.is_dir()]
+        (session_dir,) = [d for d in (tmp_path / "data" / "sessions").glob("*/*") if d.is_dir()]
         (session_dir / "go").write_text("")
         assert process.stdout.read() == "second\n"
         assert process.wait(timeout=60) == 0

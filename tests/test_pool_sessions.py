@@ -220,6 +220,8 @@ from interp import Config, Engine
 async def main():
     engine = Engine(Config(data_dir=sys.argv[1], pool_size=2))
     await engine.start()
+    session = await engine.create_session()
+    await engine.execute("open('left.txt', 'w').write('behind')", session=session)
     await engine.warm(timeout=60)
     print(engine.id, flush=True)
     await asyncio.sleep(3600)
@@ -253,14 +255,21 @@ async def test_containers_of_a_killed_engine_are_reaped_and_others_left_alone(
         labels={"test": "not-interp"},
     )
     try:
-        orphan_id = await asyncio.to_thread(start_and_kill_an_engine, tmp_path / "data")
-        assert len(containers_of(docker_client, orphan_id)) == 2
-        async with Engine(make_config()):
+        data = tmp_path / "data"
+        orphan_id = await asyncio.to_thread(start_and_kill_an_engine, data)
+        # Two warm kernels and the session's.
+        assert len(containers_of(docker_client, orphan_id)) == 3
+        (left,) = data.glob(f"sessions/*-{orphan_id}/*/left.txt")
+        async with Engine(make_config()) as engine:
             assert containers_of(docker_client, orphan_id) == []
             stranger.reload()
             assert stranger.status == "running"
-        pool_dirs = list((tmp_path / "data" / "pool").iterdir())
-        assert not [d for d in pool_dirs if d.name.endswith(orphan_id)]
+            # Its pool and session directories are gone, unmounted where they were capped;
+            # the new engine's own are in place.
+            owners = [d.name for d in data.glob("*/*-*") if d.parent.name in ("pool", "sessions")]
+            assert sorted(owners) == [owners[0]] * 2 and owners[0].endswith(engine.id)
+            mounts = await asyncio.to_thread(Path("/proc/mounts").read_text)
+            assert str(left.parent) not in mounts
     finally:
         stranger.remove(force=True)
 

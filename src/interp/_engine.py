@@ -32,7 +32,8 @@ from ._models import (
     FileInfo,
     SessionInfo,
 )
-from ._pool import KernelPool, owner_dir_name
+from ._owner import owner_dir_name
+from ._pool import KernelPool
 from ._sessions import SessionManager, check_file_name
 from ._storage import Storage
 from .sandbox import make_backend
@@ -47,6 +48,7 @@ class Engine:
         self._backend = make_backend(self.config, engine_id=self.id)
         self._context = make_context()
         storage = self._storage = Storage(self.config.data_size)
+        owner = owner_dir_name(self.id)
         self._pool = KernelPool(
             self._backend,
             self._context,
@@ -54,12 +56,13 @@ class Engine:
             max_kernels=self.config.max_kernels,
             capacity_wait=self.config.capacity_wait,
             start_timeout=self.config.start_timeout,
-            pool_dir=self.config.data_dir / "pool" / owner_dir_name(self.id),
+            pool_dir=self.config.data_dir / "pool" / owner,
             storage=storage,
         )
         self._sessions = SessionManager(
             self._pool,
-            root=self.config.data_dir / "sessions",
+            # Per engine: engines sharing a data_dir may use the same session ids.
+            root=self.config.data_dir / "sessions" / owner,
             max_sessions=self.config.max_sessions,
             capacity_wait=self.config.capacity_wait,
             idle_timeout=self.config.session_idle_timeout,

@@ -6,6 +6,8 @@ process that really made the resource.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psutil
 
 
@@ -21,3 +23,22 @@ def is_alive(pid: str, started: str) -> bool:
         return abs(psutil.Process(int(pid)).create_time() - float(started)) < 0.01
     except (ValueError, psutil.Error):
         return False
+
+
+def owner_dir_name(engine_id: str) -> str:
+    """A directory name that says which process owns it: pid, start time, engine."""
+    pid, started = this_process()
+    return f"{pid}-{started}-{engine_id}"
+
+
+def stale_dirs(parent: Path) -> list[Path]:
+    """The directories under ``parent`` named by ``owner_dir_name`` whose owner is gone."""
+    if not parent.is_dir():
+        return []
+    stale = []
+    for entry in parent.iterdir():
+        pid, _, rest = entry.name.partition("-")
+        started, _, _ = rest.partition("-")
+        if entry.is_dir() and not is_alive(pid, started):
+            stale.append(entry)
+    return stale

@@ -23,7 +23,6 @@ import zmq.asyncio
 from ._exceptions import CapacityError, InterpError, KernelStartError, SandboxError
 from ._kernel import KernelChannel
 from ._models import LatencySummary
-from ._owner import is_alive, this_process
 from ._storage import Storage
 from .sandbox import Backend, Sandbox
 
@@ -178,7 +177,7 @@ class KernelPool:
 
     def start(self) -> None:
         """Begin filling the pool in the background."""
-        _remove_stale_pool_dirs(self._pool_dir.parent, self._storage)
+        self._storage.remove_stale(self._pool_dir.parent)
         self._pool_dir.mkdir(parents=True, exist_ok=True)
         self._refill_task = asyncio.create_task(self._refill_loop(), name="interp-pool-refill")
 
@@ -337,20 +336,3 @@ class KernelPool:
             with contextlib.suppress(SandboxError):
                 await kernel.remove()
         await asyncio.to_thread(self._storage.remove_tree, self._pool_dir)
-
-
-def owner_dir_name(engine_id: str) -> str:
-    """A pool directory name that says which process owns it: pid, start time, engine."""
-    pid, started = this_process()
-    return f"{pid}-{started}-{engine_id}"
-
-
-def _remove_stale_pool_dirs(parent: Path, storage: Storage) -> None:
-    """Remove the pool directories of engines whose process is gone (killed, crashed)."""
-    if not parent.is_dir():
-        return
-    for entry in parent.iterdir():
-        pid, _, rest = entry.name.partition("-")
-        started, _, _ = rest.partition("-")
-        if not is_alive(pid, started):
-            storage.remove_tree(entry)

@@ -100,6 +100,8 @@ class SessionManager:
         self._expiry: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        # Sessions of engines that were killed: their directories (and mounts) go now.
+        self._storage.remove_stale(self._root.parent)
         self._root.mkdir(parents=True, exist_ok=True)
         self._expiry = asyncio.create_task(self._expire_loop(), name="interp-session-expiry")
 
@@ -217,3 +219,4 @@ class SessionManager:
         for session in list(self._sessions.values()):
             with contextlib.suppress(InterpError):
                 await self._close(session)
+        await asyncio.to_thread(self._storage.remove_tree, self._root)

@@ -18,6 +18,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ._owner import stale_dirs
+
 log = logging.getLogger("interp.storage")
 
 
@@ -99,6 +101,11 @@ class Storage:
                 _run("umount", "-l", str(directory))
         shutil.rmtree(directory, ignore_errors=True)
         _image(directory).unlink(missing_ok=True)
+
+    def remove_stale(self, parent: Path) -> None:
+        """Remove the directories under ``parent`` of engines whose process is gone."""
+        for directory in stale_dirs(parent):
+            self.remove_tree(directory)
 
     def remove_tree(self, root: Path) -> None:
         """Remove every directory under ``root`` (unmounting the capped ones), then ``root``."""
