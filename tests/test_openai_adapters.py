@@ -8,14 +8,10 @@ package's types.
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
 import threading
 import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -237,22 +233,3 @@ async def test_the_chat_handler_answers_a_tool_call_with_text_and_image_parts(
     assert text["text"].startswith("[image file-")
     assert image["type"] == "image_url"
     assert image["image_url"]["url"].startswith("data:image/png;base64,")
-
-
-def test_the_chat_run_loop_example_streams_and_saves_what_the_code_made(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parent.parent
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, str(root / "examples" / "run_loop_chat.py"), str(out)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "INTERP_DATA_DIR": str(tmp_path / "data")},
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "north: 379 in total\nsouth: 314 in total\n" in done.stdout
-    assert "assistant: North sold 379" in done.stdout
-    assert (out / "sales_report.xlsx").read_bytes()[:2] == b"PK"
-    (chart,) = out.glob("file-*.png")
-    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -12,12 +12,11 @@ import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import docker
 import pytest
 
-from interp import CapacityError, Config, Engine, ExecutionStatus
+from interp import CapacityError, Config, Engine
 
 from .conftest import assert_no_containers, containers_of
 
@@ -272,22 +271,6 @@ async def test_containers_of_a_killed_engine_are_reaped_and_others_left_alone(
             assert str(left.parent) not in mounts
     finally:
         stranger.remove(force=True)
-
-
-def test_the_sync_facade_runs_the_quickstart_flow(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parent.parent
-    env: dict[str, Any] = {**os.environ, "INTERP_DATA_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, str(root / "examples" / "quickstart_sync.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "The answer is 42" in done.stdout
-    assert ExecutionStatus.COMPLETED.value in done.stdout
 
 
 TERMINATED_ENGINE = """
