@@ -192,22 +192,30 @@ class Collector:
         self._tail.append(text)
         self._tail_total += size
         self._tail_used += size
-        while self._tail_used > self._tail_budget and self._tail:
-            first = self._tail[0]
-            excess = self._tail_used - self._tail_budget
-            first_size = len(first.encode())
-            if first_size <= excess:
-                self._tail.popleft()
-                self._tail_used -= first_size
-            else:
-                kept = first.encode()[excess:].decode(errors="ignore")
-                self._tail[0] = kept
-                self._tail_used -= first_size - len(kept.encode())
+        if self._tail_used > self._tail_budget:
+            self._tail_used -= cut_front(self._tail, self._tail_used - self._tail_budget)
 
     def _flush_text(self) -> None:
         if self._text:
             self._outputs.append(LogsOutput(logs="".join(self._text)))
             self._text = []
+
+
+def cut_front(parts: deque[str], excess: int) -> int:
+    """Drop at least ``excess`` bytes of UTF-8 from the front of ``parts`` (more only to
+    keep characters whole, or all if there are fewer); return how many were dropped."""
+    dropped = 0
+    while parts and dropped < excess:
+        first = parts[0]
+        first_size = len(first.encode())
+        if first_size <= excess - dropped:
+            parts.popleft()
+            dropped += first_size
+        else:
+            kept = first.encode()[excess - dropped :].decode(errors="ignore")
+            parts[0] = kept
+            dropped += first_size - len(kept.encode())
+    return dropped
 
 
 def _merge_logs(outputs: list[Output]) -> list[Output]:

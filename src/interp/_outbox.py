@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ._collector import cut_front
 from ._models import Event, LogChunk
 
 
@@ -40,18 +41,8 @@ class _Text:
         self.size += len(text.encode())
 
     def cut(self, excess: int) -> int:
-        """Drop up to ``excess`` bytes from the front; return how many were dropped."""
-        dropped = 0
-        while self.parts and dropped < excess:
-            first = self.parts[0]
-            first_size = len(first.encode())
-            if first_size <= excess - dropped:
-                self.parts.popleft()
-                dropped += first_size
-            else:
-                kept = first.encode()[excess - dropped :].decode(errors="ignore")
-                self.parts[0] = kept
-                dropped += first_size - len(kept.encode())
+        """Drop ``excess`` bytes from the front (see ``cut_front``); return how many went."""
+        dropped = cut_front(self.parts, excess)
         self.size -= dropped
         self.skipped += dropped
         return dropped
