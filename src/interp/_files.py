@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import stat
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,20 +56,7 @@ class FileStore:
         return await asyncio.to_thread(self._save, data, name, mime, session)
 
     def _save(self, data: bytes, name: str, mime: str, session: str | None) -> FileInfo:
-        info = FileInfo(
-            id=new_file_id(),
-            name=name,
-            bytes=len(data),
-            mime=mime,
-            created_at=datetime.now(UTC),
-            session=session,
-        )
-        target = self.path(info.id)
-        partial = target.with_suffix(".part")
-        partial.write_bytes(data)
-        os.replace(partial, target)
-        self._index(info)
-        return info
+        return self._through_scratch(lambda path: path.write_bytes(data), name, mime, session)
 
     def _index(self, info: FileInfo) -> None:
         with self._lock, self._db:
@@ -93,9 +81,17 @@ class FileStore:
         return await self.save(content, name=name, mime=mime, session=session)
 
     def _put_copy(self, source: Path, name: str, mime: str, session: str | None) -> FileInfo:
+        return self._through_scratch(
+            lambda path: shutil.copyfile(source, path), name, mime, session
+        )
+
+    def _through_scratch(
+        self, write: Callable[[Path], object], name: str, mime: str, session: str | None
+    ) -> FileInfo:
+        """Write a new file at a scratch path, then adopt it; nothing is left on failure."""
         scratch = self.scratch_path()
         try:
-            shutil.copyfile(source, scratch)
+            write(scratch)
         except BaseException:
             scratch.unlink(missing_ok=True)
             raise
@@ -135,13 +131,15 @@ class FileStore:
             fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
             return None
-        scratch = self.scratch_path()
         with os.fdopen(fd, "rb") as src:
             if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
                 return None
-            with scratch.open("wb") as dst:
-                shutil.copyfileobj(src, dst)
-        return self._adopt(scratch, name, mime, session)
+
+            def copy(path: Path) -> None:
+                with path.open("wb") as dst:
+                    shutil.copyfileobj(src, dst)
+
+            return self._through_scratch(copy, name, mime, session)
 
     def read(self, file_id: str) -> bytes:
         """A stored file's bytes. Refuses anything but a regular file in the store itself:
