@@ -192,11 +192,7 @@ async def _trivial_beside_raw(engine: Engine, session: str, n: int) -> list[Meas
         baseline=True,
         group="execute",
     )
-    client = AsyncKernelClient()
-    client.load_connection_info(_kernel_of(engine, session).sandbox.connection_info)
-    client.start_channels()
-    try:
-        await client.wait_for_ready(timeout=30)
+    async with _raw_client(engine, session) as client:
         for _ in range(n):
             t0 = time.perf_counter()
             result = await engine.execute("1+1", session=session)
@@ -205,8 +201,6 @@ async def _trivial_beside_raw(engine: Engine, session: str, n: int) -> list[Meas
             t0 = time.perf_counter()
             await client.execute_interactive("1+1", timeout=30, output_hook=lambda msg: None)
             raw.samples.append(time.perf_counter() - t0)
-    finally:
-        client.stop_channels()
     return [ours, raw]
 
 
@@ -223,35 +217,42 @@ async def _first_output_beside_raw(engine: Engine, session: str, n: int) -> list
         baseline=True,
         group="execute",
     )
+    async with _raw_client(engine, session) as client:
+        for _ in range(n):
+            firsts: list[float] = []
+            t0 = time.perf_counter()
+            async for event in engine.stream(code, session=session):
+                if isinstance(event, LogChunk) and not firsts:
+                    firsts.append(time.perf_counter() - t0)
+            ours.samples.append(firsts[0])
+            raw.samples.append(await _raw_first_output(client, code))
+    return [ours, raw]
+
+
+async def _raw_first_output(client: AsyncKernelClient, code: str) -> float:
+    """Seconds from sending ``code`` to its first ``stream`` message, by a raw client."""
+    firsts: list[float] = []
+    t0 = time.perf_counter()
+
+    def first_stream(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream" and not firsts:
+            firsts.append(time.perf_counter() - t0)
+
+    await client.execute_interactive(code, timeout=30, output_hook=first_stream)
+    return firsts[0]
+
+
+@contextlib.asynccontextmanager
+async def _raw_client(engine: Engine, session: str) -> AsyncIterator[AsyncKernelClient]:
+    """A raw jupyter_client, ready, on the engine's own kernel of ``session``."""
     client = AsyncKernelClient()
     client.load_connection_info(_kernel_of(engine, session).sandbox.connection_info)
     client.start_channels()
     try:
         await client.wait_for_ready(timeout=30)
-        for _ in range(n):
-            t0 = time.perf_counter()
-            first: float | None = None
-            async for event in engine.stream(code, session=session):
-                if isinstance(event, LogChunk) and first is None:
-                    first = time.perf_counter() - t0
-            assert first is not None
-            ours.samples.append(first)
-            t0 = time.perf_counter()
-            msg_id = client.execute(code)
-            first = None
-            while True:
-                msg = await client.get_iopub_msg(timeout=30)
-                if msg["parent_header"].get("msg_id") != msg_id:
-                    continue
-                if msg["msg_type"] == "stream" and first is None:
-                    first = time.perf_counter() - t0
-                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                    break
-            assert first is not None
-            raw.samples.append(first)
+        yield client
     finally:
         client.stop_channels()
-    return [ours, raw]
 
 
 async def local_ipykernel(plan: Plan) -> list[Measurement]:
