@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import docker
 import pytest
@@ -32,6 +34,27 @@ def interp(
         timeout=120,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def run_from_stdin(
+    code: str, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[str], IO[str], IO[str]]]:
+    """`interp run -` given ``code`` on stdin, still running: the process, its stdout and
+    its stderr, to read while it runs."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "interp", "run", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        text=True,
+    ) as process:
+        assert process.stdin and process.stdout and process.stderr
+        process.stdin.write(code)
+        process.stdin.close()
+        yield process, process.stdout, process.stderr
 
 
 def _env(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -61,22 +84,11 @@ def test_output_streams_while_the_code_runs(tmp_path: Path) -> None:
         "    raise SystemExit('never released')\n"
         "print('second')\n"
     )
-    with subprocess.Popen(
-        [sys.executable, "-m", "interp", "run", "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        text=True,
-    ) as process:
-        assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(code)
-        process.stdin.close()
-        assert process.stdout.readline() == "first\n"
+    with run_from_stdin(code, tmp_path) as (process, stdout, _):
+        assert stdout.readline() == "first\n"
         (session_dir,) = [d for d in (tmp_path / "data" / "sessions").glob("*/*") if d.is_dir()]
         (session_dir / "go").write_text("")
-        assert process.stdout.read() == "second\n"
+        assert stdout.read() == "second\n"
         assert process.wait(timeout=60) == 0
 
 
@@ -191,23 +203,11 @@ def test_sigterm_during_a_run_removes_the_sandbox(
     tmp_path: Path, docker_client: docker.DockerClient
 ) -> None:
     code = "print('running', flush=True)\nimport time\ntime.sleep(300)\n"
-    with subprocess.Popen(
-        [sys.executable, "-m", "interp", "run", "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        text=True,
-    ) as process:
-        assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(code)
-        process.stdin.close()
-        assert process.stdout.readline() == "running\n"
+    with run_from_stdin(code, tmp_path) as (process, stdout, stderr):
+        assert stdout.readline() == "running\n"
         owned: dict[str, Any] = {"label": f"io.interp.owner-pid={process.pid}"}
         assert docker_client.containers.list(filters=owned)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 130
-        assert process.stderr is not None
-        assert "Traceback" not in process.stderr.read()
+        assert "Traceback" not in stderr.read()
     assert docker_client.containers.list(all=True, filters=owned) == []
