@@ -15,8 +15,9 @@ import binascii
 import json
 import re
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from ._models import (
     RICH_MIME_TYPES,
@@ -119,7 +120,7 @@ class Collector:
             where = f"; the full output is {full_output_file}" if full_output_file else ""
             marker = f"\n[... {cut} bytes of output cut{where} ...]\n" if cut else ""
             outputs.append(LogsOutput(logs=marker + "".join(self._tail)))
-        return _merge_logs(outputs)
+        return merge_logs(outputs)
 
     def _display(self, data: dict[str, Any], is_result: bool) -> list[Item]:
         items: list[Item] = []
@@ -218,12 +219,16 @@ def cut_front(parts: deque[str], excess: int) -> int:
     return dropped
 
 
-def _merge_logs(outputs: list[Output]) -> list[Output]:
-    merged: list[Output] = []
+_O = TypeVar("_O", bound=LogsOutput | ImageOutput | DisplayOutput)
+
+
+def merge_logs(outputs: Iterable[_O]) -> list[_O]:
+    """The outputs with each run of adjacent ``logs`` outputs joined into one."""
+    merged: list[_O] = []
     for output in outputs:
         last = merged[-1] if merged else None
         if isinstance(output, LogsOutput) and isinstance(last, LogsOutput):
-            merged[-1] = LogsOutput(logs=last.logs + output.logs)
+            merged[-1] = cast(_O, LogsOutput(logs=last.logs + output.logs))
         else:
             merged.append(output)
     return merged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._collector import merge_logs
 from .._models import ExecutionResult, ImageOutput, LogsOutput
 
 OpenAIOutput = LogsOutput | ImageOutput
@@ -13,14 +14,4 @@ def openai_outputs(result: ExecutionResult) -> list[OpenAIOutput]:
     Joining keeps the indices of a streamed run step (which skips displays) equal to
     these.
     """
-    kept: list[OpenAIOutput] = []
-    for output in result.outputs:
-        if isinstance(output, ImageOutput):
-            kept.append(output)
-        elif isinstance(output, LogsOutput):
-            last = kept[-1] if kept else None
-            if isinstance(last, LogsOutput):
-                kept[-1] = LogsOutput(logs=last.logs + output.logs)
-            else:
-                kept.append(output)
-    return kept
+    return merge_logs(o for o in result.outputs if isinstance(o, LogsOutput | ImageOutput))
