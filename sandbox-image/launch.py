@@ -4,6 +4,7 @@ The root filesystem is read-only, so per-kernel writable state (matplotlib's cac
 IPython's profile) lives in /tmp, seeded from what the image build prepared.
 """
 
+import re
 import shutil
 import sys
 
@@ -13,22 +14,35 @@ from ipykernel.iostream import OutStream
 shutil.copytree("/opt/interp/mplconfig", "/tmp/matplotlib", dirs_exist_ok=True)
 
 
+_PIECE = 1 << 20
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class BoundedOutStream(OutStream):
-    """stdout/stderr that sends its text on once a megabyte waits.
+    """stdout/stderr that sends its text on in messages of at most about a megabyte.
 
     ipykernel otherwise gathers everything written between two flushes (0.2 s apart) in
-    memory, so a fast flood of output would exhaust the kernel's memory limit.
+    memory, so a fast flood of output would exhaust the kernel's memory limit, and one
+    large write would reach the engine as one message of that size. Text that is not valid
+    Unicode (a lone surrogate) would make the whole message fail to send, taking the valid
+    text around it along: it is mended here, as U+FFFD.
     """
 
     _waiting = 0
 
     def write(self, string: str) -> int | None:
-        written = super().write(string)
-        self._waiting += len(string)
-        if self._waiting >= 1 << 20:
-            self._waiting = 0
-            self.flush()
-        return written
+        if not isinstance(string, str):
+            return super().write(string)  # ipykernel's own TypeError
+        if not string.isascii():
+            string = _SURROGATE.sub("\ufffd", string)
+        for start in range(0, len(string), _PIECE):
+            piece = string[start : start + _PIECE]
+            super().write(piece)
+            self._waiting += len(piece)
+            if self._waiting >= _PIECE:
+                self._waiting = 0
+                self.flush()
+        return len(string)
 
 
 kernelapp.launch_new_instance(

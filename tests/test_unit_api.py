@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 import interp
-from interp import Config
+from interp import Config, ConfigError
 from interp._sessions import check_file_name, check_session_id
 from interp.adapters import assistants, chat, responses
 
@@ -34,6 +34,7 @@ def test_public_surface_is_pinned() -> None:
         "ExitInfo",
         "FileInfo",
         "FileSaved",
+        "FileStoreError",
         "ImageError",
         "ImageFile",
         "ImageOutput",
@@ -48,6 +49,7 @@ def test_public_surface_is_pinned() -> None:
         "SandboxError",
         "SessionInfo",
         "SessionNotFoundError",
+        "StoreFullError",
         "SyncEngine",
         "__version__",
     }
@@ -112,11 +114,32 @@ def test_config_reads_a_toml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 @pytest.mark.parametrize(
     "bad",
-    [{"memory": "lots"}, {"cpus": 0}, {"timeout": -1}, {"colour": "red"}, {"env": {"A B": "x"}}],
+    [
+        {"memory": "lots"},
+        {"cpus": 0},
+        {"timeout": -1},
+        {"colour": "red"},
+        {"env": {"A B": "x"}},
+        {"env": {"LD_PRELOAD": "/tmp/x.so"}},
+        {"env": {"PATH": "/tmp"}},
+        {"env": {"MPLBACKEND": "agg"}},
+        {"data_size": -1},
+    ],
 )
-def test_invalid_config_is_refused(bad: dict[str, object]) -> None:
-    with pytest.raises(ValidationError):
-        Config(**bad)  # type: ignore[arg-type]
+def test_invalid_config_is_a_config_error_naming_the_field(bad: dict[str, object]) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Config(**bad)
+    assert raised.value.field == next(iter(bad))
+    assert "\n" not in str(raised.value)
+
+
+def test_data_size_can_be_turned_off_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("INTERP_DATA_SIZE", "none")
+    assert Config(data_dir=tmp_path).data_size is None
+    monkeypatch.setenv("INTERP_DATA_SIZE", "2g")
+    assert Config(data_dir=tmp_path).data_size == 2 * 1024**3
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:

@@ -167,4 +167,4 @@ def test_the_cut_marker_names_the_file_with_the_full_output() -> None:
     c.feed("stream", {"name": "stdout", "text": "x" * 100})
     (logs,) = c.outputs(full_output_file="file-full")
     assert isinstance(logs, LogsOutput)
-    assert "[... 90 bytes of output cut; the full output is file-full ...]" in logs.logs
+    assert "[... 90 bytes of output cut; the output is stored as file-full ...]" in logs.logs

@@ -10,12 +10,14 @@ from ._exceptions import (
     CapacityError,
     ConfigError,
     DockerUnavailableError,
+    FileStoreError,
     ImageError,
     InterpError,
     InvalidInputError,
     KernelStartError,
     SandboxError,
     SessionNotFoundError,
+    StoreFullError,
 )
 from ._models import (
     DisplayOutput,
@@ -64,6 +66,7 @@ __all__ = [
     "ExitInfo",
     "FileInfo",
     "FileSaved",
+    "FileStoreError",
     "ImageError",
     "ImageFile",
     "ImageOutput",
@@ -78,6 +81,7 @@ __all__ = [
     "SandboxError",
     "SessionInfo",
     "SessionNotFoundError",
+    "StoreFullError",
     "SyncEngine",
     "__version__",
 ]

@@ -1,5 +1,9 @@
 """Turn a kernel's iopub messages into outputs in OpenAI's order. Pure: no I/O.
 
+Message contents are untrusted (code in the kernel can send its own): a field of the wrong
+type makes the message a note in the logs, text that is not valid Unicode (a lone
+surrogate) is mended, and every kind of output is bounded by count as well as bytes.
+
 Consecutive text (stdout, stderr, expression results, tracebacks) merges into one
 ``logs`` output; each PNG or JPEG becomes an ``image`` output once the caller has stored
 it; HTML, SVG, JSON, Markdown and LaTeX become ``display`` outputs, their plain text going
@@ -19,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
+from pydantic import JsonValue
+
 from ._models import (
     RICH_MIME_TYPES,
     DisplayOutput,
@@ -33,11 +39,31 @@ from ._models import (
 
 _IMAGE_MIME_TYPES = ("image/png", "image/jpeg")
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+MAX_DISPLAYS = 1000
+"""Displays (and expression results) taken per execution, empty ones included: 100 000
+empty displays must not make 100 000 outputs."""
+MAX_ERRORS = 16
+"""Error messages taken per execution; a kernel sends one, only forged ones come in floods."""
 
 
 def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
+
+
+def valid_text(text: str) -> str:
+    """``text`` as valid Unicode: lone surrogates (which no UTF-8 encoder takes) become U+FFFD."""
+    if text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _valid_json(value: JsonValue) -> JsonValue:
+    """A JSON value with every string valid Unicode."""
+    encoded = json.dumps(value, ensure_ascii=False)
+    return cast(JsonValue, json.loads(valid_text(encoded)))
 
 
 @dataclass(frozen=True)
@@ -60,6 +86,7 @@ class Collector:
         self._max_images = max_images
         self._max_image_bytes = max_image_bytes
         self._rich_budget = max_log_bytes
+        self._displays = 0
         self._outputs: list[Output] = []
         self._text: list[str] = []
         self._head_used = 0
@@ -68,26 +95,55 @@ class Collector:
         self._tail_total = 0
         self._images = 0
         self.dropped_images = 0
+        self._errors = 0
+        self._malformed = 0
         self.error: ExecutionError | None = None
 
     def feed(self, msg_type: str, content: dict[str, Any]) -> list[Item]:
         """Take one iopub message of this execution; return what it produced."""
         if msg_type == "stream":
+            text = content.get("text")
+            if not isinstance(text, str):
+                return self.malformed("a stream message without text")
             name: Literal["stdout", "stderr"] = (
                 "stderr" if content.get("name") == "stderr" else "stdout"
             )
-            return self._log(name, str(content.get("text", "")))
+            return self._log(name, valid_text(text))
         if msg_type in ("execute_result", "display_data"):
-            return self._display(content.get("data") or {}, msg_type == "execute_result")
+            data = content.get("data")
+            if not isinstance(data, dict):
+                return self.malformed(f"a {msg_type} message without data")
+            return self._display(data, msg_type == "execute_result")
         if msg_type == "error":
-            traceback = strip_ansi("\n".join(content.get("traceback") or []))
-            self.error = ExecutionError(
-                name=str(content.get("ename", "")),
-                value=str(content.get("evalue", "")),
-                traceback=traceback,
-            )
-            return [*self._log("stderr", traceback + "\n"), ErrorRaised(error=self.error)]
+            return self._error(content)
         return []
+
+    def malformed(self, what: str) -> list[Item]:
+        """Say (once) that the kernel sent something malformed, which was ignored."""
+        self._malformed += 1
+        if self._malformed > 1:
+            return []
+        return self.note(f"{what} came from the kernel and was ignored")
+
+    def _error(self, content: dict[str, Any]) -> list[Item]:
+        lines, name, value = content.get("traceback"), content.get("ename"), content.get("evalue")
+        if not (
+            isinstance(lines, list)
+            and all(isinstance(line, str) for line in lines)
+            and isinstance(name, str)
+            and isinstance(value, str)
+        ):
+            return self.malformed("an error message of the wrong shape")
+        self._errors += 1
+        if self._errors > MAX_ERRORS:
+            if self._errors > MAX_ERRORS + 1:
+                return []
+            return self.note(f"errors after the first {MAX_ERRORS} not kept")
+        traceback = valid_text(strip_ansi("\n".join(lines)))
+        self.error = ExecutionError(
+            name=valid_text(name), value=valid_text(value), traceback=traceback
+        )
+        return [*self._log("stderr", traceback + "\n"), ErrorRaised(error=self.error)]
 
     def add_image(self, file_id: str, mime: str) -> None:
         """Place a stored image where it was displayed."""
@@ -117,15 +173,20 @@ class Collector:
         outputs = list(self._outputs)
         if self._tail:
             cut = self.truncated_bytes
-            where = f"; the full output is {full_output_file}" if full_output_file else ""
+            where = f"; the output is stored as {full_output_file}" if full_output_file else ""
             marker = f"\n[... {cut} bytes of output cut{where} ...]\n" if cut else ""
             outputs.append(LogsOutput(logs=marker + "".join(self._tail)))
         return merge_logs(outputs)
 
     def _display(self, data: dict[str, Any], is_result: bool) -> list[Item]:
+        self._displays += 1
+        if self._displays > MAX_DISPLAYS:
+            if self._displays > MAX_DISPLAYS + 1:
+                return []
+            return self.note(f"displays after the first {MAX_DISPLAYS} not kept")
         items: list[Item] = []
         text = data.get("text/plain")
-        text = text if isinstance(text, str) else None
+        text = valid_text(text) if isinstance(text, str) else None
         image = next((m for m in _IMAGE_MIME_TYPES if isinstance(data.get(m), str)), None)
         if image is not None:
             items += self._image(str(data[image]), image)
@@ -133,7 +194,11 @@ class Collector:
             items += self._log("result" if is_result else "stdout", text + "\n")
         rich = {m: data[m] for m in RICH_MIME_TYPES if m in data}
         if rich:
-            size = sum(len(v if isinstance(v, str) else json.dumps(v)) for v in rich.values())
+            try:
+                rich = {m: _valid_json(v) for m, v in rich.items()}
+                size = sum(len(v if isinstance(v, str) else json.dumps(v)) for v in rich.values())
+            except (TypeError, ValueError, RecursionError):
+                return [*items, *self.malformed("a display that is not JSON")]
             if size > self._rich_budget:
                 kinds = ", ".join(rich)
                 items += self.note(

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,9 +21,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ._exceptions import ConfigError
+
 # Bumped whenever sandbox-image/ changes in a way the engine depends on; the engine
 # refuses an image whose label says otherwise.
-IMAGE_VERSION = "2"
+IMAGE_VERSION = "3"
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -38,7 +40,21 @@ def parse_bytes(value: object) -> object:
     return value
 
 
+def parse_optional_bytes(value: object) -> object:
+    """A size, or ``none``/``off``/``0`` for no limit (from the environment or TOML)."""
+    if isinstance(value, str) and value.strip().lower() in ("none", "off", "0", ""):
+        return None
+    if value == 0:
+        return None
+    return parse_bytes(value)
+
+
 Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(gt=0)]
+OptionalBytes = Annotated[Annotated[int, Field(gt=0)] | None, BeforeValidator(parse_optional_bytes)]
+
+# Set by the sandbox's image or launcher; a kernel that got other values would not start,
+# or would run code of the caller's choosing before the user's (LD_PRELOAD, PYTHONSTARTUP).
+_RESERVED_ENV = re.compile(r"PATH|HOME|MPLBACKEND|MPLCONFIGDIR|LD_.*|PYTHON.*|JPY_.*|JUPYTER_.*")
 
 
 def _config_file() -> Path:
@@ -65,9 +81,9 @@ class Config(BaseSettings):
     pids: int = Field(256, gt=8)
     tmp_size: Bytes = 256 * 1024**2
     """Size of the kernel's writable /tmp (the root filesystem is read-only)."""
-    data_size: Bytes | None = 1024**3
-    """Cap of each session's /mnt/data (a loop-mounted filesystem; needs root). ``None``:
-    no cap."""
+    data_size: OptionalBytes = 1024**3
+    """Cap of each session's /mnt/data (a loop-mounted filesystem; needs root). ``None``
+    (``none`` or ``0`` in the environment or TOML): no cap."""
     env: dict[str, str] = Field(default_factory=dict)
     """Extra variables for the kernel. Nothing of the host's environment is passed."""
 
@@ -98,6 +114,14 @@ class Config(BaseSettings):
     max_files: int = Field(64, gt=0)
     """Files created or changed in /mnt/data that one execution stores and reports; a note
     counts the rest, which stay in /mnt/data."""
+    max_files_bytes: Bytes = 512 * 1024**2
+    """Bytes of changed files one execution stores, counted by logical size (a sparse file
+    counts whole); files beyond it stay in /mnt/data, with a note."""
+    max_full_output_bytes: Bytes = 64 * 1024**2
+    """When logs are cut, the whole output is stored as a file up to this size."""
+    store_size: Bytes = 10 * 1024**3
+    """Budget of the file store. A file that does not fit evicts files of closed sessions,
+    oldest first; if still too big, it is not stored."""
 
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir("interp")))
     """Where session files, produced files and the file index live."""
@@ -108,7 +132,15 @@ class Config(BaseSettings):
         for name in value:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 raise ValueError(f"not an environment variable name: {name!r}")
+            if _RESERVED_ENV.fullmatch(name):
+                raise ValueError(f"{name} is set by interp's launcher and cannot be changed")
         return value
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _config_error(exc) from None
 
     @classmethod
     def settings_customise_sources(
@@ -124,3 +156,15 @@ class Config(BaseSettings):
             env_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=_config_file()),
         )
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    """One line per invalid setting, naming it, as ``ConfigError``."""
+    errors = exc.errors()
+    lines = []
+    for error in errors:
+        where = ".".join(str(part) for part in error["loc"]) or "config"
+        lines.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+    first = errors[0]["loc"] if errors else ()
+    field = str(first[0]) if first else None
+    return ConfigError("invalid configuration: " + "; ".join(lines), field=field)

@@ -12,18 +12,23 @@ import mimetypes
 import os
 import secrets
 import shutil
-import signal
-import threading
+import sqlite3
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from ._config import Config
-from ._exceptions import InterpError, InvalidInputError, SessionNotFoundError
+from ._exceptions import (
+    FileStoreError,
+    InterpError,
+    InvalidInputError,
+    KernelStartError,
+    SessionNotFoundError,
+)
 from ._executor import Limits, run
 from ._files import FileStore
-from ._kernel import make_context
+from ._kernel import Kernel, make_context, start_kernel
 from ._models import (
     EngineStats,
     Event,
@@ -34,6 +39,7 @@ from ._models import (
 )
 from ._owner import owner_dir_name
 from ._pool import KernelPool
+from ._sandbox_files import opened_dir
 from ._sessions import SessionManager, check_file_name
 from ._storage import Storage
 from .sandbox import make_backend
@@ -50,12 +56,10 @@ class Engine:
         storage = self._storage = Storage(self.config.data_size)
         owner = owner_dir_name(self.id)
         self._pool = KernelPool(
-            self._backend,
-            self._context,
+            self._start_kernel,
             size=self.config.pool_size,
             max_kernels=self.config.max_kernels,
             capacity_wait=self.config.capacity_wait,
-            start_timeout=self.config.start_timeout,
             pool_dir=self.config.data_dir / "pool" / owner,
             storage=storage,
         )
@@ -68,10 +72,21 @@ class Engine:
             idle_timeout=self.config.session_idle_timeout,
             max_lifetime=self.config.session_max_lifetime,
             storage=storage,
+            forget_files=lambda session: self.files.delete_session(session),
         )
+        self._owner = owner
         self._files: FileStore | None = None
         self._started = False
         self._closed = False
+
+    async def _start_kernel(self, files_dir: Path, session: str) -> Kernel:
+        return await start_kernel(
+            self._backend,
+            self._context,
+            files_dir=files_dir,
+            session=session,
+            timeout=self.config.start_timeout,
+        )
 
     @property
     def isolated(self) -> bool:
@@ -84,17 +99,35 @@ class Engine:
         """
         if self._started:
             return
-        exit_on_sigterm()
         await self._backend.open()
-        self._files = await asyncio.to_thread(FileStore, self.config.data_dir)
+        try:
+            self._files = await asyncio.to_thread(
+                FileStore,
+                self.config.data_dir,
+                max_bytes=self.config.store_size,
+                owner=self._owner,
+                is_open=lambda session: session in self._sessions,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise FileStoreError(
+                f"cannot open the file store in {self.config.data_dir}: {exc}"
+            ) from None
         self._pool.start()
         self._sessions.start()
         self._started = True
 
     async def warm(self, timeout: float | None = None) -> None:
-        """Wait until the pool holds ``pool_size`` ready kernels."""
+        """Wait until the pool holds ``pool_size`` ready kernels; ``KernelStartError`` if it
+        does not within ``timeout`` seconds."""
         self._check_open()
-        await self._pool.warm(timeout)
+        try:
+            await self._pool.warm(timeout)
+        except TimeoutError:
+            failures = self._pool.start_failures
+            raise KernelStartError(
+                f"the pool did not warm within {timeout:g} s"
+                + (f" ({failures} kernel starts failed; see the log)" if failures else "")
+            ) from None
 
     async def __aenter__(self) -> Engine:
         try:
@@ -155,9 +188,14 @@ class Engine:
     def sessions(self) -> list[SessionInfo]:
         return self._sessions.infos()
 
-    async def close_session(self, session: str) -> None:
-        """End the session: its kernel is removed and its /mnt/data deleted."""
-        await self._sessions.close(session)
+    async def close_session(self, session: str, *, keep_files: bool = False) -> None:
+        """End the session: its kernel is removed and its /mnt/data deleted.
+
+        The files it stored (images, changed files, uploads to it) are deleted too, unless
+        ``keep_files``: then they stay downloadable until deleted or evicted (see
+        ``store_size``).
+        """
+        await self._sessions.close(session, keep_files=keep_files)
 
     def stats(self) -> EngineStats:
         pool = self._pool
@@ -179,7 +217,8 @@ class Engine:
     ) -> ExecutionResult:
         """Run ``code`` and return its result. Errors in the code are data, not exceptions.
 
-        Without a session, the code runs in a fresh kernel that is removed afterwards.
+        Without a session, the code runs in a fresh kernel that is removed afterwards; the
+        files it stored are kept (until deleted or evicted).
         """
         async with contextlib.aclosing(
             self.stream(code, session=session, timeout=timeout)
@@ -197,7 +236,13 @@ class Engine:
         text = self._check_code(code)
         limit = self._check_timeout(timeout)
         ephemeral = session is None
-        target = await self._sessions.create() if session is None else self._sessions.get(session)
+        # One capacity wait for the whole call: a session slot, then a kernel.
+        deadline = time.monotonic() + self.config.capacity_wait
+        target = (
+            await self._sessions.create(deadline=deadline)
+            if session is None
+            else self._sessions.get(session)
+        )
         limits = Limits(
             timeout=limit,
             interrupt_grace=self.config.interrupt_grace,
@@ -205,13 +250,16 @@ class Engine:
             max_images=self.config.max_images,
             max_image_bytes=self.config.max_image_bytes,
             max_files=self.config.max_files,
+            max_files_bytes=self.config.max_files_bytes,
+            max_full_output_bytes=self.config.max_full_output_bytes,
             memory_bytes=self.config.memory,
         )
         try:
             async with target.lock:
+                self._check_open()
                 if target.closed:
                     raise SessionNotFoundError(f"session {target.id!r} was closed")
-                kernel = await self._sessions.kernel_for(target)
+                kernel = await self._sessions.kernel_for(target, deadline=deadline)
                 try:
                     async with contextlib.aclosing(
                         run(kernel, text, session=target.id, limits=limits, files=self.files)
@@ -223,7 +271,7 @@ class Engine:
         finally:
             if ephemeral:
                 with contextlib.suppress(InterpError):
-                    await self._sessions.close(target.id)
+                    await self._sessions.close(target.id, keep_files=True)
 
     async def create_file(self, name: str, content: bytes | Path) -> FileInfo:
         """Store a file for sessions to come (see ``create_session``); return its info.
@@ -262,7 +310,7 @@ class Engine:
         try:
             return await self.files.put(content, name=clean, mime=mime, session=session)
         except OSError as exc:
-            raise InvalidInputError(f"cannot store {clean}: {exc.strerror}") from exc
+            raise FileStoreError(f"cannot store {clean}: {exc.strerror}") from exc
 
     async def _place(self, session: str, name: str, source: Path) -> None:
         """Copy a stored file into the session's /mnt/data."""
@@ -273,12 +321,22 @@ class Engine:
                 # The cap comes with the session's kernel: take it now, so a file that does
                 # not fit fails here rather than at the session's first execution.
                 await self._sessions.kernel_for(target_session)
-            target = target_session.files_dir / name
             try:
-                await asyncio.to_thread(_write_replacing, target, source)
+                await asyncio.to_thread(
+                    _write_replacing, target_session.files_dir, name, source, self._backend.adopt
+                )
             except OSError as exc:
                 raise InvalidInputError(f"cannot put {name} in /mnt/data: {exc.strerror}") from exc
-            self._backend.adopt(target)
+
+    async def delete_file(self, file_id: str) -> None:
+        """Delete a stored file; ``InvalidInputError`` if there is none of that id."""
+        self._check_open()
+        try:
+            deleted = await asyncio.to_thread(self.files.delete, file_id)
+        except OSError as exc:
+            raise FileStoreError(f"cannot delete {file_id}: {exc.strerror}") from exc
+        if not deleted:
+            raise InvalidInputError(f"no file {file_id!r}")
 
     def file(self, file_id: str) -> FileInfo:
         info = self.files.get(file_id)
@@ -350,36 +408,29 @@ class Engine:
         return float(timeout)
 
 
-def exit_on_sigterm() -> None:
-    """Make SIGTERM exit through Python, so that ``close`` and context managers run.
+def _write_replacing(
+    directory: Path, name: str, source: Path, adopt: Callable[[int], object]
+) -> None:
+    """Write ``source`` into ``directory`` (the code's /mnt/data) as ``name``.
 
-    Only where nobody has a SIGTERM handler already, and only from the main thread (the
-    only one that may set handlers). Otherwise the default would end the process at once
-    and leave containers for the next engine's reaper.
+    Through the directory's descriptor, a new file and a rename: whatever the code left at
+    ``name`` (a link, a FIFO) is replaced, never written through, and the new file is
+    handed to the kernel's user by descriptor before anyone else can see it.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
-
-    def terminate(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
-
-
-def _write_replacing(target: Path, source: Path) -> None:
-    """Write through a new file and rename it into place.
-
-    The sandbox may have left a symlink at ``target``: a rename replaces the link itself
-    and never writes to wherever it points on the host.
-    """
-    partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.upload")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as out, source.open("rb") as stored:
-            shutil.copyfileobj(stored, out)
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    partial = f".{name[:200]}.{secrets.token_hex(4)}.upload"
+    with opened_dir(directory) as dir_fd:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(partial, flags, 0o644, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as out, source.open("rb") as stored:
+                shutil.copyfileobj(stored, out)
+            adopt(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(partial, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(partial, dir_fd=dir_fd)
+            raise

@@ -5,6 +5,8 @@
     ├── InvalidInputError    the caller's code or arguments cannot be run
     ├── SessionNotFoundError the session id is unknown or closed
     ├── CapacityError        no kernel could be had in the allowed wait
+    ├── FileStoreError       the host's file store failed (disk full, permissions)
+    │   └── StoreFullError   a file does not fit in the store's size budget
     └── SandboxError         the isolation layer failed (not the user's code)
         ├── DockerUnavailableError  no Docker engine answers
         ├── ImageError              the sandbox image is missing or of the wrong version
@@ -31,7 +33,11 @@ class InterpError(Exception):
 
 
 class ConfigError(InterpError):
-    """The configuration is invalid."""
+    """The configuration is invalid. ``field`` names the setting at fault, if one is."""
+
+    def __init__(self, message: str, *, field: str | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.field = field
 
 
 class InvalidInputError(InterpError):
@@ -44,6 +50,14 @@ class SessionNotFoundError(InterpError):
 
 class CapacityError(InterpError):
     """No kernel or session slot became free within the allowed wait."""
+
+
+class FileStoreError(InterpError):
+    """The host's file store failed: the disk is full, or a file cannot be written."""
+
+
+class StoreFullError(FileStoreError):
+    """A file does not fit in the file store's size budget, even after eviction."""
 
 
 class SandboxError(InterpError):

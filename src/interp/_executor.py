@@ -14,17 +14,16 @@ import contextlib
 import mimetypes
 import os
 import secrets
-import stat
 import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ._collector import Collector, Item, PendingImage
-from ._exceptions import SandboxError
+from ._exceptions import FileStoreError, SandboxError
 from ._files import FileStore
-from ._kernel import Message
+from ._kernel import Kernel, MalformedMessage, Message, parent_id
 from ._models import (
     Event,
     ExecutionFinished,
@@ -38,10 +37,15 @@ from ._models import (
     LogChunk,
 )
 from ._outbox import Outbox
-from ._pool import Kernel
+from ._sandbox_files import SandboxFileError, Scan, changed, display_name, open_in, scan
 
 COALESCE_S = 0.005
 """How long a lone chunk of text waits for more before it is streamed."""
+SCAN_S = 1.0
+"""Time allowed for each look at /mnt/data (before and after the code); 10 000 entries,
+the most a look takes in, need far less."""
+_CLOCK_SLACK_NS = 20_000_000
+"""File times come from a coarse clock (a scheduler tick): allow for it."""
 
 Emit = Callable[[Event], None]
 
@@ -58,6 +62,8 @@ class Limits:
     max_images: int
     max_image_bytes: int
     max_files: int
+    max_files_bytes: int
+    max_full_output_bytes: int
     memory_bytes: int
 
 
@@ -108,22 +114,70 @@ async def _execute(
         max_images=limits.max_images,
         max_image_bytes=limits.max_image_bytes,
     )
-    full_log = _FullLog(files, threshold=limits.max_log_bytes)
+    full_log = _FullLog(files, threshold=limits.max_log_bytes, cap=limits.max_full_output_bytes)
     sink = _Sink(session, collector, files, full_log, emit)
-    began = time.perf_counter()
+    began = time.monotonic()
+    began_ns = time.time_ns()
     kernel.sandbox.reset_peak_memory()
     cpu_before = kernel.sandbox.usage().cpu_s
     emit(ExecutionStarted(id=call_id, session=session, code=code))
+    try:
+        before = await asyncio.to_thread(scan, kernel.files_dir, deadline=began + SCAN_S)
+        status, message = await _follow(kernel, code, limits, sink, began + limits.timeout)
+    except BaseException:
+        full_log.discard()
+        raise
+    if status is ExecutionStatus.COMPLETED and collector.error is not None:
+        status = ExecutionStatus.FAILED
+    usage = kernel.sandbox.usage()
+    cpu_s = usage.cpu_s - cpu_before if usage.cpu_s is not None and cpu_before is not None else None
 
-    # Inline, not in a worker thread: a stat of a few entries costs microseconds, while a
-    # thread hop on each side of every execution costs latency under concurrency.
-    files_before = snapshot(kernel.files_dir)
+    # Files are on the host whatever became of the kernel: report them in every case.
+    out = await asyncio.to_thread(
+        _files_out,
+        kernel.files_dir,
+        before,
+        files,
+        session=session,
+        limits=limits,
+        since_ns=began_ns,
+        deadline=max(began + limits.timeout + limits.interrupt_grace, time.monotonic() + 1.0),
+    )
+    for saved in out.saved:
+        emit(saved)
+    for note in out.notes:
+        await sink.hand_over(collector.note(note))
+    full_output = await full_log.keep(session) if collector.truncated_bytes else None
+    if full_output is None:
+        full_log.discard()
+    result = ExecutionResult(
+        id=call_id,
+        session=session,
+        code=code,
+        status=status,
+        outputs=collector.outputs(full_output_file=full_output),
+        error=collector.error,
+        message=message,
+        duration_s=time.monotonic() - began,
+        cpu_s=cpu_s,
+        peak_memory_bytes=usage.peak_memory_bytes,
+        truncated_bytes=collector.truncated_bytes,
+        full_output_file_id=full_output,
+        dropped_images=collector.dropped_images,
+        files=out.saved,
+    )
+    emit(ExecutionFinished(result=result))
+
+
+async def _follow(
+    kernel: Kernel, code: str, limits: Limits, sink: _Sink, deadline: float
+) -> tuple[ExecutionStatus, str | None]:
+    """Send the code and take its messages until the kernel is idle, dies or times out."""
     kernel.channel.discard_replies()
     msg_id = kernel.channel.execute(code)
     follower = _Follower(kernel)
     status = ExecutionStatus.COMPLETED
     message: str | None = None
-    deadline = began + limits.timeout
     interrupted = False
     finished = False
     try:
@@ -142,21 +196,23 @@ async def _execute(
                 interrupted = True
                 message = f"execution timed out after {limits.timeout:g} s and was interrupted"
                 await kernel.sandbox.interrupt()
-                deadline = time.perf_counter() + limits.interrupt_grace
+                deadline = time.monotonic() + limits.interrupt_grace
                 continue
             except _Ended as ended:
                 follower.close()
                 status, message = _death(ended.info, limits, kernel.kill_reason)
                 # What the kernel sent before it died is already here: keep it.
                 for late in kernel.channel.received_iopub():
-                    if late["parent_header"].get("msg_id") == msg_id:
-                        await sink.take(late)
+                    await sink.take(late, msg_id)
                 break
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
+            if (
+                not isinstance(msg, MalformedMessage)
+                and parent_id(msg) == msg_id
+                and msg["msg_type"] == "status"
+                and msg["content"].get("execution_state") == "idle"
+            ):
                 break
-            await sink.take(msg)
+            await sink.take(msg, msg_id)
         if interrupted and kernel.alive and kernel.sandbox.stray_processes():
             # Processes the code started (a fork bomb, a server) outlive an interrupt and
             # would go on holding the sandbox's pids and CPU: end them with the kernel.
@@ -172,84 +228,79 @@ async def _execute(
             # The caller went away mid-execution: stop the code so the session stays usable.
             with contextlib.suppress(SandboxError):
                 await asyncio.shield(kernel.sandbox.interrupt())
-        if not finished:
-            full_log.discard()
+    return status, message
 
-    if status is ExecutionStatus.COMPLETED and collector.error is not None:
-        status = ExecutionStatus.FAILED
-    usage = kernel.sandbox.usage()
-    cpu_s = usage.cpu_s - cpu_before if usage.cpu_s is not None and cpu_before is not None else None
-    produced: list[FileSaved] = []
-    # Files are on the host whatever became of the kernel: report them in every case.
-    changed = changed_files(files_before, snapshot(kernel.files_dir))
-    for name in changed[: limits.max_files]:
-        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        stored = await files.copy_in(kernel.files_dir / name, name=name, mime=mime, session=session)
-        if stored is not None:
-            saved = FileSaved(file=stored, path=f"sandbox:/mnt/data/{name}")
-            produced.append(saved)
-            emit(saved)
-    if len(changed) > limits.max_files:
-        note = collector.note(
-            f"{len(changed) - limits.max_files} more files changed in /mnt/data were not"
+
+@dataclass
+class _FilesOut:
+    saved: list[FileSaved] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _files_out(
+    root: Path,
+    before: Scan,
+    files: FileStore,
+    *,
+    session: str,
+    limits: Limits,
+    since_ns: int,
+    deadline: float,
+) -> _FilesOut:
+    """Store the files the code created or changed in /mnt/data. Blocking: run in a thread.
+
+    Within the call's caps (count, bytes, time); what a cap or a hostile file stops is
+    said in the notes, and the file stays in /mnt/data.
+    """
+    out = _FilesOut()
+    after = scan(root, deadline=min(deadline, time.monotonic() + SCAN_S))
+    names = changed(before, after)
+    if before.cut or after.cut:
+        out.notes.append(f"not every file in /mnt/data was checked: {after.cut or before.cut}")
+        # What the first look missed may be old: keep only what was written since.
+        names = [n for n in names if after.files[n][1] >= since_ns - _CLOCK_SLACK_NS]
+    budget = limits.max_files_bytes
+    for name in names[: limits.max_files]:
+        shown = display_name(name)
+        mime = mimetypes.guess_type(shown)[0] or "application/octet-stream"
+        try:
+            fd = open_in(root, name)
+            try:
+                stored = files.store_fd(
+                    fd, name=shown, mime=mime, session=session, max_bytes=budget, deadline=deadline
+                )
+            finally:
+                os.close(fd)
+        except (SandboxFileError, FileStoreError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            out.notes.append(f"/mnt/data/{shown} not stored: {reason}")
+            continue
+        budget -= stored.bytes
+        out.saved.append(FileSaved(file=stored, path=f"sandbox:/mnt/data/{shown}"))
+    if len(names) > limits.max_files:
+        out.notes.append(
+            f"{len(names) - limits.max_files} more files changed in /mnt/data were not"
             f" stored: at most {limits.max_files} per execution; they stay in /mnt/data"
         )
-        await sink.hand_over(note)
-    full_output = await full_log.keep(session) if collector.truncated_bytes else None
-    if full_output is None:
-        full_log.discard()
-    result = ExecutionResult(
-        id=call_id,
-        session=session,
-        code=code,
-        status=status,
-        outputs=collector.outputs(full_output_file=full_output),
-        error=collector.error,
-        message=message,
-        duration_s=time.perf_counter() - began,
-        cpu_s=cpu_s,
-        peak_memory_bytes=usage.peak_memory_bytes,
-        truncated_bytes=collector.truncated_bytes,
-        full_output_file_id=full_output,
-        dropped_images=collector.dropped_images,
-        files=produced,
-    )
-    emit(ExecutionFinished(result=result))
-
-
-Snapshot = dict[str, tuple[int, int]]
-
-
-def snapshot(directory: Path) -> Snapshot:
-    """Size and mtime of every regular file under ``directory``: cheap, stat only."""
-    found: Snapshot = {}
-    for root, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            with contextlib.suppress(OSError):
-                info = os.lstat(path)
-                if stat.S_ISREG(info.st_mode):
-                    found[os.path.relpath(path, directory)] = (info.st_size, info.st_mtime_ns)
-    return found
-
-
-def changed_files(before: Snapshot, after: Snapshot) -> list[str]:
-    """Files created or changed between two snapshots, in name order."""
-    return sorted(name for name, signature in after.items() if before.get(name) != signature)
+    return out
 
 
 class _FullLog:
     """All the text of one execution, written to disk once it outgrows the log cap.
 
     Below the threshold the text is only held in memory; past it, it streams to a file
-    that becomes a stored file if the logs in the result were cut.
+    that becomes a stored file if the logs in the result were cut. The file stops at
+    ``cap`` bytes and then says how much more there was.
     """
 
-    def __init__(self, files: FileStore, *, threshold: int) -> None:
+    def __init__(self, files: FileStore, *, threshold: int, cap: int) -> None:
         self._files = files
         self._threshold = threshold
+        self._cap = cap
         self._held: list[str] = []
         self._held_bytes = 0
+        self._written = 0
+        self._dropped = 0
         self._spill: BinaryIO | None = None
         self._path: Path | None = None
 
@@ -261,19 +312,35 @@ class _FullLog:
             if self._held_bytes <= self._threshold:
                 return
             self._path = self._files.scratch_path()
-            self._spill = self._path.open("wb")
+            self._spill = self._path.open("xb")
             data = "".join(self._held).encode()
             self._held = []
-        self._spill.write(data)
+        room = self._cap - self._written
+        if len(data) > room:
+            self._dropped += len(data) - max(room, 0)
+            data = data[: max(room, 0)]
+        if data:
+            self._spill.write(data)
+            self._written += len(data)
 
     async def keep(self, session: str) -> str | None:
+        """Store the file; ``None`` if there is none or the store refused it."""
         if self._spill is None or self._path is None:
             return None
+        if self._dropped:
+            self._spill.write(
+                f"\n[... {self._dropped} more bytes of output not stored: the whole output"
+                f" is kept up to {self._cap} bytes ...]\n".encode()
+            )
         self._spill.close()
-        info = await self._files.adopt(
-            self._path, name="output.txt", mime="text/plain", session=session
-        )
-        self._spill = self._path = None
+        self._spill = None
+        try:
+            info = await self._files.adopt(
+                self._path, name="output.txt", mime="text/plain", session=session
+            )
+        except FileStoreError:
+            return None
+        self._path = None
         return info.id
 
     def discard(self) -> None:
@@ -296,17 +363,21 @@ class _Follower:
         self._died = asyncio.ensure_future(kernel.sandbox.wait())
         self._receive: asyncio.Future[list[bytes]] | None = None
 
-    async def next(self, deadline: float) -> Message:
-        """The next message; ``TimeoutError`` at the deadline, ``_Ended`` on death."""
+    async def next(self, deadline: float) -> Message | MalformedMessage:
+        """The next message (or what was malformed in it); ``TimeoutError`` at the
+        deadline (``time.monotonic``), ``_Ended`` on death."""
         if self._receive is None:
             self._receive = self._kernel.channel.iopub_frames()
-        remaining = deadline - time.perf_counter()
+        remaining = deadline - time.monotonic()
         if remaining > 0:
             waiting: set[asyncio.Future[Any]] = {self._receive, self._died}
             await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         if self._receive.done():
             receive, self._receive = self._receive, None
-            return self._kernel.channel.parse(receive.result())
+            try:
+                return self._kernel.channel.parse(receive.result())
+            except MalformedMessage as exc:
+                return exc
         if self._died.done():
             raise _Ended(self._died.result())
         raise TimeoutError
@@ -327,17 +398,25 @@ class _Sink:
     full_log: _FullLog
     emit: Emit
 
-    async def take(self, msg: Message) -> None:
-        await self.hand_over(self.collector.feed(msg["msg_type"], msg["content"]))
+    async def take(self, msg: Message | MalformedMessage, msg_id: str) -> None:
+        """Take a message if it belongs to the execution ``msg_id``."""
+        if isinstance(msg, MalformedMessage):
+            await self.hand_over(self.collector.malformed(f"a message ({msg})"))
+        elif parent_id(msg) == msg_id:
+            await self.hand_over(self.collector.feed(msg["msg_type"], msg["content"]))
 
     async def hand_over(self, items: list[Item]) -> None:
         """Store what needs storing, and emit everything as events."""
         for item in items:
             if isinstance(item, PendingImage):
                 name = "image.jpg" if item.mime == "image/jpeg" else "image.png"
-                info = await self.files.save(
-                    item.data, name=name, mime=item.mime, session=self.session
-                )
+                try:
+                    info = await self.files.save(
+                        item.data, name=name, mime=item.mime, session=self.session
+                    )
+                except FileStoreError as exc:
+                    await self.hand_over(self.collector.note(f"an image not stored: {exc}"))
+                    continue
                 self.collector.add_image(info.id, item.mime)
                 self.emit(ImageSaved(file=info))
             else:

@@ -1,6 +1,12 @@
 """The file store: produced images and files on disk, their metadata in SQLite.
 
 Bytes never stay in memory longer than one write; ids look like OpenAI's (``file-…``).
+The store has a size budget: a new file that does not fit first evicts, oldest first, the
+files of sessions that are closed; if that is not enough, it is refused
+(``StoreFullError``). Files given by the caller (``create_file``, uploads) and files of
+open sessions are never evicted; they go when deleted, or when their session closes.
+
+Methods without ``async`` block: call them from a thread.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ._exceptions import InvalidInputError
+from ._exceptions import InvalidInputError, StoreFullError
 from ._models import FileInfo
+from ._owner import stale_dirs
+from ._sandbox_files import copy_fd, remove_tree
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -29,23 +37,61 @@ CREATE TABLE IF NOT EXISTS files (
     session TEXT
 )
 """
+_SELECT = "SELECT id, name, bytes, mime, created_at, session FROM files"
 
 
 def new_file_id() -> str:
     return "file-" + secrets.token_hex(12)
 
 
-class FileStore:
-    """Files under ``root/files``, indexed in ``root/files.db``."""
+def _info(row: tuple[str, str, int, str, str, str | None]) -> FileInfo:
+    return FileInfo(
+        id=row[0],
+        name=row[1],
+        bytes=row[2],
+        mime=row[3],
+        created_at=datetime.fromisoformat(row[4]),
+        session=row[5],
+    )
 
-    def __init__(self, root: Path) -> None:
+
+class FileStore:
+    """Files under ``root/files``, indexed in ``root/files.db``, within ``max_bytes``.
+
+    ``owner`` names this engine's scratch directory (see ``interp._owner``); scratch
+    directories of engines that are gone are removed when a store opens.
+    ``is_open(session)`` tells whether a session's files are still in use.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_bytes: int,
+        owner: str,
+        is_open: Callable[[str], bool] = lambda session: False,
+    ) -> None:
         self._dir = root / "files"
-        self._dir.mkdir(parents=True, exist_ok=True)
+        scratch_parent = self._dir / "scratch"
+        scratch_parent.mkdir(parents=True, exist_ok=True)
+        for stale in stale_dirs(scratch_parent):
+            remove_tree(stale)
+        self._scratch = scratch_parent / owner
+        self._scratch.mkdir(exist_ok=True)
+        self._max_bytes = max_bytes
+        self._is_open = is_open
         self._db = sqlite3.connect(root / "files.db", check_same_thread=False)
         self._lock = threading.Lock()
         with self._lock, self._db:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(_SCHEMA)
+            self._used: int = self._db.execute(
+                "SELECT COALESCE(SUM(bytes), 0) FROM files"
+            ).fetchone()[0]
+
+    @property
+    def used_bytes(self) -> int:
+        return self._used
 
     def path(self, file_id: str) -> Path:
         if not file_id.startswith("file-") or not file_id[5:].isalnum():
@@ -57,20 +103,6 @@ class FileStore:
 
     def _save(self, data: bytes, name: str, mime: str, session: str | None) -> FileInfo:
         return self._through_scratch(lambda path: path.write_bytes(data), name, mime, session)
-
-    def _index(self, info: FileInfo) -> None:
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    info.id,
-                    info.name,
-                    info.bytes,
-                    info.mime,
-                    info.created_at.isoformat(),
-                    info.session,
-                ),
-            )
 
     async def put(
         self, content: bytes | Path, *, name: str, mime: str, session: str | None
@@ -85,6 +117,27 @@ class FileStore:
             lambda path: shutil.copyfile(source, path), name, mime, session
         )
 
+    def store_fd(
+        self,
+        source: int,
+        *,
+        name: str,
+        mime: str,
+        session: str | None,
+        max_bytes: int,
+        deadline: float,
+    ) -> FileInfo:
+        """Store a copy of an open regular file, within ``max_bytes`` and ``deadline``.
+
+        See ``interp._sandbox_files.copy_fd`` for what is refused.
+        """
+
+        def copy(path: Path) -> None:
+            with path.open("xb") as target:
+                copy_fd(source, target, max_bytes=max_bytes, deadline=deadline)
+
+        return self._through_scratch(copy, name, mime, session)
+
     def _through_scratch(
         self, write: Callable[[Path], object], name: str, mime: str, session: str | None
     ) -> FileInfo:
@@ -92,16 +145,14 @@ class FileStore:
         scratch = self.scratch_path()
         try:
             write(scratch)
+            return self._adopt(scratch, name, mime, session)
         except BaseException:
             scratch.unlink(missing_ok=True)
             raise
-        return self._adopt(scratch, name, mime, session)
 
     def scratch_path(self) -> Path:
         """A fresh path beside the store, for a file to be adopted later."""
-        scratch = self._dir / "scratch"
-        scratch.mkdir(exist_ok=True)
-        return scratch / secrets.token_hex(12)
+        return self._scratch / secrets.token_hex(12)
 
     async def adopt(self, path: Path, *, name: str, mime: str, session: str | None) -> FileInfo:
         """Move a file written at ``scratch_path()`` into the store."""
@@ -116,36 +167,76 @@ class FileStore:
             created_at=datetime.now(UTC),
             session=session,
         )
-        os.replace(path, self.path(info.id))
-        self._index(info)
+        with self._lock:
+            self._make_room(info.bytes)
+            os.replace(path, self.path(info.id))
+            with self._db:
+                self._db.execute(
+                    "INSERT INTO files (id, name, bytes, mime, created_at, session)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        info.id,
+                        info.name,
+                        info.bytes,
+                        info.mime,
+                        info.created_at.isoformat(),
+                        info.session,
+                    ),
+                )
+            self._used += info.bytes
         return info
 
-    async def copy_in(
-        self, source: Path, *, name: str, mime: str, session: str | None
-    ) -> FileInfo | None:
-        """Store a copy of a regular file; ``None`` if it is not one (a planted symlink)."""
-        return await asyncio.to_thread(self._copy_in, source, name, mime, session)
+    def _make_room(self, size: int) -> None:
+        """Evict files of closed sessions, oldest first, until ``size`` more bytes fit."""
+        if self._used + size <= self._max_bytes:
+            return
+        rows = self._db.execute(
+            "SELECT id, bytes, session FROM files WHERE session IS NOT NULL"
+            " ORDER BY created_at, rowid"
+        ).fetchall()
+        for file_id, nbytes, session in rows:
+            if self._used + size <= self._max_bytes:
+                return
+            if not self._is_open(session):
+                self._forget(file_id, nbytes)
+        if self._used + size > self._max_bytes:
+            raise StoreFullError(
+                f"the file store is full: {size} bytes do not fit in {self._max_bytes}"
+                f" ({self._used} in use by files that cannot be evicted)",
+                hint="delete files you no longer need or raise store_size",
+            )
 
-    def _copy_in(self, source: Path, name: str, mime: str, session: str | None) -> FileInfo | None:
-        try:
-            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            return None
-        with os.fdopen(fd, "rb") as src:
-            if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
-                return None
+    def _forget(self, file_id: str, nbytes: int) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+        self.path(file_id).unlink(missing_ok=True)
+        self._used -= nbytes
 
-            def copy(path: Path) -> None:
-                with path.open("wb") as dst:
-                    shutil.copyfileobj(src, dst)
+    def delete(self, file_id: str) -> bool:
+        """Delete a stored file; ``False`` if there was none of that id."""
+        self.path(file_id)
+        with self._lock:
+            row = self._db.execute("SELECT bytes FROM files WHERE id = ?", (file_id,)).fetchone()
+            if row is None:
+                return False
+            self._forget(file_id, row[0])
+        return True
 
-            return self._through_scratch(copy, name, mime, session)
+    def delete_session(self, session: str) -> int:
+        """Delete every file a session stored; return how many."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, bytes FROM files WHERE session = ?", (session,)
+            ).fetchall()
+            for file_id, nbytes in rows:
+                self._forget(file_id, nbytes)
+        return len(rows)
 
     def read(self, file_id: str) -> bytes:
         """A stored file's bytes. Refuses anything but a regular file in the store itself:
         a symlink planted at a stored path is never followed."""
         try:
-            fd = os.open(self.path(file_id), os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(self.path(file_id), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
             raise InvalidInputError(f"cannot read {file_id}: {exc.strerror}") from exc
         with os.fdopen(fd, "rb") as stored:
@@ -156,21 +247,10 @@ class FileStore:
     def get(self, file_id: str) -> FileInfo | None:
         self.path(file_id)
         with self._lock:
-            row = self._db.execute(
-                "SELECT id, name, bytes, mime, created_at, session FROM files WHERE id = ?",
-                (file_id,),
-            ).fetchone()
-        if row is None:
-            return None
-        return FileInfo(
-            id=row[0],
-            name=row[1],
-            bytes=row[2],
-            mime=row[3],
-            created_at=datetime.fromisoformat(row[4]),
-            session=row[5],
-        )
+            row = self._db.execute(_SELECT + " WHERE id = ?", (file_id,)).fetchone()
+        return None if row is None else _info(row)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        remove_tree(self._scratch)

@@ -1,12 +1,17 @@
-"""A lean async client for one Jupyter kernel, over jupyter_client's async channels.
+"""A kernel: its sandbox and a lean async client for it, over jupyter_client's channels.
 
-It knows nothing of timeouts or policy: callers pass deadlines in.
+The client knows nothing of timeouts or policy: callers pass deadlines in. Everything it
+receives is untrusted: code in the kernel can write its own messages (it holds the key),
+so a message is checked for shape once, here, and a bad one is ``MalformedMessage``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from queue import Empty
 from typing import Any
 
@@ -14,7 +19,8 @@ import zmq
 import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
-from ._exceptions import KernelStartError
+from ._exceptions import KernelStartError, SandboxError
+from .sandbox import Backend, Sandbox
 
 # ipc sockets appear when the kernel binds them; retry connecting every few ms rather
 # than ZMQ's default 100 ms, which would add that much to every cold start.
@@ -30,14 +36,47 @@ def _take_all(socket: zmq.Socket[bytes]) -> list[list[bytes]]:
             return taken
 
 
+MAX_MESSAGE_BYTES = 64 * 1024**2
+"""Largest message taken from a kernel. ZMQ refuses a bigger one before it is buffered, so
+one forged message cannot take the engine's memory (the kernel's own output comes in
+pieces of at most 1 MiB, and images are capped far below this)."""
+
+
 def make_context() -> zmq.asyncio.Context:
     context = zmq.asyncio.Context()
     context.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_MS)
     context.setsockopt(zmq.LINGER, 0)
+    context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     return context
 
 
 Message = dict[str, Any]
+"""A checked message: ``msg_type`` a string; ``header``, ``parent_header`` and ``content``
+dicts."""
+
+
+class MalformedMessage(ValueError):
+    """A kernel message that could not be decoded, or is not shaped as Jupyter's are."""
+
+
+def check_message(message: object) -> Message:
+    """The message if its envelope has Jupyter's shape; ``MalformedMessage`` otherwise.
+
+    The content's own fields are checked where they are used (``interp._collector``).
+    """
+    if not isinstance(message, dict):
+        raise MalformedMessage("not a JSON object")
+    for key in ("header", "parent_header", "content"):
+        if not isinstance(message.get(key), dict):
+            raise MalformedMessage(f"its {key} is not an object")
+    if not isinstance(message.get("msg_type"), str):
+        raise MalformedMessage("it has no message type")
+    return message
+
+
+def parent_id(message: Message) -> object:
+    """The id of the request a message answers (any JSON value: compare, do not trust)."""
+    return message["parent_header"].get("msg_id")
 
 
 class KernelChannel:
@@ -111,14 +150,26 @@ class KernelChannel:
         return self._iopub.recv_multipart()  # type: ignore[return-value]
 
     def parse(self, frames: list[bytes]) -> Message:
-        """Check the signature of a message's frames and decode it."""
-        _, signed = self._session.feed_identities(frames)
-        message: Message = self._session.deserialize(signed)
-        return message
+        """Check the signature of a message's frames, decode it and check its shape.
 
-    def received_iopub(self) -> list[Message]:
+        Raises ``MalformedMessage`` for anything that is not a well-formed message.
+        """
+        try:
+            _, signed = self._session.feed_identities(frames)
+            message = self._session.deserialize(signed)
+        except Exception as exc:  # noqa: BLE001 (whatever the frames hold: the kernel's to choose)
+            raise MalformedMessage(f"undecodable ({type(exc).__name__})") from None
+        return check_message(message)
+
+    def received_iopub(self) -> list[Message | MalformedMessage]:
         """The iopub messages already received, without waiting for more."""
-        return [self.parse(frames) for frames in _take_all(self._iopub_now)]
+        taken: list[Message | MalformedMessage] = []
+        for frames in _take_all(self._iopub_now):
+            try:
+                taken.append(self.parse(frames))
+            except MalformedMessage as exc:
+                taken.append(exc)
+        return taken
 
     def discard_replies(self) -> None:
         """Drop the shell replies already received: outcomes come from iopub."""
@@ -131,3 +182,74 @@ class KernelChannel:
     def close(self) -> None:
         self._closed = True
         self._client.stop_channels()
+
+
+@dataclass(eq=False)
+class Kernel:
+    """A started, ready kernel. Belongs to one session for its whole life."""
+
+    sandbox: Sandbox
+    channel: KernelChannel
+    files_dir: Path
+    """The host directory mounted at /mnt/data."""
+    started_s: float
+    """Seconds from asking for the sandbox to the kernel answering."""
+    kill_reason: str | None = None
+    """Why the engine killed the kernel on purpose, when it did."""
+    _doomed: bool = field(default=False, repr=False)
+    _removed: bool = field(default=False, repr=False)
+
+    @property
+    def alive(self) -> bool:
+        return self.sandbox.exit_info is None and not self._doomed
+
+    async def kill(self, reason: str | None = None) -> None:
+        """Kill the kernel; from now on it counts as dead, even before Docker says so."""
+        self._doomed = True
+        self.kill_reason = reason
+        await self.sandbox.kill()
+
+    async def remove(self) -> None:
+        if self._removed:
+            return
+        self._doomed = True
+        if not self.channel.closed:
+            self.channel.close()
+        await self.sandbox.remove()
+        self._removed = True
+
+
+async def start_kernel(
+    backend: Backend,
+    context: zmq.asyncio.Context,
+    *,
+    files_dir: Path,
+    session: str,
+    timeout: float,
+) -> Kernel:
+    """Start a sandboxed kernel and wait until it answers; clean up if it never does."""
+    began = time.perf_counter()
+    sandbox = await backend.start(files_dir=files_dir, session=session)
+    channel = KernelChannel(sandbox.connection_info, context)
+    ready = asyncio.ensure_future(channel.ready(timeout))
+    died = asyncio.ensure_future(sandbox.wait())
+    try:
+        await asyncio.wait({ready, died}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            exit_info = died.result()
+            raise KernelStartError(f"the kernel ended while starting: {exit_info.describe()}")
+        ready.result()
+    except BaseException:
+        ready.cancel()
+        channel.close()
+        with contextlib.suppress(SandboxError):
+            await sandbox.remove()
+        raise
+    finally:
+        died.cancel()
+    return Kernel(
+        sandbox=sandbox,
+        channel=channel,
+        files_dir=files_dir,
+        started_s=time.perf_counter() - began,
+    )

@@ -1,8 +1,11 @@
-"""Kernels, and the pool that keeps ready ones warm.
+"""The pool that keeps ready kernels warm, and the bound on kernels alive.
 
 A pooled kernel is started before anyone asks, with an empty files directory of its own.
 Leasing hands it to one session for the rest of its life: it is never returned to the
 pool nor given to another session, and it is removed when the session ends.
+
+``max_kernels`` is a hard bound, under any concurrency: a slot is taken before the first
+``await`` of a start (``_reserved``) and given back only once a kernel is gone.
 """
 
 from __future__ import annotations
@@ -12,19 +15,16 @@ import contextlib
 import logging
 import secrets
 import statistics
-import subprocess
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from typing import Protocol
 
-import zmq.asyncio
-
-from ._exceptions import CapacityError, InterpError, KernelStartError, SandboxError
-from ._kernel import KernelChannel
+from ._exceptions import CapacityError, InterpError, SandboxError
+from ._kernel import Kernel
 from ._models import LatencySummary
 from ._storage import Storage
-from .sandbox import Backend, Sandbox
 
 log = logging.getLogger("interp.pool")
 
@@ -34,75 +34,10 @@ _RETRY_AFTER_FAILURE_S = 1.0
 _LATENCY_WINDOW = 1000
 
 
-@dataclass(eq=False)
-class Kernel:
-    """A started, ready kernel. Belongs to one session for its whole life."""
+class StartKernel(Protocol):
+    """Starts a ready kernel whose /mnt/data is ``files_dir`` (see ``start_kernel``)."""
 
-    sandbox: Sandbox
-    channel: KernelChannel
-    files_dir: Path
-    """The host directory mounted at /mnt/data."""
-    started_s: float
-    """Seconds from asking for the sandbox to the kernel answering."""
-    kill_reason: str | None = None
-    """Why the engine killed the kernel on purpose, when it did."""
-    _doomed: bool = field(default=False, repr=False)
-    _removed: bool = field(default=False, repr=False)
-
-    @property
-    def alive(self) -> bool:
-        return self.sandbox.exit_info is None and not self._doomed
-
-    async def kill(self, reason: str | None = None) -> None:
-        """Kill the kernel; from now on it counts as dead, even before Docker says so."""
-        self._doomed = True
-        self.kill_reason = reason
-        await self.sandbox.kill()
-
-    async def remove(self) -> None:
-        if self._removed:
-            return
-        self._doomed = True
-        if not self.channel.closed:
-            self.channel.close()
-        await self.sandbox.remove()
-        self._removed = True
-
-
-async def start_kernel(
-    backend: Backend,
-    context: zmq.asyncio.Context,
-    *,
-    files_dir: Path,
-    session: str,
-    timeout: float,
-) -> Kernel:
-    """Start a sandboxed kernel and wait until it answers; clean up if it never does."""
-    began = time.perf_counter()
-    sandbox = await backend.start(files_dir=files_dir, session=session)
-    channel = KernelChannel(sandbox.connection_info, context)
-    ready = asyncio.ensure_future(channel.ready(timeout))
-    died = asyncio.ensure_future(sandbox.wait())
-    try:
-        await asyncio.wait({ready, died}, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            exit_info = died.result()
-            raise KernelStartError(f"the kernel ended while starting: {exit_info.describe()}")
-        ready.result()
-    except BaseException:
-        ready.cancel()
-        channel.close()
-        with contextlib.suppress(SandboxError):
-            await sandbox.remove()
-        raise
-    finally:
-        died.cancel()
-    return Kernel(
-        sandbox=sandbox,
-        channel=channel,
-        files_dir=files_dir,
-        started_s=time.perf_counter() - began,
-    )
+    def __call__(self, files_dir: Path, session: str) -> Awaitable[Kernel]: ...
 
 
 def _summary(samples: deque[float]) -> LatencySummary:
@@ -118,27 +53,25 @@ class KernelPool:
 
     def __init__(
         self,
-        backend: Backend,
-        context: zmq.asyncio.Context,
+        start: StartKernel,
         *,
         size: int,
         max_kernels: int,
         capacity_wait: float,
-        start_timeout: float,
         pool_dir: Path,
         storage: Storage,
     ) -> None:
         self._storage = storage
-        self._backend = backend
-        self._context = context
+        self._start_kernel = start
         self._size = min(size, max_kernels)
         self._max = max_kernels
         self._capacity_wait = capacity_wait
-        self._start_timeout = start_timeout
         self._pool_dir = pool_dir
         self._ready: deque[Kernel] = deque()
         self._leased: set[Kernel] = set()
         self._starting = 0
+        self._reserved = 0
+        """Slots taken by kernels being started or removed."""
         self._refills: set[asyncio.Task[None]] = set()
         self._watchers: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Condition()
@@ -186,15 +119,19 @@ class KernelPool:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self._ready) >= self._size or self._closed)
 
-    async def acquire(self, *, session: str, files_dir: Path | None = None) -> Kernel:
+    async def acquire(
+        self, *, session: str, files_dir: Path | None = None, deadline: float | None = None
+    ) -> Kernel:
         """A ready kernel for ``session``: a warm one, else a cold start, else a bounded wait.
 
         The kernel brings a fresh directory of its own, which the caller moves into place;
         given ``files_dir`` (a session's capped storage, kept from an earlier kernel), a
-        cold start mounts that instead, so its files need no copying.
+        cold start mounts that instead, so its files need no copying. The wait ends at
+        ``deadline`` (``time.monotonic``; ``capacity_wait`` from now if not given).
         """
         began = time.perf_counter()
-        deadline = began + self._capacity_wait
+        if deadline is None:
+            deadline = time.monotonic() + self._capacity_wait
         while True:
             if self._closed:
                 raise InterpError("the kernel pool is closed")
@@ -203,12 +140,14 @@ class KernelPool:
                 if kernel.alive:
                     self._lease(kernel, began)
                     return kernel
-                await self._discard(kernel)
+                async with self._slot():
+                    await self._discard(kernel)
             if self._total() < self._max:
-                kernel = await self._start_with_storage(session=session, files_dir=files_dir)
-                self._lease(kernel, began)
+                async with self._slot():
+                    kernel = await self._start_with_storage(session=session, files_dir=files_dir)
+                    self._lease(kernel, began)
                 return kernel
-            remaining = deadline - time.perf_counter()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise CapacityError(
                     f"all {self._max} kernels are in use; none became free within"
@@ -221,11 +160,22 @@ class KernelPool:
                         await self._changed.wait()
 
     async def release(self, kernel: Kernel) -> None:
-        """Remove a leased kernel for good; its slot goes back to the pool."""
-        self._leased.discard(kernel)
+        """Remove a leased kernel for good; its slot is free once the kernel is gone."""
         try:
             await kernel.remove()
         finally:
+            self._leased.discard(kernel)
+            await self._notify()
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """Hold one of ``max_kernels`` slots; callers check room and enter with no await
+        in between, so no two of them can take the last slot."""
+        self._reserved += 1
+        try:
+            yield
+        finally:
+            self._reserved -= 1
             await self._notify()
 
     def _lease(self, kernel: Kernel, began: float) -> None:
@@ -234,18 +184,12 @@ class KernelPool:
         self._wake.set()
 
     def _total(self) -> int:
-        return len(self._ready) + len(self._leased) + self._starting
+        return len(self._ready) + len(self._leased) + self._reserved
 
     async def _start(self, *, session: str, files_dir: Path) -> Kernel:
         self._starting += 1
         try:
-            kernel = await start_kernel(
-                self._backend,
-                self._context,
-                files_dir=files_dir,
-                session=session,
-                timeout=self._start_timeout,
-            )
+            kernel = await self._start_kernel(files_dir, session)
         except InterpError:
             self.start_failures += 1
             self._last_failure = time.monotonic()
@@ -277,37 +221,43 @@ class KernelPool:
             wanted = self._size - len(self._ready) - len(self._refills)
             room = self._max - self._total()
             for _ in range(max(0, min(wanted, room))):
+                # The slot is taken here, before the task first awaits.
+                self._reserved += 1
                 task = asyncio.create_task(self._refill_one(), name="interp-pool-start")
                 self._refills.add(task)
                 task.add_done_callback(self._refills.discard)
             await self._wake.wait()
 
     async def _refill_one(self) -> None:
-        pause = self._last_failure + _RETRY_AFTER_FAILURE_S - time.monotonic()
-        if pause > 0:
-            await asyncio.sleep(pause)
+        """Start one pooled kernel in a slot already reserved for it."""
         try:
-            kernel = await self._start_with_storage(session="", files_dir=None)
-        except (InterpError, OSError, subprocess.CalledProcessError) as exc:
-            # str(): a log record holding the exception would keep its frames alive, and
-            # with them the broken connections they reference.
-            log.warning("could not start a pooled kernel: %s", str(exc))
-            self._last_failure = time.monotonic()
+            pause = self._last_failure + _RETRY_AFTER_FAILURE_S - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            try:
+                kernel = await self._start_with_storage(session="", files_dir=None)
+            except (InterpError, OSError) as exc:
+                # str(): a log record holding the exception would keep its frames alive,
+                # and with them the broken connections they reference.
+                log.warning("could not start a pooled kernel: %s", str(exc))
+                self._last_failure = time.monotonic()
+                return
+            if self._closed:
+                await kernel.remove()
+                await asyncio.to_thread(self._storage.remove, kernel.files_dir)
+                return
+            self._ready.append(kernel)
+        finally:
+            self._reserved -= 1
             await self._notify()
-            return
-        if self._closed:
-            await kernel.remove()
-            return
-        self._ready.append(kernel)
-        await self._notify()
 
     async def _watch(self, kernel: Kernel) -> None:
         """Count deaths; a pooled kernel that dies is dropped and replaced at once."""
         await kernel.sandbox.wait()
         if kernel in self._ready:
             self._ready.remove(kernel)
-            await self._discard(kernel)
-            await self._notify()
+            async with self._slot():
+                await self._discard(kernel)
         elif kernel in self._leased and not kernel.channel.closed:
             self.kernels_died += 1
 

@@ -11,18 +11,31 @@ import asyncio
 import contextlib
 import re
 import secrets
-import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ._exceptions import CapacityError, InterpError, InvalidInputError, SessionNotFoundError
+from ._exceptions import (
+    CapacityError,
+    InterpError,
+    InvalidInputError,
+    SandboxError,
+    SessionNotFoundError,
+)
+from ._kernel import Kernel
 from ._models import SessionInfo
-from ._pool import Kernel, KernelPool
+from ._pool import KernelPool
+from ._sandbox_files import SandboxFileError
 from ._storage import Storage
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def _loop_time(deadline: float) -> float:
+    """A ``time.monotonic`` deadline on the running loop's clock."""
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
 
 
 def new_session_id() -> str:
@@ -87,8 +100,11 @@ class SessionManager:
         idle_timeout: float,
         max_lifetime: float,
         storage: Storage,
+        forget_files: Callable[[str], object],
     ) -> None:
+        """``forget_files(session)`` (blocking) deletes the files a session stored."""
         self._storage = storage
+        self._forget_files = forget_files
         self._pool = pool
         self._root = root
         self._max = max_sessions
@@ -122,15 +138,18 @@ class SessionManager:
             )
         return found
 
-    async def create(self, session: str | None = None) -> Session:
-        """The session of that id, opened if new; waits a bounded time for a free slot."""
+    async def create(self, session: str | None = None, *, deadline: float | None = None) -> Session:
+        """The session of that id, opened if new; waits for a free slot until ``deadline``
+        (``time.monotonic``; ``capacity_wait`` from now if not given)."""
         session_id = check_session_id(session) if session is not None else new_session_id()
         existing = self._sessions.get(session_id)
         if existing is not None:
             return existing
+        if deadline is None:
+            deadline = time.monotonic() + self._capacity_wait
         async with self._changed:
             try:
-                async with asyncio.timeout(self._capacity_wait):
+                async with asyncio.timeout_at(_loop_time(deadline)):
                     await self._changed.wait_for(lambda: len(self._sessions) < self._max)
             except TimeoutError:
                 raise CapacityError(
@@ -146,10 +165,11 @@ class SessionManager:
             self._sessions[session_id] = created
             return created
 
-    async def kernel_for(self, session: Session) -> Kernel:
+    async def kernel_for(self, session: Session, *, deadline: float | None = None) -> Kernel:
         """The session's live kernel; a fresh one if it has none or its kernel died.
 
-        Call with the session's lock held.
+        Call with the session's lock held. A kernel that arrives after the session was
+        closed is removed, and the call fails with ``SessionNotFoundError``.
         """
         if session.kernel is not None and session.kernel.alive:
             return session.kernel
@@ -159,23 +179,32 @@ class SessionManager:
         # Capped storage stays with the session: a new kernel mounts it, files and all.
         keep = await asyncio.to_thread(self._storage.capped, session.files_dir)
         kernel = await self._pool.acquire(
-            session=session.id, files_dir=session.files_dir if keep else None
+            session=session.id, files_dir=session.files_dir if keep else None, deadline=deadline
         )
+        if session.closed:
+            await self._pool.release(kernel)
+            if kernel.files_dir != session.files_dir:
+                await asyncio.to_thread(self._storage.remove, kernel.files_dir)
+            raise SessionNotFoundError(f"session {session.id!r} was closed")
         if kernel.files_dir != session.files_dir:
             try:
                 await asyncio.to_thread(self._storage.move, kernel.files_dir, session.files_dir)
-            except (OSError, subprocess.CalledProcessError) as exc:
+            except (OSError, SandboxFileError, SandboxError) as exc:
                 await self._pool.release(kernel)
-                raise InterpError(f"could not give the session its files: {exc}") from exc
+                await asyncio.to_thread(self._storage.remove, kernel.files_dir)
+                raise SandboxError(f"could not give the session its files: {exc}") from exc
             kernel.files_dir = session.files_dir
         session.kernel = kernel
         return kernel
 
-    async def close(self, session: str) -> None:
-        """End the session: its kernel is removed and its /mnt/data deleted.
+    async def close(
+        self, session: str, *, keep_files: bool = False, reason: str = "the session was closed"
+    ) -> None:
+        """End the session: its kernel is removed, its /mnt/data deleted, and the files it
+        stored deleted too unless ``keep_files``.
 
-        A running execution is stopped (its result says the session was closed) and
-        calls waiting their turn fail with ``SessionNotFoundError``.
+        A running execution is stopped (its result gives ``reason``) and calls waiting
+        their turn fail with ``SessionNotFoundError``.
         """
         found = self._sessions.get(session)
         if found is None:
@@ -183,11 +212,11 @@ class SessionManager:
         found.closed = True
         self._sessions.pop(found.id, None)
         if found.lock.locked() and found.kernel is not None:
-            await found.kernel.kill("the session was closed during the execution")
+            await found.kernel.kill(f"{reason} during the execution")
         async with found.lock:
-            await self._close(found)
+            await self._close(found, keep_files=keep_files)
 
-    async def _close(self, session: Session) -> None:
+    async def _close(self, session: Session, *, keep_files: bool) -> None:
         session.closed = True
         self._sessions.pop(session.id, None)
         try:
@@ -195,6 +224,8 @@ class SessionManager:
                 await self._pool.release(session.kernel)
                 session.kernel = None
             await asyncio.to_thread(self._storage.remove, session.files_dir)
+            if not keep_files:
+                await asyncio.to_thread(self._forget_files, session.id)
         finally:
             async with self._changed:
                 self._changed.notify_all()
@@ -216,7 +247,9 @@ class SessionManager:
             self._expiry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expiry
+        # Running executions are stopped and end (their results say why) before the
+        # sessions' kernels and files go.
         for session in list(self._sessions.values()):
             with contextlib.suppress(InterpError):
-                await self._close(session)
+                await self.close(session.id, reason="the engine was closed")
         await asyncio.to_thread(self._storage.remove_tree, self._root)

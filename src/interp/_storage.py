@@ -18,7 +18,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ._exceptions import SandboxError
 from ._owner import stale_dirs
+from ._sandbox_files import SandboxFileError, open_regular_nofollow, opened_dir, remove_tree
 
 log = logging.getLogger("interp.storage")
 
@@ -28,7 +30,25 @@ def _image(directory: Path) -> Path:
 
 
 def _run(*command: str) -> None:
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    """Run a storage command; its failure is a ``SandboxError`` with the tool's own words."""
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError as exc:
+        said = (exc.stderr or exc.stdout or "").strip().splitlines()
+        raise SandboxError(
+            f"{command[0]} failed (exit {exc.returncode})" + (f": {said[-1]}" if said else "")
+        ) from None
+    except OSError as exc:
+        raise SandboxError(f"cannot run {command[0]}: {exc.strerror}") from None
+
+
+def _copy_file(name: str, source_dir: int, target_dir: int) -> None:
+    """Copy a regular file between two open directories, following no link on either side."""
+    src = open_regular_nofollow(name, dir_fd=source_dir)
+    with os.fdopen(src, "rb") as source:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(name, flags, 0o644, dir_fd=target_dir), "wb") as target:
+            shutil.copyfileobj(source, target)
 
 
 class Storage:
@@ -52,8 +72,14 @@ class Storage:
         return directory.is_mount()
 
     def create(self, directory: Path) -> None:
-        """A new, empty directory: capped when a cap is configured and possible."""
-        directory.mkdir(parents=True)
+        """A new, empty directory: capped when a cap is configured and possible.
+
+        Raises ``SandboxError`` when it cannot be made (a full disk, no loop device left).
+        """
+        try:
+            directory.mkdir(parents=True)
+        except OSError as exc:
+            raise SandboxError(f"cannot make {directory}: {exc.strerror}") from None
         if self.cap_bytes is None:
             return
         image = _image(directory)
@@ -67,24 +93,30 @@ class Storage:
             )  # fmt: skip
             _run("mount", "-o", "loop,nosuid,nodev", str(image), str(directory))
             (directory / "lost+found").rmdir()
-        except (OSError, subprocess.CalledProcessError):
+        except OSError as exc:
+            self.remove(directory)
+            raise SandboxError(f"cannot make a capped /mnt/data: {exc.strerror}") from None
+        except SandboxError:
             self.remove(directory)
             raise
 
     def move(self, source: Path, target: Path) -> None:
         """Give ``source`` (a pooled kernel's directory) the path ``target``.
 
-        Files already at ``target`` (uploaded before the session had a kernel) go along.
+        Files already at ``target`` (uploaded before the session had a kernel, or left by
+        its dead kernel) go along: renamed on one filesystem; copied, if regular files, onto
+        a capped one.
         """
         if target.exists():
-            with os.scandir(target) as entries:
-                for entry in entries:
-                    moved = source / entry.name
-                    if self.capped(source):
-                        shutil.move(entry.path, moved)
-                    else:
-                        os.rename(entry.path, moved)
-            target.rmdir()
+            cross = self.capped(source)
+            with opened_dir(target) as old, opened_dir(source) as new:
+                for name in os.listdir(old):
+                    if not cross:
+                        os.rename(name, name, src_dir_fd=old, dst_dir_fd=new)
+                        continue
+                    with contextlib.suppress(SandboxFileError, FileExistsError):
+                        _copy_file(name, old, new)
+            remove_tree(target)
         if not self.capped(source):
             os.rename(source, target)
             return
@@ -94,12 +126,19 @@ class Storage:
         source.rmdir()
 
     def remove(self, directory: Path) -> None:
-        """Unmount if capped, and delete the directory, its files and its image."""
+        """Unmount if capped, and delete the directory, its files and its image.
+
+        What the code left there is removed without recursion or following links (see
+        ``interp._sandbox_files.remove_tree``); what cannot be removed is logged, not raised.
+        """
         if directory.is_mount():
-            with contextlib.suppress(subprocess.CalledProcessError):
+            with contextlib.suppress(SandboxError):
                 # Lazy: a container being removed may still hold it for a moment.
                 _run("umount", "-l", str(directory))
-        shutil.rmtree(directory, ignore_errors=True)
+        try:
+            remove_tree(directory)
+        except (SandboxFileError, OSError) as exc:
+            log.warning("could not remove %s: %s", directory, str(exc))
         _image(directory).unlink(missing_ok=True)
 
     def remove_stale(self, parent: Path) -> None:
@@ -114,4 +153,7 @@ class Storage:
         for child in root.iterdir():
             if child.is_dir():
                 self.remove(child)
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            remove_tree(root)
+        except (SandboxFileError, OSError) as exc:
+            log.warning("could not remove %s: %s", root, str(exc))

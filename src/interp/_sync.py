@@ -10,6 +10,7 @@ One implementation of every behaviour; this file only carries calls across threa
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
@@ -18,7 +19,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._config import Config
-from ._engine import Engine, exit_on_sigterm
+from ._engine import Engine
 from ._models import EngineStats, Event, ExecutionResult, FileInfo, SessionInfo
 
 _T = TypeVar("_T")
@@ -66,8 +67,8 @@ class SyncEngine:
     def create_session(self, session: str | None = None, *, file_ids: Sequence[str] = ()) -> str:
         return self._call(self._engine.create_session(session, file_ids=file_ids))
 
-    def close_session(self, session: str) -> None:
-        self._call(self._engine.close_session(session))
+    def close_session(self, session: str, *, keep_files: bool = False) -> None:
+        self._call(self._engine.close_session(session, keep_files=keep_files))
 
     def sessions(self) -> list[SessionInfo]:
         return self._engine.sessions()
@@ -108,6 +109,9 @@ class SyncEngine:
     def file(self, file_id: str) -> FileInfo:
         return self._engine.file(file_id)
 
+    def delete_file(self, file_id: str) -> None:
+        self._call(self._engine.delete_file(file_id))
+
     def download(self, file_id: str, *, session: str | None = None) -> bytes:
         return self._call(self._engine.download(file_id, session=session))
 
@@ -143,3 +147,22 @@ def _before_threads_stop(callback: Callable[[], object]) -> None:
     register = getattr(threading, "_register_atexit", None)
     if register is not None:
         register(callback)
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM exit through Python, so that ``close`` and context managers run.
+
+    For scripts: only where nobody has a SIGTERM handler already, and only from the main
+    thread (the only one that may set handlers). Otherwise the default would end the
+    process at once and leave containers for the next engine's reaper. The async
+    ``Engine`` sets no handler: an application that runs a loop owns its signals.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)

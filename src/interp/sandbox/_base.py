@@ -114,8 +114,9 @@ class Backend(Protocol):
         """Check the backend can start kernels; raise a ``SandboxError`` saying why not."""
         ...
 
-    def adopt(self, path: Path) -> None:
-        """Make a host file or directory writable by the kernel's user."""
+    def adopt(self, path: Path | int) -> None:
+        """Make a host file or directory (a path, or an open descriptor for one the sandbox
+        can reach) writable by the kernel's user."""
         ...
 
     async def start(self, *, files_dir: Path, session: str) -> Sandbox:

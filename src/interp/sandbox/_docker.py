@@ -361,7 +361,7 @@ class DockerBackend:
             return ExitInfo(cause=ExitCause.SIGNALED, code=code, signal=code - 128)
         return ExitInfo(cause=ExitCause.EXITED, code=code)
 
-    def adopt(self, path: Path) -> None:
+    def adopt(self, path: Path | int) -> None:
         # As root, the kernel runs as the image's user; otherwise as the engine's own
         # (non-root) user, which already owns what the engine writes.
         if os.geteuid() == 0:

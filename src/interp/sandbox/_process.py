@@ -118,7 +118,7 @@ class ProcessBackend:
     async def open(self) -> None:
         log.warning(NOT_ISOLATED_WARNING)
 
-    def adopt(self, path: Path) -> None:
+    def adopt(self, path: Path | int) -> None:
         """The kernel runs as the engine's user: nothing to hand over."""
 
     async def start(self, *, files_dir: Path, session: str) -> ProcessSandbox:
