@@ -142,7 +142,7 @@ def test_exit_codes_follow_the_outcome(
         (["run", "missing.py"], None, "no such file: missing.py"),
         (["run", "-"], b"", "code is empty"),
         (["run", "-"], b"print('\xff')", "not UTF-8"),
-        (["exec", "-c", "1", "--memory", "lots"], None, "invalid setting memory"),
+        (["exec", "-c", "1", "--memory", "lots"], None, "invalid configuration: memory"),
         (["exec", "-c", "1", "--file", "nope.csv"], None, "no such file: nope.csv"),
     ],
 )

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ._config import Config
 from ._engine import Engine
-from ._exceptions import ImageError, InterpError, InvalidInputError
+from ._exceptions import ConfigError, ImageError, InterpError, InvalidInputError
 from ._models import (
     EngineStats,
     ExecutionFinished,
@@ -32,6 +31,7 @@ from ._models import (
     ImageSaved,
     LogChunk,
 )
+from ._sandbox_files import open_regular_nofollow
 from .adapters import assistants
 
 _T = TypeVar("_T")
@@ -79,10 +79,8 @@ class _Fail(Exception):
 def _config(**overrides: Any) -> Config:
     try:
         return Config(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise _Fail(f"invalid setting {where}: {first['msg']}", EXIT_USAGE) from None
+    except ConfigError as exc:
+        raise _Fail(str(exc), EXIT_USAGE) from None
 
 
 TimeoutOpt = Annotated[
@@ -254,11 +252,21 @@ async def _started_engine(config: Config) -> Engine:
 
 
 def _copy_out(source: Path, out: Path, name: str) -> Path:
-    """Copy a regular file out of the sandbox's reach, never following a link it planted."""
-    target = out / name
+    """Copy a stored file to ``out/name``, never following a link at either end.
+
+    ``name`` is the file's path under /mnt/data, which the code chose: it stays under
+    ``out``, and an existing link there is not written through.
+    """
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise InvalidInputError(f"not a plain relative name: {name!r}")
+    target = out.joinpath(*parts)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as src, open(target, "wb") as dst:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    with (
+        os.fdopen(open_regular_nofollow(source), "rb") as src,
+        os.fdopen(os.open(target, flags, 0o644), "wb") as dst,
+    ):
         shutil.copyfileobj(src, dst)
     return target
 

@@ -30,6 +30,7 @@ from .._config import IMAGE_VERSION, Config
 from .._exceptions import DockerUnavailableError, ImageError, SandboxError
 from .._models import ExitCause, ExitInfo
 from .._owner import is_alive, this_process
+from . import _cgroup as cgroup
 from ._base import KERNEL_DIR, Usage, write_connection_file
 from ._image import BuildProgress, debootstrap_rootfs, prepare_context
 
@@ -166,7 +167,7 @@ class DockerSandbox:
         self._connection_info = connection_info
         # Created here from a worker thread, resolved on the loop by the events thread.
         self._exited: asyncio.Future[ExitInfo] = loop.create_future()
-        self._cgroup: dict[str, Path] = {}
+        self._cgroup = cgroup.CgroupFiles()
         self.phases: dict[str, float] = {}
 
     @property
@@ -202,58 +203,47 @@ class DockerSandbox:
 
     def find_cgroup(self) -> None:
         """Locate the container's cgroup files on this host, if the engine is local."""
-        full = self._id
-        candidates = {
-            "cpu_v1": Path(f"/sys/fs/cgroup/cpuacct/docker/{full}/cpuacct.usage"),
-            "mem_v1": Path(f"/sys/fs/cgroup/memory/docker/{full}/memory.max_usage_in_bytes"),
-            "cpu_v2": Path(f"/sys/fs/cgroup/docker/{full}/cpu.stat"),
-            "mem_v2": Path(f"/sys/fs/cgroup/docker/{full}/memory.peak"),
-            "cpu_v2s": Path(f"/sys/fs/cgroup/system.slice/docker-{full}.scope/cpu.stat"),
-            "mem_v2s": Path(f"/sys/fs/cgroup/system.slice/docker-{full}.scope/memory.peak"),
-            "now_v1": Path(f"/sys/fs/cgroup/memory/docker/{full}/memory.usage_in_bytes"),
-            "now_v2": Path(f"/sys/fs/cgroup/docker/{full}/memory.current"),
-            "now_v2s": Path(f"/sys/fs/cgroup/system.slice/docker-{full}.scope/memory.current"),
-            "procs_v1": Path(f"/sys/fs/cgroup/pids/docker/{full}/cgroup.procs"),
-            "procs_v2": Path(f"/sys/fs/cgroup/docker/{full}/cgroup.procs"),
-            "procs_v2s": Path(f"/sys/fs/cgroup/system.slice/docker-{full}.scope/cgroup.procs"),
-        }
-        self._cgroup = {name: path for name, path in candidates.items() if path.exists()}
+        self._cgroup = cgroup.find(self._id)
+        if not self._cgroup.found and not self._backend.warned_no_cgroup:
+            self._backend.warned_no_cgroup = True
+            log.warning(
+                "cannot find the cgroup of container %s under %s (a remote Docker engine,"
+                " or a layout interp does not know): CPU and memory figures are missing, and"
+                " processes that code leaves running after a timeout are not killed",
+                self._id[:12],
+                cgroup.ROOT,
+            )
 
     def usage(self) -> Usage:
+        files = self._cgroup
         cpu_s: float | None = None
         peak: int | None = None
         now: int | None = None
-        with contextlib.suppress(OSError, ValueError):
-            if "cpu_v1" in self._cgroup:
-                cpu_s = int(self._cgroup["cpu_v1"].read_text()) / 1e9
-            for name in ("cpu_v2", "cpu_v2s"):
-                if name in self._cgroup:
-                    stat = dict(
-                        line.split() for line in self._cgroup[name].read_text().splitlines()
-                    )
-                    cpu_s = int(stat["usage_usec"]) / 1e6
-            for name in ("mem_v1", "mem_v2", "mem_v2s"):
-                if name in self._cgroup:
-                    peak = int(self._cgroup[name].read_text())
-            for name in ("now_v1", "now_v2", "now_v2s"):
-                if name in self._cgroup:
-                    now = int(self._cgroup[name].read_text())
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if files.cpu is not None and files.v1:
+                cpu_s = int(files.cpu.read_text()) / 1e9
+            elif files.cpu is not None:
+                stat = dict(line.split() for line in files.cpu.read_text().splitlines())
+                cpu_s = int(stat["usage_usec"]) / 1e6
+            if files.peak is not None:
+                peak = int(files.peak.read_text())
+            if files.now is not None:
+                now = int(files.now.read_text())
         return Usage(cpu_s=cpu_s, peak_memory_bytes=peak, memory_bytes=now)
 
     def stray_processes(self) -> int:
-        for name in ("procs_v1", "procs_v2", "procs_v2s"):
-            if name in self._cgroup:
-                with contextlib.suppress(OSError):
-                    # The init process and the kernel are expected; anything else is not.
-                    return max(0, len(self._cgroup[name].read_text().split()) - 2)
+        if self._cgroup.procs is not None:
+            with contextlib.suppress(OSError):
+                # The init process and the kernel are expected; anything else is not.
+                return max(0, len(self._cgroup.procs.read_text().split()) - 2)
         return 0
 
     def reset_peak_memory(self) -> None:
         # cgroup v1 lets the owner reset the high-water mark; v2's memory.peak keeps the
         # lifetime peak, so there the figure is "since the kernel started".
-        if "mem_v1" in self._cgroup:
+        if self._cgroup.v1 and self._cgroup.peak is not None:
             with contextlib.suppress(OSError):
-                self._cgroup["mem_v1"].write_text("0")
+                self._cgroup.peak.write_text("0")
 
 
 class DockerBackend:
@@ -270,6 +260,7 @@ class DockerBackend:
         self._events: CancellableStream[Any] | None = None
         self._events_thread: threading.Thread | None = None
         self._closing = False
+        self.warned_no_cgroup = False
 
     async def _call(self, action: str, fn: Callable[[], _T]) -> _T:
         def run() -> _T:
