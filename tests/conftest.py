@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import pytest
+import requests
 
 from interp import Config, Engine
 
 ENGINE_LABEL = "io.interp.engine"
+
+
+@functools.cache
+def docker_missing() -> str | None:
+    """Why Docker tests cannot run here, or ``None`` when an engine answers."""
+    try:
+        client = docker.from_env()
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+        return "no Docker engine answers: run scripts/setup, or start dockerd"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("docker") is not None and (reason := docker_missing()):
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

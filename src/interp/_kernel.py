@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,26 @@ MAX_MESSAGE_BYTES = 64 * 1024**2
 """Largest message taken from a kernel. ZMQ refuses a bigger one before it is buffered, so
 one forged message cannot take the engine's memory (the kernel's own output comes in
 pieces of at most 1 MiB, and images are capped far below this)."""
+
+
+async def _pin_socket(path: str, deadline: float) -> int:
+    """An ``O_PATH`` descriptor on the socket at ``path``, once the kernel has bound it.
+
+    At that moment no code has run in the sandbox yet, so the file is the kernel's own;
+    a link or anything but a socket there is refused.
+    """
+    while True:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if time.monotonic() > deadline:
+                raise KernelStartError(f"the kernel made no socket at {path}") from None
+            await asyncio.sleep(_RECONNECT_MS / 1000)
+            continue
+        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)
+        raise KernelStartError(f"{path} is not the kernel's socket")
 
 
 def make_context() -> zmq.asyncio.Context:
@@ -79,23 +101,52 @@ def parent_id(message: Message) -> object:
     return message["parent_header"].get("msg_id")
 
 
+_CHANNELS = ("shell", "iopub", "control")
+
+
+class _PinnedClient(AsyncKernelClient):
+    """Connects each ipc channel through a descriptor held on its socket file, not by name.
+
+    The kernel's socket directory is writable from inside the sandbox: by name, ZMQ's next
+    reconnect would follow whatever link the code put there, to any socket on the host.
+    """
+
+    pinned: dict[str, int]
+
+    def _make_url(self, channel: str) -> str:
+        if channel in self.pinned:
+            return f"ipc:///proc/self/fd/{self.pinned[channel]}"
+        url: str = super()._make_url(channel)
+        return url
+
+
 class KernelChannel:
     """Shell, iopub and control channels to one kernel."""
 
     def __init__(self, connection_info: dict[str, Any], context: zmq.asyncio.Context) -> None:
         self._closed = False
-        self._client = AsyncKernelClient(context=context)
+        self._client = _PinnedClient(context=context)
         self._client.load_connection_info(connection_info)  # type: ignore[arg-type]
+        self._client.pinned = {}
+        self._session = self._client.session
+        self._connected = False
+
+    async def _connect(self, deadline: float) -> None:
+        """Pin the kernel's ipc sockets once it has made them, then open the channels."""
+        if self._client.transport == "ipc":
+            for channel in _CHANNELS:
+                path = f"{self._client.ip}-{getattr(self._client, channel + '_port')}"
+                self._client.pinned[channel] = await _pin_socket(path, deadline)
         self._client.start_channels(  # noqa: S604 (`shell` is the Jupyter channel, not a shell)
             shell=True, iopub=True, stdin=False, hb=False, control=True
         )
-        self._session = self._client.session
         self._iopub: zmq.asyncio.Socket = self._client.iopub_channel.socket
         # Synchronous views of the same sockets, for taking what has already arrived.
         self._iopub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._iopub.underlying)
         self._shell_now: zmq.Socket[bytes] = zmq.Socket.shadow(
             self._client.shell_channel.socket.underlying
         )
+        self._connected = True
 
     async def ready(self, timeout: float) -> Message:
         """Return the kernel_info reply once the kernel answers and iopub delivers.
@@ -105,6 +156,7 @@ class KernelChannel:
         execution can be missed by a subscription still in flight.
         """
         deadline = time.monotonic() + timeout
+        await self._connect(deadline)
         while (remaining := deadline - time.monotonic()) > 0:
             msg_id = self._client.kernel_info()
             reply = await self._reply(msg_id, remaining)
@@ -181,7 +233,11 @@ class KernelChannel:
 
     def close(self) -> None:
         self._closed = True
-        self._client.stop_channels()
+        if self._connected:
+            self._client.stop_channels()
+        for fd in self._client.pinned.values():
+            os.close(fd)
+        self._client.pinned = {}
 
 
 @dataclass(eq=False)

@@ -26,28 +26,40 @@ async def test_a_timeout_stops_the_code_at_the_deadline_and_the_session_goes_on(
     engine: Engine, code: str
 ) -> None:
     session = await engine.create_session()
+    await engine.execute("kept = 'state'", session=session)
     result = await engine.execute(code, session=session, timeout=1.5)
     assert result.status is ExecutionStatus.TIMEOUT
+    assert result.message is not None and "timed out after 1.5 s" in result.message
     assert 1.5 <= result.duration_s < 1.5 + engine.config.interrupt_grace + 0.5
-    after = await engine.execute("print('next')", session=session)
-    assert (after.status, after.logs) == (ExecutionStatus.COMPLETED, "next\n")
+    after = await engine.execute("print(kept)", session=session)
+    assert (after.status, after.logs) == (ExecutionStatus.COMPLETED, "state\n")
 
 
-async def test_code_that_swallows_keyboard_interrupt_is_killed_within_the_grace(
-    engine: Engine,
-) -> None:
-    session = await engine.create_session()
-    code = (
+@pytest.mark.parametrize(
+    "code",
+    [
         "import time\n"
         "while True:\n"
         "    try:\n"
         "        time.sleep(0.01)\n"
         "    except BaseException:\n"
-        "        pass\n"
+        "        pass\n",
+        "import signal, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "while True: time.sleep(0.01)\n",
+    ],
+    ids=["swallows-keyboard-interrupt", "ignores-sigint"],
+)
+async def test_code_that_ignores_interrupts_is_killed_within_the_grace(
+    engine: Engine, code: str
+) -> None:
+    session = await engine.create_session()
+    result = await engine.execute(
+        "print('stubborn', flush=True)\n" + code, session=session, timeout=1
     )
-    result = await engine.execute(code, session=session, timeout=1)
     assert result.status is ExecutionStatus.TIMEOUT
     assert result.message is not None and "killed" in result.message
+    assert result.logs == "stubborn\n"
     assert result.duration_s < 1 + engine.config.interrupt_grace + 1
     after = await engine.execute("print('fresh kernel')", session=session)
     assert after.logs == "fresh kernel\n"

@@ -8,12 +8,16 @@ for another technology (Kubernetes, a VM) fits the same shape.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from .._models import ExitInfo
+from .._sandbox_files import remove_tree
+
+log = logging.getLogger("interp.sandbox")
 
 # Inside the sandbox, the kernel's connection file and ipc sockets live here.
 KERNEL_DIR = "/run/interp"
@@ -31,6 +35,15 @@ def connection_info(socket_dir: str, key: str) -> dict[str, Any]:
         "kernel_name": "python3",
         **_PORTS,
     }
+
+
+def remove_kernel_dir(path: Path) -> None:
+    """Remove a kernel's socket directory, which the code could write in: never following
+    a link, whatever it left there; a failure is logged, not raised."""
+    try:
+        remove_tree(path)
+    except OSError as exc:
+        log.warning("could not remove %s: %s", path, str(exc))
 
 
 def write_connection_file(host_dir: Path, kernel_dir: str) -> dict[str, Any]:

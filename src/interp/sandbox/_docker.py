@@ -31,7 +31,7 @@ from .._exceptions import DockerUnavailableError, ImageError, SandboxError
 from .._models import ExitCause, ExitInfo
 from .._owner import is_alive, this_process
 from . import _cgroup as cgroup
-from ._base import KERNEL_DIR, Usage, write_connection_file
+from ._base import KERNEL_DIR, Usage, remove_kernel_dir, write_connection_file
 from ._image import BuildProgress, debootstrap_rootfs, prepare_context
 
 log = logging.getLogger("interp.docker")
@@ -146,7 +146,7 @@ def reap_orphans(client: docker.DockerClient) -> int:
         if kernel_dir.name.startswith("interp-") and kernel_dir.parent == Path(
             tempfile.gettempdir()
         ):
-            shutil.rmtree(kernel_dir, ignore_errors=True)
+            remove_kernel_dir(kernel_dir)
     return reaped
 
 
@@ -199,7 +199,7 @@ class DockerSandbox:
 
     async def remove(self) -> None:
         await self._backend.remove(self)
-        shutil.rmtree(self._host_dir, ignore_errors=True)
+        remove_kernel_dir(self._host_dir)
 
     def find_cgroup(self) -> None:
         """Locate the container's cgroup files on this host, if the engine is local."""
@@ -247,7 +247,7 @@ class DockerSandbox:
 
 
 class DockerBackend:
-    """Starts kernels in containers with the flags of DESIGN.md's sandbox contract."""
+    """Starts kernels in containers with the flags of the sandbox contract (README, The sandbox)."""
 
     isolated = True
 
@@ -429,10 +429,10 @@ class DockerBackend:
             # The worker thread goes on creating the container: wait for it, remove it.
             with contextlib.suppress(Exception):
                 await self._sandboxes[await starting].remove()
-            shutil.rmtree(host_dir, ignore_errors=True)
+            remove_kernel_dir(host_dir)
             raise
         except BaseException:
-            shutil.rmtree(host_dir, ignore_errors=True)
+            remove_kernel_dir(host_dir)
             raise
         sandbox = self._sandboxes[container_id]
         sandbox.find_cgroup()

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import psutil
 from .._config import Config
 from .._exceptions import SandboxError
 from .._models import ExitCause, ExitInfo
-from ._base import Usage, write_connection_file
+from ._base import Usage, remove_kernel_dir, write_connection_file
 
 log = logging.getLogger("interp.process")
 
@@ -87,7 +86,7 @@ class ProcessSandbox:
     async def remove(self) -> None:
         await self.kill()
         await self.wait()
-        shutil.rmtree(self._host_dir, ignore_errors=True)
+        remove_kernel_dir(self._host_dir)
         self._on_remove(self)
 
     def usage(self) -> Usage:
@@ -159,10 +158,10 @@ class ProcessBackend:
                 started = await creating
                 started.kill()
                 await started.wait()
-            shutil.rmtree(host_dir, ignore_errors=True)
+            remove_kernel_dir(host_dir)
             raise
         except OSError as exc:
-            shutil.rmtree(host_dir, ignore_errors=True)
+            remove_kernel_dir(host_dir)
             raise SandboxError(f"cannot start a kernel process: {exc}") from exc
         sandbox = ProcessSandbox(process, host_dir, info, self._sandboxes.discard)
         self._sandboxes.add(sandbox)
