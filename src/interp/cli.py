@@ -284,7 +284,7 @@ def doctor(
     table.add_column("what to do")
     healthy = True
     if config.backend == "docker":
-        from .sandbox._docker import diagnose
+        from .sandbox._doctor import diagnose
 
         for check in diagnose(config.image, config.runtime):
             healthy &= check.ok
@@ -380,7 +380,7 @@ def image_build(
     ] = False,
 ) -> None:
     """Build the sandbox image (makes a Debian base locally when none can be pulled)."""
-    from .sandbox._docker import image_status
+    from .sandbox._docker_client import image_status
 
     config = _safe_config()
     try:
@@ -394,7 +394,7 @@ def image_build(
 
 
 def _build_with_progress(config: Config) -> None:
-    from .sandbox._docker import build_image
+    from .sandbox._image_build import build_image
 
     columns = (
         SpinnerColumn(),

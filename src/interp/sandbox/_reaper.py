@@ -1,0 +1,40 @@
+"""Owner labels on containers, and the reaping of those whose engine is gone."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from .._owner import is_alive, this_process
+from ._base import remove_kernel_dir
+from ._docker_client import LABEL_ENGINE, LABEL_KERNEL_DIR, LABEL_OWNER_PID, LABEL_OWNER_STARTED
+
+
+def owner_labels(engine_id: str) -> dict[str, str]:
+    """Labels that let a later engine tell whether this one is still alive."""
+    pid, started = this_process()
+    return {LABEL_ENGINE: engine_id, LABEL_OWNER_PID: pid, LABEL_OWNER_STARTED: started}
+
+
+def reap_orphans(client: docker.DockerClient) -> int:
+    """Remove sandboxes whose engine process is gone. Unlabelled containers are never touched."""
+    reaped = 0
+    for summary in client.api.containers(all=True, filters={"label": LABEL_ENGINE}):
+        labels: dict[str, str] = summary.get("Labels") or {}
+        if LABEL_ENGINE not in labels or is_alive(
+            labels.get(LABEL_OWNER_PID, ""), labels.get(LABEL_OWNER_STARTED, "")
+        ):
+            continue
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_container(summary["Id"], force=True)
+            reaped += 1
+        kernel_dir = Path(labels.get(LABEL_KERNEL_DIR, ""))
+        if kernel_dir.name.startswith("interp-") and kernel_dir.parent == Path(
+            tempfile.gettempdir()
+        ):
+            remove_kernel_dir(kernel_dir)
+    return reaped
