@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from interp import (
     InterpError,
     KernelStartError,
     SandboxError,
+    SessionNotFoundError,
 )
 
 from ..conftest import assert_no_containers, containers_of
@@ -364,3 +366,27 @@ async def test_a_closed_engine_says_so_to_a_running_call(
     with pytest.raises(InterpError):
         await asyncio.wait_for(waiting, 10)
     assert_no_containers(docker_client, engine.id)
+
+
+async def test_closing_a_session_during_its_cold_start_stops_the_code(
+    make_config: Callable[..., Config], docker_client: docker.DockerClient
+) -> None:
+    async with Engine(make_config(pool_size=0)) as engine:
+        session = await engine.create_session()
+        call = asyncio.create_task(
+            engine.execute("open('ran.txt', 'w').write('ran')", session=session)
+        )
+        await asyncio.sleep(0.05)  # the kernel is being started for the call
+        await engine.close_session(session)
+        with pytest.raises(SessionNotFoundError):
+            await asyncio.wait_for(call, 30)
+        assert engine.stats().leased == 0
+        assert containers_of(docker_client, engine.id) == []
+
+
+async def test_the_async_engine_leaves_sigterm_to_the_application(
+    make_config: Callable[..., Config],
+) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    async with Engine(make_config(pool_size=0)):
+        assert signal.getsignal(signal.SIGTERM) is before
