@@ -126,6 +126,22 @@ class Config(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir("interp")))
     """Where session files, produced files and the file index live."""
 
+    # `interp serve`.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    model_base_url: str | None = None
+    """The OpenAI-compatible chat-completions endpoint runs are driven by."""
+    model_api_key: str | None = None
+    model: str | None = None
+    """The model a run uses when neither it nor its assistant names one; also what
+    ``GET /v1/models`` lists (else the upstream's list)."""
+    db: str | None = None
+    """SQLAlchemy async URL of the server's database; ``sqlite+aiosqlite`` in ``data_dir``
+    if unset."""
+    api_keys: list[Annotated[str, Field(min_length=8)]] = Field(default_factory=list)
+    """Bearer keys the server accepts (each sees only what it created); none: no key
+    needed, and the server listens on loopback only."""
+
     @field_validator("env")
     @classmethod
     def _no_reserved_env(cls, value: dict[str, str]) -> dict[str, str]:

@@ -328,6 +328,14 @@ class Engine:
             except OSError as exc:
                 raise InvalidInputError(f"cannot put {name} in /mnt/data: {exc.strerror}") from exc
 
+    async def keep_file(self, file_id: str) -> FileInfo:
+        """Make a file a session produced the caller's own: it outlives the session (its
+        close and its expiry) and is never evicted, until ``delete_file``."""
+        self._check_open()
+        if not await asyncio.to_thread(self.files.detach, file_id):
+            raise InvalidInputError(f"no file {file_id!r}")
+        return self.file(file_id)
+
     async def delete_file(self, file_id: str) -> None:
         """Delete a stored file; ``InvalidInputError`` if there is none of that id."""
         self._check_open()

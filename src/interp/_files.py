@@ -222,6 +222,16 @@ class FileStore:
             self._forget(file_id, row[0])
         return True
 
+    def detach(self, file_id: str) -> bool:
+        """Make a file the caller's own: no longer its session's, so it outlives the
+        session and is never evicted. ``False`` if there is no file of that id."""
+        self.path(file_id)
+        with self._lock, self._db:
+            changed = self._db.execute(
+                "UPDATE files SET session = NULL WHERE id = ?", (file_id,)
+            ).rowcount
+        return bool(changed)
+
     def delete_session(self, session: str) -> int:
         """Delete every file a session stored; return how many."""
         with self._lock:

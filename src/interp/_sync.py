@@ -109,6 +109,9 @@ class SyncEngine:
     def file(self, file_id: str) -> FileInfo:
         return self._engine.file(file_id)
 
+    def keep_file(self, file_id: str) -> FileInfo:
+        return self._call(self._engine.keep_file(file_id))
+
     def delete_file(self, file_id: str) -> None:
         self._call(self._engine.delete_file(file_id))
 

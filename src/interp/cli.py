@@ -416,6 +416,115 @@ def _build_with_progress(config: Config) -> None:
         progress.update(task, completed=1, total=1)
 
 
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to listen on (default 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default 8000).")] = None,
+    model_base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--model-base-url",
+            help="OpenAI-compatible chat-completions endpoint, e.g. http://localhost:11434/v1.",
+        ),
+    ] = None,
+    model_api_key: Annotated[
+        str | None, typer.Option("--model-api-key", help="Key for the model endpoint.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Model for runs whose assistant names none; /v1/models."),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="SQLAlchemy async URL (default: SQLite in the data directory)."),
+    ] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key", help="A key clients must send (repeat for several; each sees its own)."
+        ),
+    ] = None,
+) -> None:
+    """Serve OpenAI's Assistants API over the engine, driven by a chat-completions model.
+
+    Programs written for OpenAI's Assistants API run unchanged with
+    OPENAI_BASE_URL=http://HOST:PORT/v1. Settings also come from INTERP_* variables
+    (INTERP_MODEL_BASE_URL, INTERP_API_KEYS='["key"]', ...).
+    """
+    config = _safe_config(
+        host=host,
+        port=port,
+        model_base_url=model_base_url,
+        model_api_key=model_api_key,
+        model=model,
+        db=db,
+        api_keys=api_key or None,
+    )
+    if not config.model_base_url:
+        _exit_error(
+            "no model endpoint: give --model-base-url (or INTERP_MODEL_BASE_URL)", EXIT_USAGE
+        )
+    if not config.api_keys and not _is_loopback(config.host):
+        _exit_error(
+            f"refusing to listen on {config.host} without keys: give --api-key, or listen on"
+            " 127.0.0.1",
+            EXIT_USAGE,
+        )
+    try:
+        import uvicorn
+
+        from .server import asgi_app, db_url, preflight
+    except ImportError as exc:
+        _exit_error(
+            f"interp serve needs the server extra ({exc.name} is missing):"
+            " pip install 'interp[server]'",
+            EXIT_ENGINE,
+        )
+        raise
+    try:
+        asyncio.run(preflight(config))
+        if config.backend == "docker":
+            from .sandbox._docker_client import image_status
+
+            if image_status(config.image) is None:
+                _exit_error(
+                    f"the sandbox image {config.image} is not built: run `interp image build`",
+                    EXIT_ENGINE,
+                )
+    except InterpError as exc:
+        _exit_error(str(exc), EXIT_ENGINE)
+    err.print(f"interp serving the Assistants API at http://{config.host}:{config.port}/v1")
+    err.print(
+        f"  model endpoint: {config.model_base_url}"
+        + (f" (model {config.model})" if config.model else "")
+    )
+    err.print(f"  database: {_hide_password(db_url(config))}")
+    err.print(
+        "  keys: "
+        + (f"{len(config.api_keys)} required" if config.api_keys else "none (loopback only)")
+    )
+    uvicorn.run(asgi_app(config), host=config.host, port=config.port, log_level="warning")
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def _safe_config(**overrides: Any) -> Config:
     try:
         return _config(**overrides)

@@ -1,0 +1,44 @@
+"""OpenAI's error JSON, with the status the ``openai`` SDK maps to its exception classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class APIError(Exception):
+    """An error answered as ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def not_found(kind: str, object_id: str) -> APIError:
+    shown = object_id if len(object_id) <= 64 else object_id[:64] + "…"
+    return APIError(404, f"No {kind} found with id '{shown}'.", code="not_found")
+
+
+def bad_request(message: str, *, param: str | None = None) -> APIError:
+    return APIError(400, message, param=param)

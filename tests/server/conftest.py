@@ -1,0 +1,120 @@
+"""A live `interp serve` (the real CLI, uvicorn on a free port) in front of a scripted
+model, and the real `openai` client against it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import openai
+import pytest
+
+from ..conftest import containers_of
+from .fake_model import MODEL, FakeModel, free_port
+
+KEY_A = "key-alice-0123456789"
+KEY_B = "key-bob-0123456789"
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+    data_dir: Path
+    log: Path
+
+    def client(self, key: str = "anything", **options: object) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url, api_key=key, max_retries=0, **options)  # type: ignore[arg-type]
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=60)
+        finally:
+            self.process.kill()
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_server(
+    tmp_path: Path, model_url: str, *extra: str, env: dict[str, str] | None = None
+) -> Server:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    log = tmp_path / f"serve-{port}.log"
+    environment = {
+        **os.environ,
+        "INTERP_DATA_DIR": str(data_dir),
+        "INTERP_POOL_SIZE": "1",
+        "INTERP_MEMORY": "512m",
+        **(env or {}),
+    }
+    with log.open("w") as out:
+        command = [sys.executable, "-m", "interp", "serve", "--port", str(port)]
+        command += ["--model-base-url", model_url, "--model", MODEL, *extra]
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            text=True,
+        )
+    server = Server(f"http://127.0.0.1:{port}/v1", process, data_dir, log)
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"interp serve exited {process.returncode}:\n{server.logs()}")
+        try:
+            urllib.request.urlopen(f"{server.url}/models", timeout=1).close()
+            return server
+        except urllib.error.HTTPError:
+            return server  # it answers (a key may be needed)
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"interp serve did not answer:\n{server.logs()}") from None
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def fake_model() -> Iterator[FakeModel]:
+    with FakeModel() as model:
+        yield model
+
+
+@pytest.fixture(scope="module")
+def server(
+    fake_model: FakeModel,
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_client: docker.DockerClient,
+) -> Iterator[Server]:
+    started = start_server(tmp_path_factory.mktemp("serve"), fake_model.url)
+    yield started
+    code = started.stop()
+    # uvicorn shuts down gracefully, then ends by the signal it caught.
+    assert code in (0, -signal.SIGTERM), started.logs()
+    left = [
+        c
+        for c in docker_client.containers.list(all=True, filters={"label": "io.interp.owner-pid"})
+        if c.labels.get("io.interp.owner-pid") == str(started.process.pid)
+    ]
+    assert not left, "interp serve left containers behind"
+    assert "Traceback" not in started.logs(), started.logs()
+
+
+@pytest.fixture
+def client(server: Server) -> openai.OpenAI:
+    return server.client()
+
+
+__all__ = ["KEY_A", "KEY_B", "Server", "containers_of", "start_server"]
