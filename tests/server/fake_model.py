@@ -5,7 +5,8 @@ It answers by rules on the conversation so far, so that concurrent threads each 
 their own script:
 
 - last message from the user containing ``RUN: <code>``: a ``python`` call with that code
-  (the code after ``RUN:`` to the end of the message); ``RAW: <code>`` sends the code as
+  (the code after ``RUN:`` to the end of the message, before the server's note of attached
+  files); ``RAW: <code>`` sends the code as
   raw arguments instead of JSON; ``BROKEN`` sends arguments that are not JSON;
 - ``CALL <name> <json>``: a call of that function tool;
 - ``FAIL <status>``: an HTTP error of that status;
@@ -138,7 +139,8 @@ class FakeModel:
             elif "RAW:" in content:
                 arguments = content.split("RAW:", 1)[1].strip()
             else:
-                arguments = json.dumps({"code": content.split("RUN:", 1)[1].strip()})
+                code = content.split("RUN:", 1)[1].split("\n[files attached", 1)[0]
+                arguments = json.dumps({"code": code.strip()})
             yield _chunk({"role": "assistant", "content": None})
             yield _chunk(
                 {

@@ -125,18 +125,11 @@ class _BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge(limit)
+                    # Raised where the route reads its body: answered by the app's handler.
+                    raise StarletteHTTPException(413, _too_large(limit).message)
             return message
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge as exc:
-            await _send_error(send, _too_large(exc.limit))
-
-
-class _TooLarge(Exception):
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+        await self.app(scope, counted, send)
 
 
 def _too_large(limit: int) -> APIError:
@@ -369,6 +362,18 @@ def create_app(config: Config) -> FastAPI:
     async def create_thread(owner: Owner, body: wire.ThreadCreate | None = None) -> dict[str, Any]:
         return await new_thread(owner, body or wire.ThreadCreate())
 
+    # Before /v1/threads/{thread_id}, which would take "runs" for a thread id.
+    @app.post("/v1/threads/runs", response_model=None)
+    async def create_thread_and_run(
+        body: wire.ThreadAndRunCreate, owner: Owner
+    ) -> Response | dict[str, Any]:
+        await find("assistant", owner, body.assistant_id, "assistant")
+        thread_body = body.thread or wire.ThreadCreate()
+        if body.tool_resources is not None and thread_body.tool_resources is None:
+            thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
+        thread = await new_thread(owner, thread_body)
+        return await begin_run(owner, thread, body, [], None)
+
     @app.get("/v1/threads/{thread_id}")
     async def get_thread(thread_id: str, owner: Owner) -> dict[str, Any]:
         return await thread_of(owner, thread_id)
@@ -496,17 +501,6 @@ def create_app(config: Config) -> FastAPI:
         return await begin_run(
             owner, thread, body, body.additional_messages or [], body.additional_instructions
         )
-
-    @app.post("/v1/threads/runs", response_model=None)
-    async def create_thread_and_run(
-        body: wire.ThreadAndRunCreate, owner: Owner
-    ) -> Response | dict[str, Any]:
-        await find("assistant", owner, body.assistant_id, "assistant")
-        thread_body = body.thread or wire.ThreadCreate()
-        if body.tool_resources is not None and thread_body.tool_resources is None:
-            thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
-        thread = await new_thread(owner, thread_body)
-        return await begin_run(owner, thread, body, [], None)
 
     @app.get("/v1/threads/{thread_id}/runs")
     async def list_runs(

@@ -105,6 +105,8 @@ class Runner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         """Thread id -> its active run's task."""
         self._events: dict[str, RunEvents] = {}
+        self._cancelling: set[str] = set()
+        """Runs a client cancelled (a task cancelled otherwise is the server stopping)."""
         self._placed: dict[str, set[str]] = {}
         """Thread id -> file ids already in its session's /mnt/data."""
 
@@ -149,6 +151,7 @@ class Runner:
             await self._store.put("run", owner, run)
             return run
         run["status"] = "cancelling"
+        self._cancelling.add(run["id"])
         await self._store.put("run", owner, run)
         events = self._events.get(run["id"])
         if events is not None:
@@ -205,7 +208,8 @@ class Runner:
 
     async def _end_cancelled(self, state: _Run) -> None:
         run = state.run
-        if run["status"] == "cancelling":
+        if run["id"] in self._cancelling:
+            self._cancelling.discard(run["id"])
             run.update(status="cancelled", cancelled_at=wire.now())
             event = "thread.run.cancelled"
         else:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, delete, select, update
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, delete, event, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -58,10 +58,23 @@ class Page:
     has_more: bool
 
 
+def _sqlite_wal(connection: Any, record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine: AsyncEngine = create_async_engine(url)
+        sqlite = url.startswith("sqlite")
+        # SQLite: a writer waits for another rather than failing at once, and readers never
+        # wait for writers (WAL).
+        self._engine: AsyncEngine = create_async_engine(
+            url, connect_args={"timeout": 30} if sqlite else {}
+        )
+        if sqlite:
+            event.listen(self._engine.sync_engine, "connect", _sqlite_wal)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
 
     async def open(self) -> None:

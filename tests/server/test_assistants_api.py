@@ -1,0 +1,417 @@
+"""The Assistants API as the `openai` SDK drives it, against a live `interp serve`.
+
+Every object and event the server sends is also validated against the SDK's own types
+in strict mode (no required field missing, none of the wrong type)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import http.client
+import io
+import json
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+import openai
+import pytest
+from openai.types.beta import Assistant, AssistantStreamEvent, Thread
+from openai.types.beta.threads import Message, Run
+from openai.types.beta.threads.runs import RunStep
+from pydantic import BaseModel, TypeAdapter
+
+from .conftest import Server
+from .fake_model import FakeModel
+
+pytestmark = [
+    pytest.mark.docker,
+    # The SDK marks the Assistants API deprecated (OpenAI shut it down): that is why we serve it.
+    pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning"),
+]
+
+STREAM_EVENT: TypeAdapter[Any] = TypeAdapter(AssistantStreamEvent)
+
+
+def strict(model: type[BaseModel], obj: BaseModel | dict[str, Any]) -> None:
+    """``obj`` (as the server sent it) validates against ``model`` in strict mode."""
+    data = obj.model_dump(mode="json", exclude_unset=True) if isinstance(obj, BaseModel) else obj
+    model.model_validate_json(json.dumps(data), strict=True)
+
+
+def assistant(client: openai.OpenAI, **extra: Any) -> Assistant:
+    return client.beta.assistants.create(
+        model="gpt-4o", tools=[{"type": "code_interpreter"}], **extra
+    )
+
+
+def run_code(client: openai.OpenAI, code: str, **extra: Any) -> tuple[Thread, Run]:
+    helper = assistant(client)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": f"RUN: {code}"}])
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=100, **extra
+    )
+    return thread, run
+
+
+def reply(client: openai.OpenAI, thread: Thread) -> Message:
+    return client.beta.threads.messages.list(thread_id=thread.id, order="desc").data[0]
+
+
+def test_a_polled_run_runs_the_code_and_keeps_every_object(client: openai.OpenAI) -> None:
+    thread, run = run_code(client, "x = 6 * 7\nprint(x)")
+    assert run.status == "completed", run.last_error
+    strict(Run, run)
+    assert run.usage is not None and run.usage.total_tokens == 30
+    answer = reply(client, thread)
+    strict(Message, answer)
+    assert answer.role == "assistant" and answer.run_id == run.id
+    assert answer.content[0].type == "text" and answer.content[0].text.value == "Result: 42"
+    steps = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc")
+    kinds = [step.type for step in steps.data]
+    assert kinds == ["tool_calls", "message_creation"]
+    for step in steps.data:
+        strict(RunStep, step)
+    call = steps.data[0].step_details.tool_calls[0]  # type: ignore[union-attr]
+    assert call.type == "code_interpreter"
+    assert call.code_interpreter.input == "x = 6 * 7\nprint(x)"
+    assert [o.model_dump() for o in call.code_interpreter.outputs] == [
+        {"type": "logs", "logs": "42\n"}
+    ]
+    # State persists in the thread's session: the next run sees x.
+    client.beta.threads.messages.create(
+        thread_id=thread.id, role="user", content="RUN: print(x + 1)"
+    )
+    again = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=run.assistant_id, poll_interval_ms=100
+    )
+    assert again.status == "completed"
+    assert reply(client, thread).content[0].text.value == "Result: 43"  # type: ignore[union-attr]
+
+
+def test_every_streamed_event_is_a_valid_sdk_event_in_order(client: openai.OpenAI) -> None:
+    helper = assistant(client)
+    thread = client.beta.threads.create(
+        messages=[
+            {"role": "user", "content": "RUN: print('a')\nimport time; time.sleep(0.3)\nprint('b')"}
+        ]
+    )
+    names = []
+    with client.beta.threads.runs.create(
+        thread_id=thread.id, assistant_id=helper.id, stream=True
+    ) as stream:
+        for event in stream:
+            names.append(event.event)
+            STREAM_EVENT.validate_json(
+                json.dumps(
+                    {
+                        "event": event.event,
+                        "data": event.data.model_dump(mode="json", exclude_unset=True),
+                    }
+                ),
+                strict=True,
+            )
+    assert names[:5] == [
+        "thread.run.created",
+        "thread.run.queued",
+        "thread.run.in_progress",
+        "thread.run.step.created",
+        "thread.run.step.in_progress",
+    ]
+    assert names[-1] == "thread.run.completed"
+    assert names.count("thread.message.completed") == 1
+    assert "thread.run.step.delta" in names and "thread.message.delta" in names
+
+
+def test_create_and_run_makes_the_thread_and_runs_it(client: openai.OpenAI) -> None:
+    helper = assistant(client)
+    run = client.beta.threads.create_and_run_poll(
+        assistant_id=helper.id,
+        thread={"messages": [{"role": "user", "content": "RUN: print(2 ** 10)"}]},
+        poll_interval_ms=100,
+    )
+    assert run.status == "completed"
+    thread = client.beta.threads.retrieve(run.thread_id)
+    strict(Thread, thread)
+    assert reply(client, thread).content[0].text.value == "Result: 1024"  # type: ignore[union-attr]
+
+
+def test_files_go_in_by_attachment_and_come_out_by_id(client: openai.OpenAI) -> None:
+    uploaded = client.files.create(
+        file=("sales.csv", io.BytesIO(b"region,amount\nnorth,10\nsouth,32\n")),
+        purpose="assistants",
+    )
+    assert uploaded.filename == "sales.csv" and uploaded.bytes == 32
+    helper = assistant(client)
+    code = (
+        "import pandas as pd, matplotlib.pyplot as plt\n"
+        "frame = pd.read_csv('/mnt/data/sales.csv')\n"
+        "frame.assign(double=frame.amount * 2).to_csv('/mnt/data/out.csv', index=False)\n"
+        "frame.plot.bar(x='region', y='amount')\nplt.show()\n"
+        "print(frame.amount.sum())"
+    )
+    thread = client.beta.threads.create(
+        messages=[
+            {
+                "role": "user",
+                "content": f"RUN: {code}",
+                "attachments": [{"file_id": uploaded.id, "tools": [{"type": "code_interpreter"}]}],
+            }
+        ]
+    )
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=100
+    )
+    assert run.status == "completed", run.last_error
+    answer = reply(client, thread)
+    strict(Message, answer)
+    image = answer.content[0]
+    assert image.type == "image_file"
+    png = client.files.content(image.image_file.file_id).read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    listed = {f.filename: f for f in client.files.list().data}
+    assert "out.csv" in listed and listed["out.csv"].purpose == "assistants_output"
+    written = client.files.content(listed["out.csv"].id).read()
+    assert written.decode().splitlines() == ["region,amount,double", "north,10,20", "south,32,64"]
+    assert answer.content[1].type == "text" and "42" in answer.content[1].text.value
+
+
+def test_function_tools_wait_for_submitted_outputs(
+    client: openai.OpenAI, fake_model: FakeModel
+) -> None:
+    helper = client.beta.assistants.create(
+        model="gpt-4o",
+        tools=[
+            {"type": "code_interpreter"},
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                },
+            },
+        ],
+    )
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": 'CALL get_weather {"city": "Oslo"}'}]
+    )
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=100
+    )
+    assert run.status == "requires_action"
+    strict(Run, run)
+    assert run.required_action is not None
+    (call,) = run.required_action.submit_tool_outputs.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {
+        "city": "Oslo"
+    }
+    done = client.beta.threads.runs.submit_tool_outputs_and_poll(
+        thread_id=thread.id,
+        run_id=run.id,
+        tool_outputs=[{"tool_call_id": call.id, "output": "sunny, 21 C"}],
+        poll_interval_ms=100,
+    )
+    assert done.status == "completed"
+    assert reply(client, thread).content[0].text.value == "Result: sunny, 21 C"  # type: ignore[union-attr]
+    sent = fake_model.requests[-1]["messages"]
+    assert sent[-1] == {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}
+
+
+def test_cancel_stops_a_long_sleep_and_the_thread_goes_on(client: openai.OpenAI) -> None:
+    helper = assistant(client)
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": "RUN: import time\ntime.sleep(60)"}]
+    )
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=helper.id)
+    deadline = time.monotonic() + 30
+    while not client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id).data:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(0.5)
+    began = time.monotonic()
+    cancelled = client.beta.threads.runs.cancel(thread_id=thread.id, run_id=run.id)
+    assert cancelled.status == "cancelled" and time.monotonic() - began < 10
+    assert cancelled.cancelled_at is not None
+    client.beta.threads.messages.create(
+        thread_id=thread.id, role="user", content="RUN: print('on')"
+    )
+    after = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=100
+    )
+    assert after.status == "completed"
+    assert reply(client, thread).content[0].text.value == "Result: on"  # type: ignore[union-attr]
+
+
+def test_a_second_run_on_a_busy_thread_is_refused(client: openai.OpenAI) -> None:
+    helper = assistant(client)
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": "RUN: import time\ntime.sleep(3)"}]
+    )
+    first = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=helper.id)
+    with pytest.raises(openai.BadRequestError, match="already has an active run"):
+        client.beta.threads.runs.create(thread_id=thread.id, assistant_id=helper.id)
+    client.beta.threads.runs.cancel(thread_id=thread.id, run_id=first.id)
+
+
+def test_lists_page_as_the_sdk_expects(client: openai.OpenAI) -> None:
+    made = [client.beta.assistants.create(model="m", name=f"page-{i}").id for i in range(7)]
+    first = client.beta.assistants.list(limit=3, order="asc")
+    assert len(first.data) == 3 and first.has_more
+    seen = [a.id for a in client.beta.assistants.list(limit=3, order="asc")]  # auto-paging
+    assert [i for i in seen if i in made] == made
+    newest = client.beta.assistants.list(limit=2, order="desc", before=made[3])
+    assert [a.id for a in newest.data] == [made[5], made[4]]
+    for assistant_id in made:
+        assert client.beta.assistants.delete(assistant_id).deleted
+
+
+def test_errors_have_openais_shape_and_the_sdks_classes(server: Server) -> None:
+    client = server.client()
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.beta.threads.retrieve("thread_nope")
+    assert missing.value.body == {  # type: ignore[comparison-overlap]
+        "message": "No thread found with id 'thread_nope'.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "not_found",
+    }
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.retrieve("t" * 10_000)
+    with pytest.raises(openai.BadRequestError):
+        client.beta.assistants.create(model="m", temperature=7)
+    with pytest.raises(openai.BadRequestError):
+        client.beta.assistants.create(model="m", tools=[{"type": "nope"}])  # type: ignore[list-item]
+    with pytest.raises(openai.BadRequestError):
+        client.post("/assistants", body={"model": "m", "surprise": 1}, cast_to=object)
+    with pytest.raises(openai.BadRequestError, match="plain name"):
+        client.files.create(file=("../escape.txt", io.BytesIO(b"x")), purpose="assistants")
+    thread = client.beta.threads.create()
+    helper = assistant(client)
+    client.beta.threads.delete(thread.id)
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.runs.create(thread_id=thread.id, assistant_id=helper.id)
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.messages.create(
+            thread_id=client.beta.threads.create().id,
+            role="user",
+            content="x",
+            attachments=[{"file_id": "file-unknown", "tools": [{"type": "code_interpreter"}]}],
+        )
+
+
+def raw_request(
+    server: Server, method: str, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    url = urlparse(server.url)
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
+    try:
+        connection.putrequest(method, url.path + path)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        if body:
+            with contextlib.suppress(OSError):  # the server may answer before reading it all
+                connection.send(body)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_hostile_bodies_get_a_4xx_and_change_nothing(server: Server) -> None:
+    status, body = raw_request(
+        server,
+        "POST",
+        "/assistants",
+        b"{not json",
+        {"content-type": "application/json", "content-length": "9"},
+    )
+    assert status == 400 and body["error"]["type"] == "invalid_request_error"
+    status, body = raw_request(
+        server,
+        "POST",
+        "/assistants",
+        b'{"model": 5}',
+        {"content-type": "application/json", "content-length": "12"},
+    )
+    assert status == 400
+    # A 600 MB upload is refused by its declared size, before a byte of it is read.
+    status, body = raw_request(
+        server,
+        "POST",
+        "/files",
+        b"",
+        {"content-type": "multipart/form-data; boundary=x", "content-length": str(600 * 1024**2)},
+    )
+    assert status == 413 and "too large" in body["error"]["message"]
+    # Without a declared size the body is counted as it arrives.
+    chunk = b"x" * 1024**2
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(17)) + b"0\r\n\r\n"
+    status, body = raw_request(
+        server,
+        "POST",
+        "/assistants",
+        framed,
+        {"content-type": "application/json", "transfer-encoding": "chunked"},
+    )
+    assert status == 413 and "too large" in body["error"]["message"]
+    assert server.process.poll() is None
+    assert server.client().beta.assistants.list().object == "list"
+
+
+def test_model_failures_fail_the_run_clearly_and_the_thread_goes_on(client: openai.OpenAI) -> None:
+    helper = assistant(client)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "BROKEN"}])
+    broken = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=100
+    )
+    assert broken.status == "failed" and broken.last_error is not None
+    assert broken.last_error.code == "invalid_prompt"
+    assert "not valid JSON" in broken.last_error.message
+    for status, code in ((500, "server_error"), (429, "rate_limit_exceeded")):
+        client.beta.threads.messages.create(
+            thread_id=thread.id, role="user", content=f"FAIL {status}"
+        )
+        failed = client.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=100
+        )
+        assert failed.status == "failed" and failed.last_error is not None
+        assert failed.last_error.code == code
+    client.beta.threads.messages.create(
+        thread_id=thread.id, role="user", content="RUN: print('fine')"
+    )
+    fine = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=100
+    )
+    assert fine.status == "completed"
+
+
+def test_a_failed_run_streams_failed_then_done(client: openai.OpenAI) -> None:
+    helper = assistant(client)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "FAIL 503"}])
+    with client.beta.threads.runs.create(
+        thread_id=thread.id, assistant_id=helper.id, stream=True
+    ) as stream:
+        names = [event.event for event in stream]
+    assert names[-1] == "thread.run.failed"
+
+
+def test_eight_threads_run_at_once_and_nothing_is_lost(client: openai.OpenAI) -> None:
+    helper = assistant(client)
+
+    def one(i: int) -> str:
+        thread = client.beta.threads.create(
+            messages=[
+                {"role": "user", "content": f"RUN: import time; time.sleep(0.2); print({i} * 3)"}
+            ]
+        )
+        run = client.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=100
+        )
+        assert run.status == "completed", run.last_error
+        return reply(client, thread).content[0].text.value  # type: ignore[union-attr]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(8)))
+    assert answers == [f"Result: {i * 3}" for i in range(8)]
