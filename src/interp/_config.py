@@ -132,6 +132,8 @@ class Config(BaseSettings):
     model_base_url: str | None = None
     """The OpenAI-compatible chat-completions endpoint runs are driven by."""
     model_api_key: str | None = None
+    model_timeout: float = Field(600.0, gt=0)
+    """Seconds a model request may take before the run fails with ``server_error``."""
     model: str | None = None
     """The model a run uses when neither it nor its assistant names one; also what
     ``GET /v1/models`` lists (else the upstream's list)."""

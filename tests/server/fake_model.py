@@ -9,7 +9,7 @@ their own script:
   files); ``RAW: <code>`` sends the code as
   raw arguments instead of JSON; ``BROKEN`` sends arguments that are not JSON;
 - ``CALL <name> <json>``: a call of that function tool;
-- ``FAIL <status>``: an HTTP error of that status;
+- ``FAIL <status>``: an HTTP error of that status; ``HANG``: no answer for 30 s;
 - a question about an equation (the Assistants quickstart's): a ``python`` call solving it
   with sympy;
 - after a tool result: a text reply quoting it (``Result: …``);
@@ -74,9 +74,9 @@ def _pieces(text: str, size: int = 7) -> Iterator[str]:
 
 
 class FakeModel:
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         self.requests: list[dict[str, Any]] = []
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         app = Starlette(
             routes=[
@@ -115,6 +115,8 @@ class FakeModel:
         self.requests.append(body)
         last = body["messages"][-1]
         content = last.get("content") or ""
+        if last["role"] == "user" and content == "HANG":
+            await asyncio.sleep(30)
         if last["role"] == "user" and "FAIL " in content:
             status = int(content.split("FAIL ", 1)[1].split()[0])
             return JSONResponse(

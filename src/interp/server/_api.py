@@ -182,6 +182,7 @@ def create_app(config: Config) -> FastAPI:
         model = Model(
             base_url=config.model_base_url or "http://127.0.0.1:11434/v1",
             api_key=config.model_api_key or "none",
+            timeout=config.model_timeout,
         )
         runner = Runner(store=store, engine=engine, model=model, default_model=config.model)
         holder["state"] = _State(store, engine, model, runner)

@@ -1,0 +1,162 @@
+"""Keys and owners, restarts, and a model endpoint that goes away: each with its own
+`interp serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import docker
+import openai
+import pytest
+
+from .conftest import KEY_A, KEY_B, start_server
+from .fake_model import FakeModel
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning"),
+]
+
+
+def code_assistant(client: openai.OpenAI) -> str:
+    return client.beta.assistants.create(model="m", tools=[{"type": "code_interpreter"}]).id
+
+
+def test_keys_are_required_and_each_sees_only_its_own(tmp_path: Path) -> None:
+    with FakeModel() as model:
+        server = start_server(tmp_path, model.url, "--api-key", KEY_A, "--api-key", KEY_B)
+        try:
+            try:
+                urllib.request.urlopen(f"{server.url}/assistants", timeout=10)
+                raise AssertionError("answered without a key")
+            except urllib.error.HTTPError as missing:
+                assert missing.code == 401
+                body = json.loads(missing.read())
+                assert body["error"]["message"] == "You didn't provide an API key."
+            with pytest.raises(openai.AuthenticationError):
+                server.client("wrong-key-123").beta.assistants.list()
+            alice, bob = server.client(KEY_A), server.client(KEY_B)
+            thread = alice.beta.threads.create()
+            file = alice.files.create(file=("a.txt", b"alice"), purpose="assistants")
+            with pytest.raises(openai.NotFoundError):
+                bob.beta.threads.retrieve(thread.id)
+            with pytest.raises(openai.NotFoundError):
+                bob.files.content(file.id)
+            with pytest.raises(openai.NotFoundError):
+                bob.beta.threads.messages.create(
+                    thread_id=bob.beta.threads.create().id,
+                    role="user",
+                    content="x",
+                    attachments=[{"file_id": file.id, "tools": [{"type": "code_interpreter"}]}],
+                )
+            assert [t.id for t in bob.beta.assistants.list()] == []
+            assert alice.beta.threads.retrieve(thread.id).id == thread.id
+        finally:
+            server.stop()
+
+
+def test_a_server_without_keys_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "interp",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--model-base-url",
+            "http://127.0.0.1:9/v1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "INTERP_DATA_DIR": str(tmp_path)},
+    )
+    assert done.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without keys" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_run_in_progress_at_a_crash_is_failed_on_restart_and_nothing_is_lost(
+    tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    with FakeModel() as model:
+        server = start_server(tmp_path, model.url)
+        client = server.client()
+        file = client.files.create(file=("kept.txt", b"kept"), purpose="assistants")
+        thread = client.beta.threads.create(
+            messages=[{"role": "user", "content": "RUN: import time\ntime.sleep(60)"}]
+        )
+        run = client.beta.threads.runs.create(
+            thread_id=thread.id, assistant_id=code_assistant(client)
+        )
+        deadline = time.monotonic() + 30
+        while (
+            client.beta.threads.runs.retrieve(thread_id=thread.id, run_id=run.id).status
+            != "in_progress"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(30)
+        again = start_server(tmp_path, model.url)
+        try:
+            client = again.client()
+            failed = client.beta.threads.runs.retrieve(thread_id=thread.id, run_id=run.id)
+            assert failed.status == "failed" and failed.last_error is not None
+            assert "stopped while this run was in progress" in failed.last_error.message
+            assert client.files.content(file.id).read() == b"kept"
+            messages = client.beta.threads.messages.list(thread_id=thread.id)
+            assert len(messages.data) == 1
+            # The killed server's sandboxes were reaped by the new one.
+            left = docker_client.containers.list(
+                all=True, filters={"label": f"io.interp.owner-pid={server.process.pid}"}
+            )
+            assert left == []
+        finally:
+            again.stop()
+
+
+def test_a_model_that_is_down_or_hangs_fails_the_run_and_the_next_one_works(
+    tmp_path: Path,
+) -> None:
+    model = FakeModel()
+    server = start_server(tmp_path, model.url, env={"INTERP_MODEL_TIMEOUT": "2"})
+    try:
+        client = server.client()
+        assistant_id = code_assistant(client)
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": "hello"}])
+        down = client.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant_id, poll_interval_ms=100
+        )
+        assert down.status == "failed" and down.last_error is not None
+        assert down.last_error.code == "server_error"
+        assert "unreachable" in down.last_error.message
+        with FakeModel(model.port):
+            client.beta.threads.messages.create(thread_id=thread.id, role="user", content="HANG")
+            hung = client.beta.threads.runs.create_and_poll(
+                thread_id=thread.id, assistant_id=assistant_id, poll_interval_ms=100
+            )
+            assert hung.status == "failed" and hung.last_error is not None
+            assert "timed out" in hung.last_error.message
+            client.beta.threads.messages.create(
+                thread_id=thread.id, role="user", content="RAW: print('raw code')"
+            )
+            fine = client.beta.threads.runs.create_and_poll(
+                thread_id=thread.id, assistant_id=assistant_id, poll_interval_ms=100
+            )
+            assert fine.status == "completed", fine.last_error
+            answer = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+            assert answer.content[0].text.value == "Result: raw code"  # type: ignore[union-attr]
+    finally:
+        server.stop()
