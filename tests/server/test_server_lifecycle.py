@@ -35,13 +35,11 @@ def test_keys_are_required_and_each_sees_only_its_own(tmp_path: Path) -> None:
     with FakeModel() as model:
         server = start_server(tmp_path, model.url, "--api-key", KEY_A, "--api-key", KEY_B)
         try:
-            try:
-                urllib.request.urlopen(f"{server.url}/assistants", timeout=10)
-                raise AssertionError("answered without a key")
-            except urllib.error.HTTPError as missing:
-                assert missing.code == 401
-                body = json.loads(missing.read())
-                assert body["error"]["message"] == "You didn't provide an API key."
+            with pytest.raises(urllib.error.HTTPError) as missing:
+                urllib.request.urlopen(f"{server.url}/assistants", timeout=10)  # noqa: S310
+            assert missing.value.code == 401
+            body = json.loads(missing.value.read())
+            assert body["error"]["message"] == "You didn't provide an API key."
             with pytest.raises(openai.AuthenticationError):
                 server.client("wrong-key-123").beta.assistants.list()
             alice, bob = server.client(KEY_A), server.client(KEY_B)
