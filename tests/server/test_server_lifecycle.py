@@ -36,7 +36,7 @@ def test_keys_are_required_and_each_sees_only_its_own(tmp_path: Path) -> None:
         server = start_server(tmp_path, model.url, "--api-key", KEY_A, "--api-key", KEY_B)
         try:
             with pytest.raises(urllib.error.HTTPError) as missing:
-                urllib.request.urlopen(f"{server.url}/assistants", timeout=10)  # noqa: S310
+                urllib.request.urlopen(f"{server.url}/assistants", timeout=10)
             assert missing.value.code == 401
             body = json.loads(missing.value.read())
             assert body["error"]["message"] == "You didn't provide an API key."
