@@ -97,6 +97,12 @@ async def _measure(plan: Plan, machine: dict[str, Any], image: str) -> list[Meas
         results += await timed("warm pool", lambda: warm_pool(root / "pool", plan))
         results += await timed("executions", lambda: executions(root / "exec", plan))
         results += await timed("concurrency", lambda: concurrency(root / "conc", plan))
+        try:
+            from ._server import server
+        except ImportError as exc:  # the server extra is not installed
+            print(f"  server: skipped ({exc.name} is missing)", file=sys.stderr, flush=True)
+        else:
+            results += await timed("server", lambda: server(root / "server", plan))
         results.append(interp_run(plan, root / "cli"))
     return results
 
@@ -117,7 +123,15 @@ def check_budgets(
         if measured is None:
             verdicts.append(Verdict(budget["name"], False, "not measured"))
             continue
-        if "baseline" in budget:
+        if "max_over_ms" in budget:
+            base = figures.get(budget["baseline"], {}).get(budget["stat"])
+            if base is None:
+                verdicts.append(Verdict(budget["name"], False, "baseline not measured"))
+                continue
+            over = measured - base
+            verdicts.append(Verdict(budget["name"], over <= budget["max_over_ms"],
+                                    f"{measured:.2f} - {base:.2f} = {over:.2f}"))  # fmt: skip
+        elif "baseline" in budget:
             base = figures.get(budget["baseline"], {}).get(budget["stat"])
             if not base:
                 verdicts.append(Verdict(budget["name"], False, "baseline not measured"))

@@ -1,0 +1,203 @@
+"""`interp serve` measured as its clients see it: the real `openai` client against a live
+server (a subprocess), driven by a model that answers at once, beside the engine's own
+figure for the same work in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import openai
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
+
+from interp import LogChunk
+
+from ._scenarios import Measurement, Plan, engine_for
+
+CODE = "import time\nprint('started', flush=True)\ntime.sleep(0.05)"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    body = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+            "choices": [choice]}  # fmt: skip
+    return f"data: {json.dumps(body)}\n\n"
+
+
+async def _complete(request: Request) -> StreamingResponse:
+    """Zero latency: a ``python`` call of ``CODE`` for a user message, text after a tool."""
+    last = (await request.json())["messages"][-1]
+
+    async def stream() -> AsyncIterator[str]:
+        if last["role"] == "tool":
+            yield _chunk({"content": "done"}, "stop")
+        else:
+            function = {"name": "python", "arguments": json.dumps({"code": CODE})}
+            call = {"index": 0, "id": f"call_{time.monotonic_ns()}", "type": "function",
+                    "function": function}  # fmt: skip
+            yield _chunk({"tool_calls": [call]}, "tool_calls")
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+@contextmanager
+def _model() -> Iterator[str]:
+    port = _free_port()
+    app = Starlette(routes=[Route("/v1/chat/completions", _complete, methods=["POST"])])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@contextmanager
+def _serve(data_dir: Path, model_url: str) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "INTERP_DATA_DIR": str(data_dir), "INTERP_POOL_SIZE": "4"}
+    command = [sys.executable, "-m", "interp", "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--model-base-url", model_url, "--model", "m"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("interp serve did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def _first_code_output(client: openai.AsyncOpenAI, assistant_id: str) -> float:
+    """From asking for a run on a new thread to the first output delta of its code."""
+    thread = await client.beta.threads.create(messages=[{"role": "user", "content": "go"}])
+    first: float | None = None
+    t0 = time.perf_counter()
+    stream = await client.beta.threads.runs.create(
+        thread_id=thread.id, assistant_id=assistant_id, stream=True
+    )
+    async for event in stream:
+        if first is None and event.event == "thread.run.step.delta":
+            details = event.data.delta.step_details
+            calls = getattr(details, "tool_calls", None) or []
+            if any(
+                getattr(c, "code_interpreter", None) and c.code_interpreter.outputs for c in calls
+            ):
+                first = time.perf_counter() - t0
+    if first is None:
+        raise RuntimeError("the run streamed no code output")
+    return first
+
+
+async def server(data_dir: Path, plan: Plan) -> list[Measurement]:
+    """Run request to first code output through the server, beside the engine's first
+    output on a new session; and runs/s for 4 threads at once."""
+    ours = Measurement(
+        "server_first_code_output",
+        "serve: run request to first code output, new thread",
+        group="server",
+    )
+    base = Measurement(
+        "engine_first_output_new_session",
+        "engine: new session to first output, warm pool",
+        baseline=True,
+        group="server",
+    )
+    n = max(8, plan.execute // 10)
+    with _model() as model_url, _serve(data_dir / "serve", model_url) as url:
+        client = openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=0)
+        async with engine_for(data_dir / "engine", pool_size=2) as engine:
+            await engine.warm(timeout=120)
+            assistant = await client.beta.assistants.create(
+                model="m", tools=[{"type": "code_interpreter"}]
+            )
+            await _first_code_output(client, assistant.id)  # the server's first, warming up
+            for _ in range(n):
+                ours.samples.append(await _first_code_output(client, assistant.id))
+                base.samples.append(await _engine_first_output(engine))
+                await asyncio.sleep(0.7)  # both pools refill between samples
+            throughput = await _runs_per_second(client, assistant.id, plan)
+        await client.close()
+    return [ours, base, throughput]
+
+
+async def _engine_first_output(engine: Any) -> float:
+    t0 = time.perf_counter()
+    session = await engine.create_session()
+    first: float | None = None
+    async for event in engine.stream(CODE, session=session):
+        if isinstance(event, LogChunk) and first is None:
+            first = time.perf_counter() - t0
+    await engine.close_session(session)
+    assert first is not None
+    return first
+
+
+async def _runs_per_second(
+    client: openai.AsyncOpenAI, assistant_id: str, plan: Plan, width: int = 4
+) -> Measurement:
+    m = Measurement(f"server_runs[{width}]", f"serve: {width} threads running at once",
+                    group="server")  # fmt: skip
+    threads = [(await client.beta.threads.create()).id for _ in range(width)]
+    deadline = time.perf_counter() + 2 * plan.concurrency_s
+
+    async def loop(thread_id: str) -> None:
+        while time.perf_counter() < deadline:
+            await client.beta.threads.messages.create(
+                thread_id=thread_id, role="user", content="go"
+            )
+            t0 = time.perf_counter()
+            stream = await client.beta.threads.runs.create(
+                thread_id=thread_id, assistant_id=assistant_id, stream=True
+            )
+            async for _ in stream:
+                pass
+            m.samples.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(loop(t) for t in threads))
+    m.values["runs_per_s"] = len(m.samples) / (time.perf_counter() - t0)
+    return m
