@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,25 @@ async def engine(
     assert_no_containers(docker_client, started.id)
 
 
-def containers_of(client: docker.DockerClient, engine_id: str) -> list[Any]:
-    return list(client.containers.list(all=True, filters={"label": f"{ENGINE_LABEL}={engine_id}"}))
+@dataclass(frozen=True)
+class Container:
+    id: str
+    status: str
+    labels: dict[str, str]
+
+
+def containers_labelled(client: docker.DockerClient, label: str) -> list[Container]:
+    """Containers with ``label`` (``key`` or ``key=value``), running or not.
+
+    One list call and no inspect per container, so a container removed meanwhile cannot
+    make it fail (docker-py's ``containers.list`` inspects each one it found).
+    """
+    rows = client.api.containers(all=True, filters={"label": label})
+    return [Container(row["Id"], row["State"], row.get("Labels") or {}) for row in rows]
+
+
+def containers_of(client: docker.DockerClient, engine_id: str) -> list[Container]:
+    return containers_labelled(client, f"{ENGINE_LABEL}={engine_id}")
 
 
 def assert_no_containers(client: docker.DockerClient, engine_id: str) -> None:

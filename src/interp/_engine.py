@@ -321,6 +321,8 @@ class Engine:
                 # The cap comes with the session's kernel: take it now, so a file that does
                 # not fit fails here rather than at the session's first execution.
                 await self._sessions.kernel_for(target_session)
+            if target_session.kernel is not None:
+                target_session.kernel.last_scan = None  # the next call looks afresh
             try:
                 await asyncio.to_thread(
                     _write_replacing, target_session.files_dir, name, source, self._backend.adopt

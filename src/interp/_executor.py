@@ -122,7 +122,12 @@ async def _execute(
     cpu_before = kernel.sandbox.usage().cpu_s
     emit(ExecutionStarted(id=call_id, session=session, code=code))
     try:
-        before = await asyncio.to_thread(scan, kernel.files_dir, deadline=began + SCAN_S)
+        # What the last execution left, unless the engine wrote in /mnt/data since: files
+        # that the code's threads change between calls count as this call's.
+        before = kernel.last_scan
+        kernel.last_scan = None
+        if before is None:
+            before = await asyncio.to_thread(scan, kernel.files_dir, deadline=began + SCAN_S)
         status, message = await _follow(kernel, code, limits, sink, began + limits.timeout)
     except BaseException:
         full_log.discard()
@@ -143,6 +148,7 @@ async def _execute(
         since_ns=began_ns,
         deadline=max(began + limits.timeout + limits.interrupt_grace, time.monotonic() + 1.0),
     )
+    kernel.last_scan = out.scan
     for saved in out.saved:
         emit(saved)
     for note in out.notes:
@@ -233,6 +239,7 @@ async def _follow(
 
 @dataclass
 class _FilesOut:
+    scan: Scan
     saved: list[FileSaved] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -252,8 +259,8 @@ def _files_out(
     Within the call's caps (count, bytes, time); what a cap or a hostile file stops is
     said in the notes, and the file stays in /mnt/data.
     """
-    out = _FilesOut()
     after = scan(root, deadline=min(deadline, time.monotonic() + SCAN_S))
+    out = _FilesOut(after)
     names = changed(before, after)
     if before.cut or after.cut:
         out.notes.append(f"not every file in /mnt/data was checked: {after.cut or before.cut}")

@@ -22,6 +22,7 @@ import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from ._exceptions import KernelStartError, SandboxError
+from ._sandbox_files import Scan
 from .sandbox import Backend, Sandbox
 
 # ipc sockets appear when the kernel binds them; retry connecting every few ms rather
@@ -252,6 +253,9 @@ class Kernel:
     """Seconds from asking for the sandbox to the kernel answering."""
     kill_reason: str | None = None
     """Why the engine killed the kernel on purpose, when it did."""
+    last_scan: Scan | None = None
+    """/mnt/data as the last execution left it: the next one's starting point, unless the
+    engine itself wrote there since (then ``None``)."""
     _doomed: bool = field(default=False, repr=False)
     _removed: bool = field(default=False, repr=False)
 

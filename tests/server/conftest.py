@@ -18,7 +18,7 @@ import docker
 import openai
 import pytest
 
-from ..conftest import containers_of
+from ..conftest import containers_labelled
 from .fake_model import MODEL, FakeModel, free_port
 
 KEY_A = "key-alice-0123456789"
@@ -103,11 +103,7 @@ def server(
     code = started.stop()
     # uvicorn shuts down gracefully, then ends by the signal it caught.
     assert code in (0, -signal.SIGTERM), started.logs()
-    left = [
-        c
-        for c in docker_client.containers.list(all=True, filters={"label": "io.interp.owner-pid"})
-        if c.labels.get("io.interp.owner-pid") == str(started.process.pid)
-    ]
+    left = containers_labelled(docker_client, f"io.interp.owner-pid={started.process.pid}")
     assert not left, "interp serve left containers behind"
     assert "Traceback" not in started.logs(), started.logs()
 
@@ -117,4 +113,4 @@ def client(server: Server) -> openai.OpenAI:
     return server.client()
 
 
-__all__ = ["KEY_A", "KEY_B", "Server", "containers_of", "start_server"]
+__all__ = ["KEY_A", "KEY_B", "Server", "start_server"]

@@ -17,6 +17,7 @@ import docker
 import openai
 import pytest
 
+from ..conftest import containers_labelled
 from .conftest import KEY_A, KEY_B, start_server
 from .fake_model import FakeModel
 
@@ -117,10 +118,8 @@ def test_a_run_in_progress_at_a_crash_is_failed_on_restart_and_nothing_is_lost(
             messages = client.beta.threads.messages.list(thread_id=thread.id)
             assert len(messages.data) == 1
             # The killed server's sandboxes were reaped by the new one.
-            left = docker_client.containers.list(
-                all=True, filters={"label": f"io.interp.owner-pid={server.process.pid}"}
-            )
-            assert left == []
+            owner = f"io.interp.owner-pid={server.process.pid}"
+            assert containers_labelled(docker_client, owner) == []
         finally:
             again.stop()
 

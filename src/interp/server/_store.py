@@ -61,6 +61,9 @@ class Page:
 def _sqlite_wal(connection: Any, record: Any) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL cannot corrupt the database; a power cut may lose the last
+    # commits. It spares an fsync per commit, and a run commits at every step.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
