@@ -94,6 +94,10 @@ class _Run:
     additional_messages: list[dict[str, Any]] = field(default_factory=list)
     files: list[FileSaved] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    """The thread's messages as the last model request saw them."""
+    saving: asyncio.Future[Any] | None = None
+    """A write of the run still in flight."""
 
 
 class Runner:
@@ -179,7 +183,8 @@ class Runner:
                 emit("thread.run.created", dict(run))
                 emit("thread.run.queued", dict(run))
             run.update(status="in_progress", started_at=run["started_at"] or wire.now())
-            await self._save_run(state)
+            # Written while the model is asked: the next save waits for it.
+            state.saving = asyncio.ensure_future(self._store.put("run", state.owner, dict(run)))
             emit("thread.run.in_progress", dict(run))
             for _ in range(MAX_MODEL_TURNS):
                 if not await self._turn(state):
@@ -201,6 +206,9 @@ class Runner:
             log.exception("run %s failed", run["id"])
             await self._fail(state, "server_error", f"the server failed: {type(exc).__name__}")
         finally:
+            if state.saving is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(state.saving)
             if cancelled:
                 await asyncio.shield(self._end_cancelled(state))
             state.events.close()
@@ -230,6 +238,9 @@ class Runner:
         state.events.emit("thread.run.failed", dict(state.run))
 
     async def _save_run(self, state: _Run) -> None:
+        if state.saving is not None:
+            await state.saving
+            state.saving = None
         await self._store.put("run", state.owner, state.run)
 
     async def _turn(self, state: _Run) -> bool:
@@ -515,7 +526,7 @@ class Runner:
         for holder in (state.assistant, state.thread):
             resources = holder.get("tool_resources") or {}
             found += (resources.get("code_interpreter") or {}).get("file_ids", [])
-        for message in await self._store.all("message", state.owner, parent=state.thread["id"]):
+        for message in state.messages:
             found += [a["file_id"] for a in message.get("attachments") or []]
         return list(dict.fromkeys(found))
 
@@ -558,7 +569,7 @@ class Runner:
         if run.get("instructions"):
             chat.append({"role": "system", "content": run["instructions"]})
         expanded: set[str] = set()
-        messages = await self._store.all("message", owner, parent=run["thread_id"])
+        messages = state.messages = await self._store.all("message", owner, parent=run["thread_id"])
         by_id = {m["id"]: m for m in messages}
         for message in messages:
             run_id = message.get("run_id")
