@@ -154,7 +154,7 @@ async def test_an_idle_session_is_closed_and_its_container_removed(
         assert containers_of(docker_client, engine.id)
         await eventually(lambda: engine.sessions() == [], timeout=15)
         await eventually(lambda: not containers_of(docker_client, engine.id), timeout=15)
-        assert not files_dir.exists()
+        await eventually(lambda: not files_dir.exists(), timeout=15)
         with pytest.raises(Exception, match="no session"):
             await engine.execute("x", session=session)
 
@@ -176,12 +176,14 @@ async def test_kernels_beyond_the_maximum_get_a_capacity_error_not_a_hang(
     async with Engine(make_config(pool_size=0, max_kernels=1, capacity_wait=0.3)) as engine:
         holder = await engine.create_session()
         await engine.execute("1", session=holder)
+        busy = asyncio.create_task(engine.execute("import time; time.sleep(3)", session=holder))
+        await eventually(lambda: engine.sessions()[0].busy, timeout=5)
         started = time.monotonic()
         with pytest.raises(CapacityError, match="all 1 kernels are in use"):
             await engine.execute("1", session=await engine.create_session())
         assert time.monotonic() - started < 5
-        # Closing the holder frees the slot for the next session.
-        await engine.close_session(holder)
+        await busy
+        # Once the holder is idle, its kernel makes room for the next session.
         result = await engine.execute("print('room')", session=await engine.create_session())
         assert result.logs == "room\n"
 
@@ -192,11 +194,16 @@ async def test_a_capacity_wait_ends_when_a_kernel_frees_up(
     async with Engine(make_config(pool_size=0, max_kernels=1, capacity_wait=30)) as engine:
         holder = await engine.create_session()
         await engine.execute("1", session=holder)
+        busy = asyncio.create_task(engine.execute("import time; time.sleep(2)", session=holder))
+        await eventually(lambda: engine.sessions()[0].busy, timeout=5)
+        began = time.monotonic()
         waiting = asyncio.create_task(engine.execute("print('got it')"))
-        await eventually(lambda: not waiting.done(), timeout=1)
-        await engine.close_session(holder)
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # the only kernel is busy: it waits
         result = await asyncio.wait_for(waiting, timeout=30)
         assert result.logs == "got it\n"
+        assert time.monotonic() - began >= 1  # it got the kernel once the holder was idle
+        await busy
 
 
 async def test_sessions_and_stats_describe_the_engine(engine: Engine) -> None:

@@ -63,7 +63,7 @@ class Engine:
             pool_dir=self.config.data_dir / "pool" / owner,
             storage=storage,
         )
-        self._sessions = SessionManager(
+        self._sessions = sessions = SessionManager(
             self._pool,
             # Per engine: engines sharing a data_dir may use the same session ids.
             root=self.config.data_dir / "sessions" / owner,
@@ -74,6 +74,7 @@ class Engine:
             storage=storage,
             forget_files=lambda session: self.files.delete_session(session),
         )
+        self._pool.reclaim = sessions.reclaim_idle
         self._owner = owner
         self._files: FileStore | None = None
         self._started = False
@@ -260,9 +261,23 @@ class Engine:
                 if target.closed:
                     raise SessionNotFoundError(f"session {target.id!r} was closed")
                 kernel = await self._sessions.kernel_for(target, deadline=deadline)
+                notice = None
+                if target.reclaimed:
+                    target.reclaimed = False
+                    notice = (
+                        "this session's kernel was removed while idle to make room for"
+                        " another session: variables are lost, files are kept"
+                    )
                 try:
                     async with contextlib.aclosing(
-                        run(kernel, text, session=target.id, limits=limits, files=self.files)
+                        run(
+                            kernel,
+                            text,
+                            session=target.id,
+                            limits=limits,
+                            files=self.files,
+                            notice=notice,
+                        )
                     ) as events:
                         async for event in events:
                             yield event
@@ -272,6 +287,8 @@ class Engine:
             if ephemeral:
                 with contextlib.suppress(InterpError):
                     await self._sessions.close(target.id, keep_files=True)
+            # Idle now: a caller waiting for a kernel may take this one's (reclaim).
+            await self._pool.wake()
 
     async def create_file(self, name: str, content: bytes | Path) -> FileInfo:
         """Store a file for sessions to come (see ``create_session``); return its info.

@@ -81,13 +81,16 @@ async def run(
     session: str,
     limits: Limits,
     files: FileStore,
+    notice: str | None = None,
 ) -> AsyncGenerator[Event, None]:
     """Execute ``code`` on ``kernel``, yielding events; the last is ``ExecutionFinished``.
+
+    ``notice``, if given, is said first in the logs (what became of the session meanwhile).
 
     Closing the generator early stops the code (an interrupt) and keeps the session usable.
     """
     outbox = Outbox(window=COALESCE_S, max_pending_bytes=limits.max_log_bytes)
-    task = asyncio.create_task(_execute(kernel, code, session, limits, files, outbox.put))
+    task = asyncio.create_task(_execute(kernel, code, session, limits, files, outbox.put, notice))
     task.add_done_callback(
         lambda done: outbox.close(None if done.cancelled() else done.exception())
     )
@@ -106,7 +109,13 @@ async def run(
 
 
 async def _execute(
-    kernel: Kernel, code: str, session: str, limits: Limits, files: FileStore, emit: Emit
+    kernel: Kernel,
+    code: str,
+    session: str,
+    limits: Limits,
+    files: FileStore,
+    emit: Emit,
+    notice: str | None,
 ) -> None:
     call_id = new_call_id()
     collector = Collector(
@@ -121,6 +130,8 @@ async def _execute(
     kernel.sandbox.reset_peak_memory()
     cpu_before = kernel.sandbox.usage().cpu_s
     emit(ExecutionStarted(id=call_id, session=session, code=code))
+    if notice is not None:
+        await sink.hand_over(collector.note(notice))
     try:
         # What the last execution left, unless the engine wrote in /mnt/data since: files
         # that the code's threads change between calls count as this call's.

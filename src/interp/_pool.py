@@ -5,7 +5,9 @@ Leasing hands it to one session for the rest of its life: it is never returned t
 pool nor given to another session, and it is removed when the session ends.
 
 ``max_kernels`` is a hard bound, under any concurrency: a slot is taken before the first
-``await`` of a start (``_reserved``) and given back only once a kernel is gone.
+``await`` of a start (``_reserved``) and given back only once a kernel is gone. When every
+slot is taken, the kernel of the session idle longest is removed (``reclaim``) before a
+caller is made to wait.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import secrets
 import statistics
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -63,6 +65,8 @@ class KernelPool:
     ) -> None:
         self._storage = storage
         self._start_kernel = start
+        self.reclaim: Callable[[], Awaitable[bool]] | None = None
+        """Frees a slot by removing an idle session's kernel, if one can be found."""
         self._size = min(size, max_kernels)
         self._max = max_kernels
         self._capacity_wait = capacity_wait
@@ -147,6 +151,8 @@ class KernelPool:
                     kernel = await self._start_with_storage(session=session, files_dir=files_dir)
                     self._lease(kernel, began)
                 return kernel
+            if self.reclaim is not None and await self.reclaim():
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise CapacityError(
@@ -266,6 +272,10 @@ class KernelPool:
         with contextlib.suppress(SandboxError):
             await kernel.remove()
         await asyncio.to_thread(self._storage.remove, kernel.files_dir)
+
+    async def wake(self) -> None:
+        """Tell waiting callers to look again (a session has become idle, say)."""
+        await self._notify()
 
     async def _notify(self) -> None:
         self._wake.set()

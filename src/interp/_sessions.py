@@ -74,6 +74,8 @@ class Session:
     kernel: Kernel | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
+    reclaimed: bool = False
+    """Its kernel was removed while idle to make room for another session's."""
 
     def info(self) -> SessionInfo:
         idle = time.monotonic() - self.last_used
@@ -114,6 +116,25 @@ class SessionManager:
         self._sessions: dict[str, Session] = {}
         self._changed = asyncio.Condition()
         self._expiry: asyncio.Task[None] | None = None
+
+    async def reclaim_idle(self) -> bool:
+        """Remove the kernel of the session idle longest (files stay, variables go), to
+        make room; ``False`` if every session with a kernel is busy."""
+        idle = [
+            s
+            for s in self._sessions.values()
+            if s.kernel is not None and not s.lock.locked() and not s.closed
+        ]
+        if not idle:
+            return False
+        session = min(idle, key=lambda s: s.last_used)
+        async with session.lock:  # taken at once: it was free, and nothing awaited since
+            kernel, session.kernel = session.kernel, None
+            if kernel is None:
+                return False
+            session.reclaimed = True
+            await self._pool.release(kernel)
+        return True
 
     def start(self) -> None:
         # Sessions of engines that were killed: their directories (and mounts) go now.

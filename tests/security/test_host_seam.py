@@ -154,7 +154,8 @@ async def test_100_000_files_leave_calls_bounded_and_the_loop_free(
 async def test_max_kernels_holds_under_concurrent_sessions(
     make_config: Callable[..., Config], docker_client: docker.DockerClient
 ) -> None:
-    async with Engine(make_config(pool_size=0, max_kernels=1, capacity_wait=3)) as engine:
+    config = make_config(pool_size=0, max_kernels=1, capacity_wait=2)
+    async with Engine(config) as engine:
         most = 0
         stop = asyncio.Event()
 
@@ -166,21 +167,26 @@ async def test_max_kernels_holds_under_concurrent_sessions(
                 await asyncio.sleep(0.05)
 
         counter = asyncio.create_task(count())
+        # Busy sessions hold their kernel: the others wait, then fail.
         sessions = [await engine.create_session() for _ in range(4)]
         results = await asyncio.gather(
-            *(engine.execute("import time; time.sleep(0.5)", session=s) for s in sessions),
+            *(engine.execute("import time; time.sleep(3)", session=s) for s in sessions),
             return_exceptions=True,
         )
         assert sum(not isinstance(r, BaseException) for r in results) == 1
         assert all(isinstance(r, CapacityError) for r in results if isinstance(r, BaseException))
+        # Idle sessions give their kernel up: each call takes the one left idle longest.
         for s in sessions:
-            await engine.close_session(s)
-        # One-off calls close their sessions: the others wait their turn and all run.
-        ones = await asyncio.gather(*(engine.execute("print(1)") for _ in range(3)))
+            await engine.execute(f"open('mine.txt', 'w').write({s!r})", session=s)
+        for s in sessions:
+            again = await engine.execute("print(open('mine.txt').read())", session=s)
+            assert again.logs.endswith(f"{s}\n")
+            assert "kernel was removed while idle" in again.logs
         stop.set()
         await counter
         assert most == 1
-        assert all(r.logs == "1\n" for r in ones)
+        for s in sessions:
+            await engine.close_session(s)
 
 
 async def test_repeated_large_files_stay_within_the_store_budget(

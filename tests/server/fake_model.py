@@ -12,7 +12,8 @@ their own script:
 - ``FAIL <status>``: an HTTP error of that status; ``HANG``: no answer for 30 s;
 - a question about an equation (the Assistants quickstart's): a ``python`` call solving it
   with sympy;
-- after a tool result: a text reply quoting it (``Result: …``);
+- after a tool result: a text reply quoting it (``Result: …``), unless the conversation's
+  first user message says ``LOOP``: then another ``python`` call, for ever;
 - anything else: ``Hello from the fake model.``
 """
 
@@ -123,9 +124,17 @@ class FakeModel:
                 {"error": {"message": "scripted failure", "type": "server_error", "code": None}},
                 status_code=status,
             )
-        return StreamingResponse(self._stream(last, content), media_type="text/event-stream")
+        users = [m for m in body["messages"] if m["role"] == "user"]
+        looping = bool(users) and "LOOP" in (users[0].get("content") or "")
+        return StreamingResponse(
+            self._stream(last, content, looping), media_type="text/event-stream"
+        )
 
-    async def _stream(self, last: dict[str, Any], content: str) -> AsyncIterator[str]:
+    async def _stream(
+        self, last: dict[str, Any], content: str, looping: bool = False
+    ) -> AsyncIterator[str]:
+        if last["role"] == "tool" and looping:
+            last, content = {"role": "user"}, "RUN: print('again')"
         if last["role"] == "tool":
             for piece in _pieces(f"Result: {content.strip()}"):
                 yield _chunk({"content": piece})

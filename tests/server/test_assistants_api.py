@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import openai
 import pytest
+from openai.types import FileObject
 from openai.types.beta import Assistant, AssistantStreamEvent, Thread
 from openai.types.beta.threads import Message, Run
 from openai.types.beta.threads.runs import CodeInterpreterToolCall, RunStep
@@ -41,9 +42,11 @@ def strict(model: type[BaseModel], obj: BaseModel | dict[str, Any]) -> None:
 
 
 def assistant(client: openai.OpenAI, **extra: Any) -> Assistant:
-    return client.beta.assistants.create(
+    created = client.beta.assistants.create(
         model="gpt-4o", tools=[{"type": "code_interpreter"}], **extra
     )
+    strict(Assistant, created)
+    return created
 
 
 def run_code(client: openai.OpenAI, code: str, **extra: Any) -> tuple[Thread, Run]:
@@ -143,6 +146,7 @@ def test_files_go_in_by_attachment_and_come_out_by_id(client: openai.OpenAI) -> 
         purpose="assistants",
     )
     assert uploaded.filename == "sales.csv" and uploaded.bytes == 32
+    strict(FileObject, uploaded)
     helper = assistant(client)
     code = (
         "import pandas as pd, matplotlib.pyplot as plt\n"
@@ -171,6 +175,8 @@ def test_files_go_in_by_attachment_and_come_out_by_id(client: openai.OpenAI) -> 
     png = client.files.content(image.image_file.file_id).read()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     listed = {f.filename: f for f in client.files.list().data}
+    for listed_file in listed.values():
+        strict(FileObject, listed_file)
     assert "out.csv" in listed and listed["out.csv"].purpose == "assistants_output"
     written = client.files.content(listed["out.csv"].id).read()
     assert written.decode().splitlines() == ["region,amount,double", "north,10,20", "south,32,64"]
@@ -415,3 +421,69 @@ def test_eight_threads_run_at_once_and_nothing_is_lost(client: openai.OpenAI) ->
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(one, range(8)))
     assert answers == [f"Result: {i * 3}" for i in range(8)]
+
+
+def test_run_overrides_reach_the_model(client: openai.OpenAI, fake_model: FakeModel) -> None:
+    helper = client.beta.assistants.create(
+        model="gpt-4o", instructions="Be brief.", tools=[{"type": "code_interpreter"}]
+    )
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id,
+        assistant_id=helper.id,
+        additional_instructions="Call the user Jane.",
+        additional_messages=[{"role": "user", "content": "and hello again"}],
+        temperature=0.2,
+        metadata={"purpose": "test"},
+        poll_interval_ms=100,
+    )
+    assert run.status == "completed" and run.metadata == {"purpose": "test"}
+    sent = next(
+        r
+        for r in reversed(fake_model.requests)
+        if r["messages"][-1]["content"] == "and hello again"
+    )
+    assert sent["messages"][0] == {"role": "system", "content": "Be brief.\n\nCall the user Jane."}
+    assert [m["content"] for m in sent["messages"][1:]] == ["hi", "and hello again"]
+    assert sent["temperature"] == 0.2
+    assert sent["tools"][0]["function"]["name"] == "python"
+
+
+def test_a_model_that_never_stops_calling_code_ends_incomplete(client: openai.OpenAI) -> None:
+    thread, run = run_code(client, "print('LOOP')")
+    assert run.status == "incomplete" and run.incomplete_details is not None
+    steps = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, limit=100)
+    assert len(steps.data) == 16
+    assert (
+        client.beta.threads.runs.retrieve(thread_id=thread.id, run_id=run.id).status == "incomplete"
+    )
+
+
+def test_objects_can_be_modified_listed_by_run_and_deleted(client: openai.OpenAI) -> None:
+    thread, run = run_code(client, "print(1)")
+    messages = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id)
+    every = client.beta.threads.messages.list(thread_id=thread.id)
+    steps = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id)
+    assert [m.role for m in messages.data] == ["assistant"], (
+        run.status,
+        run.usage,
+        [m.content for m in every.data],
+        [s.step_details for s in steps.data],
+    )
+    message = client.beta.threads.messages.update(
+        message_id=messages.data[0].id, thread_id=thread.id, metadata={"k": "v"}
+    )
+    assert message.metadata == {"k": "v"}
+    assert client.beta.threads.runs.update(
+        run_id=run.id, thread_id=thread.id, metadata={"r": "1"}
+    ).metadata == {"r": "1"}
+    assert client.beta.threads.update(thread.id, metadata={"t": "2"}).metadata == {"t": "2"}
+    step = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id).data[0]
+    fetched = client.beta.threads.runs.steps.retrieve(
+        step_id=step.id, thread_id=thread.id, run_id=run.id
+    )
+    strict(RunStep, fetched)
+    assert client.beta.threads.messages.delete(message.id, thread_id=thread.id).deleted
+    assert client.beta.threads.delete(thread.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.runs.retrieve(run_id=run.id, thread_id=thread.id)

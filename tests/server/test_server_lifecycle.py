@@ -157,3 +157,71 @@ def test_a_model_that_is_down_or_hangs_fails_the_run_and_the_next_one_works(
             assert answer.content[0].text.value == "Result: raw code"  # type: ignore[union-attr]
     finally:
         server.stop()
+
+
+def test_sigterm_fails_the_run_in_progress_and_removes_the_sandboxes(
+    tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    with FakeModel() as model:
+        server = start_server(tmp_path, model.url)
+        client = server.client()
+        thread = client.beta.threads.create(
+            messages=[{"role": "user", "content": "RUN: import time\ntime.sleep(60)"}]
+        )
+        run = client.beta.threads.runs.create(
+            thread_id=thread.id, assistant_id=code_assistant(client)
+        )
+        deadline = time.monotonic() + 30
+        while not client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id).data:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert server.stop() in (0, -signal.SIGTERM)
+        owner = f"io.interp.owner-pid={server.process.pid}"
+        assert containers_labelled(docker_client, owner) == []
+        assert "Traceback" not in server.logs()
+        again = start_server(tmp_path, model.url)
+        try:
+            stopped = again.client().beta.threads.runs.retrieve(thread_id=thread.id, run_id=run.id)
+            assert stopped.status == "failed" and stopped.last_error is not None
+            assert stopped.last_error.message == "the server stopped"
+        finally:
+            again.stop()
+
+
+def test_an_expired_session_comes_back_with_its_files(tmp_path: Path) -> None:
+    with FakeModel() as model:
+        server = start_server(tmp_path, model.url, env={"INTERP_SESSION_IDLE_TIMEOUT": "1"})
+        try:
+            client = server.client()
+            data = client.files.create(file=("numbers.txt", b"1 2 3"), purpose="assistants")
+            assistant_id = client.beta.assistants.create(
+                model="m",
+                tools=[{"type": "code_interpreter"}],
+                tool_resources={"code_interpreter": {"file_ids": [data.id]}},
+            ).id
+            thread = client.beta.threads.create(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": "RUN: kept = open('numbers.txt').read()\nprint(kept)",
+                    }
+                ]
+            )
+            first = client.beta.threads.runs.create_and_poll(
+                thread_id=thread.id, assistant_id=assistant_id, poll_interval_ms=100
+            )
+            assert first.status == "completed"
+            time.sleep(3)  # the session expires (idle > 1 s; checked every 0.25 s)
+            client.beta.threads.messages.create(
+                thread_id=thread.id,
+                role="user",
+                content="RUN: print('kept' in dir(), open('numbers.txt').read())",
+            )
+            second = client.beta.threads.runs.create_and_poll(
+                thread_id=thread.id, assistant_id=assistant_id, poll_interval_ms=100
+            )
+            assert second.status == "completed", second.last_error
+            answer = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+            assert answer.content[0].text.value == "Result: False 1 2 3"  # type: ignore[union-attr]
+        finally:
+            server.stop()
