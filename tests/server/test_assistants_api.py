@@ -180,7 +180,15 @@ def test_files_go_in_by_attachment_and_come_out_by_id(client: openai.OpenAI) -> 
     assert "out.csv" in listed and listed["out.csv"].purpose == "assistants_output"
     written = client.files.content(listed["out.csv"].id).read()
     assert written.decode().splitlines() == ["region,amount,double", "north,10,20", "south,32,64"]
-    assert answer.content[1].type == "text" and "42" in answer.content[1].text.value
+    text = answer.content[1]
+    assert text.type == "text" and "42" in text.text.value
+    # The reply cites the file the code wrote: a file_path annotation on that text.
+    (annotation,) = text.text.annotations
+    assert annotation.type == "file_path"
+    assert annotation.text == "sandbox:/mnt/data/out.csv"
+    assert annotation.file_path.file_id == listed["out.csv"].id
+    cited = text.text.value[annotation.start_index : annotation.end_index]
+    assert cited == "sandbox:/mnt/data/out.csv"
 
 
 def test_function_tools_wait_for_submitted_outputs(
@@ -487,3 +495,26 @@ def test_objects_can_be_modified_listed_by_run_and_deleted(client: openai.OpenAI
     assert client.beta.threads.delete(thread.id).deleted
     with pytest.raises(openai.NotFoundError):
         client.beta.threads.runs.retrieve(run_id=run.id, thread_id=thread.id)
+
+
+def test_a_dropped_stream_does_not_stop_the_run(client: openai.OpenAI) -> None:
+    helper = assistant(client)
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": "RUN: import time\ntime.sleep(1)\nprint('finished')"}]
+    )
+    with client.beta.threads.runs.create(
+        thread_id=thread.id, assistant_id=helper.id, stream=True
+    ) as stream:
+        first = next(iter(stream))
+        assert first.event == "thread.run.created"
+        run_id = first.data.id
+    # The client went away after the first event; the run goes on to the end.
+    deadline = time.monotonic() + 30
+    while (run := client.beta.threads.runs.retrieve(thread_id=thread.id, run_id=run_id)).status in (
+        "queued",
+        "in_progress",
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert run.status == "completed"
+    assert reply(client, thread).content[0].text.value == "Result: finished"  # type: ignore[union-attr]
