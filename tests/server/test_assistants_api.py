@@ -442,6 +442,7 @@ def test_run_overrides_reach_the_model(client: openai.OpenAI, fake_model: FakeMo
         additional_instructions="Call the user Jane.",
         additional_messages=[{"role": "user", "content": "and hello again"}],
         temperature=0.2,
+        tool_choice={"type": "code_interpreter"},
         metadata={"purpose": "test"},
         poll_interval_ms=100,
     )
@@ -455,6 +456,7 @@ def test_run_overrides_reach_the_model(client: openai.OpenAI, fake_model: FakeMo
     assert [m["content"] for m in sent["messages"][1:]] == ["hi", "and hello again"]
     assert sent["temperature"] == 0.2
     assert sent["tools"][0]["function"]["name"] == "python"
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "python"}}
 
 
 def test_a_model_that_never_stops_calling_code_ends_incomplete(client: openai.OpenAI) -> None:

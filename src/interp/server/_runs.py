@@ -553,6 +553,10 @@ class Runner:
             choice = run.get("tool_choice")
             if choice in ("none", "auto", "required"):
                 request["tool_choice"] = choice
+            elif isinstance(choice, dict) and choice.get("type") == "code_interpreter":
+                request["tool_choice"] = {"type": "function", "function": {"name": CODE_TOOL}}
+            elif isinstance(choice, dict) and choice.get("type") == "function":
+                request["tool_choice"] = choice
             request["parallel_tool_calls"] = run.get("parallel_tool_calls", True)
         for name in ("temperature", "top_p"):
             if run.get(name) is not None:
