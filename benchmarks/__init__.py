@@ -34,6 +34,7 @@ from ._scenarios import (
     concurrency,
     docker_run_true,
     executions,
+    first_real_result,
     interp_run,
     local_ipykernel,
     timed,
@@ -95,6 +96,7 @@ async def _measure(plan: Plan, machine: dict[str, Any], image: str) -> list[Meas
             results += await cold_start(root / runtime, plan, runtime)
         results += await timed("local ipykernel baseline", lambda: local_ipykernel(plan))
         results += await timed("warm pool", lambda: warm_pool(root / "pool", plan))
+        results += await timed("first real result", lambda: first_real_result(root / "w3", plan))
         results += await timed("executions", lambda: executions(root / "exec", plan))
         results += await timed("concurrency", lambda: concurrency(root / "conc", plan))
         try:

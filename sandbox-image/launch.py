@@ -51,5 +51,7 @@ kernelapp.launch_new_instance(
         sys.argv[1],
         "--HistoryManager.enabled=False",
         "--IPKernelApp.outstream_class=__main__.BoundedOutStream",
+        # The engine's own options, such as the modules to preload.
+        *sys.argv[2:],
     ]
 )

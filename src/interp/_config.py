@@ -22,10 +22,11 @@ from pydantic_settings import (
 )
 
 from ._exceptions import ConfigError
+from ._preload import check_module
 
 # Bumped whenever sandbox-image/ changes in a way the engine depends on; the engine
 # refuses an image whose label says otherwise.
-IMAGE_VERSION = "3"
+IMAGE_VERSION = "4"
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -54,7 +55,9 @@ OptionalBytes = Annotated[Annotated[int, Field(gt=0)] | None, BeforeValidator(pa
 
 # Set by the sandbox's image or launcher; a kernel that got other values would not start,
 # or would run code of the caller's choosing before the user's (LD_PRELOAD, PYTHONSTARTUP).
-_RESERVED_ENV = re.compile(r"PATH|HOME|MPLBACKEND|MPLCONFIGDIR|LD_.*|PYTHON.*|JPY_.*|JUPYTER_.*")
+_RESERVED_ENV = re.compile(
+    r"PATH|HOME|MPLBACKEND|MPLCONFIGDIR|LD_.*|PYTHON.*|JPY_.*|JUPYTER_.*|INTERP_.*"
+)
 
 
 def _config_file() -> Path:
@@ -84,6 +87,9 @@ class Config(BaseSettings):
     data_size: OptionalBytes = 1024**3
     """Cap of each session's /mnt/data (a loop-mounted filesystem; needs root). ``None``
     (``none`` or ``0`` in the environment or TOML): no cap."""
+    preload: list[str] = Field(default_factory=lambda: ["numpy", "pandas", "matplotlib.pyplot"])
+    """Modules a kernel imports before it is ready (pooled and cold-started alike), so the
+    first call finds them loaded; the user's namespace stays a fresh kernel's. ``[]``: none."""
     env: dict[str, str] = Field(default_factory=dict)
     """Extra variables for the kernel. Nothing of the host's environment is passed."""
 
@@ -143,6 +149,11 @@ class Config(BaseSettings):
     api_keys: list[Annotated[str, Field(min_length=8)]] = Field(default_factory=list)
     """Bearer keys the server accepts (each sees only what it created); none: no key
     needed, and the server listens on loopback only."""
+
+    @field_validator("preload")
+    @classmethod
+    def _module_names(cls, value: list[str]) -> list[str]:
+        return [check_module(name) for name in value]
 
     @field_validator("env")
     @classmethod

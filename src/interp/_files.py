@@ -84,6 +84,8 @@ class FileStore:
         self._lock = threading.Lock()
         with self._lock, self._db:
             self._db.execute("PRAGMA journal_mode=WAL")
+            # Under WAL, NORMAL cannot corrupt the index; it spares an fsync per stored file.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
             self._used: int = self._db.execute(
                 "SELECT COALESCE(SUM(bytes), 0) FROM files"

@@ -159,7 +159,9 @@ def _main(
             if not extra.is_file():
                 raise _Fail(f"no such file: {extra}", EXIT_USAGE)
         # `interp run` uses one fresh kernel: a warm pool would only cost a second start.
-        config = _config(memory=memory, cpus=cpus, backend=backend, pool_size=0)
+        # One kernel for one run: no pool, and nothing imported ahead (the code pays for
+        # its imports either way; hello.py should not pay for pandas).
+        config = _config(memory=memory, cpus=cpus, backend=backend, pool_size=0, preload=[])
         code_exit = _run_until_signalled(_run(config, text, stem, out, json_output, timeout, files))
     except _Fail as fail:
         _exit_error(str(fail), fail.code)

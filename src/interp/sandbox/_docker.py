@@ -24,6 +24,7 @@ import docker.errors
 from .._config import Config
 from .._exceptions import SandboxError
 from .._models import ExitInfo
+from .._preload import kernel_args
 from . import _cgroup as cgroup
 from ._base import KERNEL_DIR, Usage, remove_kernel_dir, write_connection_file
 from ._docker_client import (
@@ -42,6 +43,8 @@ log = logging.getLogger("interp.docker")
 # The image's non-root user. When the engine runs as root it hands the kernel's
 # directories to this uid; otherwise the kernel runs as the engine's own (non-root) uid.
 SANDBOX_UID = 1000
+KERNEL_COMMAND = ("python", "/opt/interp/launch.py", f"{KERNEL_DIR}/connection.json")
+"""The image's CMD; the engine adds the kernel's own options to it."""
 
 _T = TypeVar("_T")
 
@@ -238,6 +241,7 @@ class DockerBackend:
             began = time.perf_counter()
             created = api.create_container(
                 config.image,
+                command=[*KERNEL_COMMAND, *kernel_args(config.preload)],
                 user=user,
                 environment=environment,
                 labels=labels,

@@ -23,6 +23,7 @@ import psutil
 from .._config import Config
 from .._exceptions import SandboxError
 from .._models import ExitCause, ExitInfo
+from .._preload import kernel_args
 from ._base import Usage, remove_kernel_dir, write_connection_file
 
 log = logging.getLogger("interp.process")
@@ -140,6 +141,7 @@ class ProcessBackend:
                 "-f",
                 str(host_dir / "connection.json"),
                 "--HistoryManager.enabled=False",
+                *kernel_args(self._config.preload),
                 # The kernel exits when the engine's process does, even on SIGKILL.
                 f"--IPKernelApp.parent_handle={os.getpid()}",
                 cwd=files_dir,
