@@ -83,7 +83,14 @@ def _model() -> Iterator[str]:
 @contextmanager
 def _serve(data_dir: Path, model_url: str) -> Iterator[str]:
     port = _free_port()
-    env = {**os.environ, "INTERP_DATA_DIR": str(data_dir), "INTERP_POOL_SIZE": "4"}
+    # No preloading on either side: this measures the server, and kernels without it
+    # refill between samples.
+    env = {
+        **os.environ,
+        "INTERP_DATA_DIR": str(data_dir),
+        "INTERP_POOL_SIZE": "4",
+        "INTERP_PRELOAD": "[]",
+    }
     command = [sys.executable, "-m", "interp", "serve", "--port", str(port)]
     process = subprocess.Popen(
         [*command, "--model-base-url", model_url, "--model", "m"],
@@ -149,16 +156,17 @@ async def server(data_dir: Path, plan: Plan) -> list[Measurement]:
     n = max(8, plan.execute // 10)
     with _model() as model_url, _serve(data_dir / "serve", model_url) as url:
         client = openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=0)
-        async with engine_for(data_dir / "engine", pool_size=2) as engine:
+        async with engine_for(data_dir / "engine", pool_size=2, preload=[]) as engine:
             await engine.warm(timeout=120)
             assistant = await client.beta.assistants.create(
                 model="m", tools=[{"type": "code_interpreter"}]
             )
             await _first_code_output(client, assistant.id)  # the server's first, warming up
             for _ in range(n):
+                await engine.warm(timeout=120)
                 ours.samples.append(await _first_code_output(client, assistant.id))
                 base.samples.append(await _engine_first_output(engine))
-                await asyncio.sleep(0.7)  # both pools refill between samples
+                await asyncio.sleep(0.7)  # the server's pool refills between samples
             throughput = await _runs_per_second(client, assistant.id, plan)
         await client.close()
     return [ours, base, throughput]

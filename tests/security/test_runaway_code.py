@@ -83,9 +83,12 @@ async def test_a_fork_bomb_hits_the_pids_limit_and_others_keep_working(engine: E
     while not bombing.done():
         answers.append(await engine.execute("print(6 * 7)", session=bystander, timeout=10))
     result = await bombing
-    assert result.status is ExecutionStatus.TIMEOUT
-    # Either the kernel itself did not stop in the grace, or its processes outlived it.
-    assert result.message is not None and "was killed" in result.message
+    # Stopped by the pids limit, then killed at the timeout (the kernel did not stop in the
+    # grace, or its processes outlived it); or, when the forks of a kernel holding the
+    # preloaded data stack touch enough of its pages, by the memory limit first.
+    assert result.status in (ExecutionStatus.TIMEOUT, ExecutionStatus.OOM)
+    assert result.message is not None
+    assert "was killed" in result.message or "ran out of memory" in result.message
     assert answers and all(a.logs == "42\n" for a in answers)
     # The bomb's processes went with its container.
     assert len(psutil.pids()) < host_processes + 50

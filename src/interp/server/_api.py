@@ -487,9 +487,14 @@ def create_app(config: Config) -> FastAPI:
         )
         if run["model"] is None:
             run["model"] = config.model
-        await state().store.create("run", owner, run, parent=thread["id"])
-        events = state().runner.start(owner=owner, run=run, assistant=assistant, thread=thread)
+        storing = asyncio.ensure_future(
+            state().store.create("run", owner, dict(run), parent=thread["id"])
+        )
+        events = state().runner.start(
+            owner=owner, run=run, assistant=assistant, thread=thread, storing=storing
+        )
         if not body.stream:
+            await storing  # a client may ask for it at once
             return dict(run)
         queue = events.subscribe()
         return _sse(sse_stream(queue, events))

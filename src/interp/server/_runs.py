@@ -98,6 +98,8 @@ class _Run:
     """The thread's messages as the last model request saw them."""
     saving: asyncio.Future[Any] | None = None
     """A write of the run still in flight."""
+    fresh: bool = False
+    """No step of this run exists yet (a new run's first model request)."""
 
 
 class Runner:
@@ -130,12 +132,16 @@ class Runner:
         assistant: dict[str, Any],
         thread: dict[str, Any],
         announce: bool = True,
+        storing: asyncio.Future[Any] | None = None,
     ) -> RunEvents:
-        """Start driving ``run`` (already stored); its events from the start."""
+        """Start driving ``run``; its events from the start. ``storing``: the run's first
+        write, if still in flight (the run's next writes wait for it)."""
         self.check_idle(thread["id"])
         events = RunEvents()
         self._events[run["id"]] = events
         state = _Run(owner=owner, run=run, assistant=assistant, thread=thread, events=events)
+        state.saving = storing
+        state.fresh = announce
         task = asyncio.create_task(self._drive(state, announce), name=f"interp-run-{run['id']}")
         self._tasks[thread["id"]] = task
 
@@ -183,8 +189,7 @@ class Runner:
                 emit("thread.run.created", dict(run))
                 emit("thread.run.queued", dict(run))
             run.update(status="in_progress", started_at=run["started_at"] or wire.now())
-            # Written while the model is asked: the next save waits for it.
-            state.saving = asyncio.ensure_future(self._store.put("run", state.owner, dict(run)))
+            self._save_soon(state)  # while the model is asked
             emit("thread.run.in_progress", dict(run))
             for _ in range(MAX_MODEL_TURNS):
                 if not await self._turn(state):
@@ -236,6 +241,17 @@ class Runner:
         )
         await self._save_run(state)
         state.events.emit("thread.run.failed", dict(state.run))
+
+    def _save_soon(self, state: _Run) -> None:
+        """Write the run without waiting; the next write waits for this one."""
+        previous, snapshot = state.saving, dict(state.run)
+
+        async def save() -> None:
+            if previous is not None:
+                await previous
+            await self._store.put("run", state.owner, snapshot)
+
+        state.saving = asyncio.ensure_future(save())
 
     async def _save_run(self, state: _Run) -> None:
         if state.saving is not None:
@@ -583,8 +599,9 @@ class Runner:
                     chat += await self._run_history(owner, run_id, by_id)
                 continue
             chat.append(_chat_message(message, self._file_name))
-        if run["id"] not in expanded:
+        if run["id"] not in expanded and not state.fresh:
             chat += await self._run_history(owner, run["id"], by_id)
+        state.fresh = False
         return chat
 
     async def _run_history(
