@@ -160,6 +160,9 @@ async def first_real_result(data_dir: Path, plan: Plan) -> list[Measurement]:
         group="w3",
     )
     refill = Measurement("refill_preloaded", "pool refill, preloaded kernels", group="w3")
+    trivial = Measurement(
+        "first_execution_preloaded", "first execution (1+1), new session, preloaded", group="w3"
+    )
     size = 2
     began = time.perf_counter()
     async with engine_for(data_dir, pool_size=size) as engine:
@@ -167,6 +170,12 @@ async def first_real_result(data_dir: Path, plan: Plan) -> list[Measurement]:
         refill.values["kernels_per_s"] = size / (time.perf_counter() - began)
         idle = engine.stats().idle_kernel_memory_bytes
         for _ in range(max(8, plan.warm // 4)):
+            await engine.warm(timeout=120)
+            session = await engine.create_session()
+            t0 = time.perf_counter()
+            await engine.execute("1 + 1", session=session)
+            trivial.samples.append(time.perf_counter() - t0)
+            await engine.close_session(session)
             await engine.warm(timeout=120)
             session = await engine.create_session()
             t0 = time.perf_counter()
@@ -186,7 +195,7 @@ async def first_real_result(data_dir: Path, plan: Plan) -> list[Measurement]:
     )
     if idle is not None:
         memory.values["bytes"] = float(idle)
-    return [first, second, raw, refill, memory]
+    return [first, second, raw, trivial, refill, memory]
 
 
 def _acquire_samples(engine: Engine) -> list[float]:

@@ -136,6 +136,9 @@ async def _first_code_output(client: openai.AsyncOpenAI, assistant_id: str) -> f
                 first = time.perf_counter() - t0
     if first is None:
         raise RuntimeError("the run streamed no code output")
+    # One conversation at a time: its session (and kernel) goes with the thread, as the
+    # engine's baseline closes its session.
+    await client.beta.threads.delete(thread.id)
     return first
 
 
