@@ -22,7 +22,7 @@ from .. import Engine, ExecutionFinished, FileSaved, ImageSaved, InterpError, Lo
 from ..adapters import assistants
 from ..adapters.chat import DESCRIPTION, tool_schema, tool_text
 from . import _wire as wire
-from ._errors import APIError, bad_request
+from ._errors import bad_request
 from ._model import (
     CODE_TOOL,
     CallStarted,
@@ -699,4 +699,4 @@ def _add_usage(holder: dict[str, Any], usage: dict[str, int] | None) -> None:
     holder["usage"] = {key: total.get(key, 0) + usage.get(key, 0) for key in total}
 
 
-__all__ = ["APIError", "RunEvents", "Runner", "sse_stream"]
+__all__ = ["RunEvents", "Runner", "sse_stream"]

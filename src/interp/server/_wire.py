@@ -325,7 +325,9 @@ def step(
     }
 
 
-def file_object(*, file_id: str, name: str, size: int, created_at: int, purpose: str) -> dict:  # type: ignore[type-arg]
+def file_object(
+    *, file_id: str, name: str, size: int, created_at: int, purpose: str
+) -> dict[str, Any]:
     return {
         "id": file_id,
         "object": "file",
