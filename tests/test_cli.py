@@ -183,6 +183,17 @@ def test_doctor_reports_a_healthy_setup(tmp_path: Path) -> None:
     for check in ("docker engine", "runtime", "image", "kernel"):
         assert check in done.stdout
     assert "FAIL" not in done.stdout
+    # Each registered runtime is tried with a real container.
+    assert "runtime runc" in done.stdout and "starts a container in" in done.stdout
+
+
+def test_an_unknown_runtime_is_refused_by_doctor_and_run(tmp_path: Path) -> None:
+    done = interp("doctor", "--runtime", "nosuch", tmp_path=tmp_path)
+    assert done.returncode == 1
+    assert "register nosuch" in done.stdout.replace("\n", " ").replace("│", " ")
+    ran = interp("exec", "-c", "1", "--runtime", "nosuch", tmp_path=tmp_path)
+    assert ran.returncode != 0
+    assert "Traceback" not in ran.stderr
 
 
 def test_doctor_says_what_to_do_without_docker(tmp_path: Path) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+
+import docker
+import docker.errors
 
 from .._config import IMAGE_VERSION
 from .._exceptions import DockerUnavailableError, ImageError
@@ -17,6 +21,8 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    optional: bool = False
+    """A failure here does not make the setup unhealthy (a runtime not in use)."""
 
 
 def diagnose(image: str, runtime: str | None) -> list[Check]:
@@ -40,7 +46,7 @@ def diagnose(image: str, runtime: str | None) -> list[Check]:
             Check(
                 "runtime",
                 wanted in runtimes,
-                f"{wanted} (available: {', '.join(runtimes)})",
+                f"{wanted} (registered: {', '.join(r for r in runtimes if '.' not in r)})",
                 ""
                 if wanted in runtimes
                 else f"register {wanted} in /etc/docker/daemon.json "
@@ -54,6 +60,31 @@ def diagnose(image: str, runtime: str | None) -> list[Check]:
             )
         except ImageError as exc:
             checks.append(Check("image", False, exc.message, exc.hint or ""))
+            return checks
+        # Docker also lists containerd's shims by their long names: the OCI runtimes only.
+        oci = [name for name in runtimes if not name.startswith("io.containerd.")]
+        checks += [_try_runtime(client, image, name, in_use=name == wanted) for name in oci]
         return checks
     finally:
         client.close()
+
+
+def _try_runtime(client: docker.DockerClient, image: str, runtime: str, *, in_use: bool) -> Check:
+    """Start a real container of the image with ``runtime``: whether it works, and how fast."""
+    began = time.perf_counter()
+    try:
+        client.containers.run(
+            image, ["true"], runtime=runtime, network_mode="none", remove=True, user="1000:1000"
+        )
+    except docker.errors.DockerException as exc:
+        said = str(getattr(exc, "explanation", None) or exc).strip().splitlines()
+        return Check(
+            f"runtime {runtime}",
+            False,
+            said[-1][:200] if said else type(exc).__name__,
+            "the runtime in use must start containers" if in_use else "not in use: optional",
+            optional=not in_use,
+        )
+    took = time.perf_counter() - began
+    used = " (in use)" if in_use else ""
+    return Check(f"runtime {runtime}", True, f"starts a container in {took:.2f} s{used}")
