@@ -256,6 +256,13 @@ def create_app(config: Config) -> FastAPI:
             raise not_found("run", run_id)
         return found
 
+    async def put_metadata(
+        kind: Kind, owner: str, found: dict[str, Any], body: wire.MetadataModify
+    ) -> dict[str, Any]:
+        if body.metadata is not None:
+            found["metadata"] = body.metadata
+        return await state().store.put(kind, owner, found)
+
     async def check_files(owner: str, file_ids: list[str], param: str) -> None:
         for file_id in file_ids:
             if await state().store.get("file", owner, file_id) is None:
@@ -454,9 +461,7 @@ def create_app(config: Config) -> FastAPI:
         thread_id: str, message_id: str, body: wire.MetadataModify, owner: Owner
     ) -> dict[str, Any]:
         found = await get_message(thread_id, message_id, owner)
-        if body.metadata is not None:
-            found["metadata"] = body.metadata
-        return await state().store.put("message", owner, found)
+        return await put_metadata("message", owner, found, body)
 
     @app.delete("/v1/threads/{thread_id}/messages/{message_id}")
     async def delete_message(thread_id: str, message_id: str, owner: Owner) -> dict[str, Any]:
@@ -531,9 +536,7 @@ def create_app(config: Config) -> FastAPI:
         thread_id: str, run_id: str, body: wire.MetadataModify, owner: Owner
     ) -> dict[str, Any]:
         found = await run_of(owner, thread_id, run_id)
-        if body.metadata is not None:
-            found["metadata"] = body.metadata
-        return await state().store.put("run", owner, found)
+        return await put_metadata("run", owner, found, body)
 
     @app.post("/v1/threads/{thread_id}/runs/{run_id}/cancel")
     async def cancel_run(thread_id: str, run_id: str, owner: Owner) -> dict[str, Any]:

@@ -274,22 +274,8 @@ class Runner:
                     message_step, message = await self._open_message(state)
                 index = len(state.images)
                 text += piece.text
-                emit(
-                    "thread.message.delta",
-                    {
-                        "id": message["id"],
-                        "object": "thread.message.delta",
-                        "delta": {
-                            "content": [
-                                {
-                                    "index": index,
-                                    "type": "text",
-                                    "text": {"value": piece.text, "annotations": []},
-                                }
-                            ]
-                        },
-                    },
-                )
+                part = {"type": "text", "text": {"value": piece.text, "annotations": []}}
+                emit("thread.message.delta", _message_delta(message["id"], index, part))
             elif isinstance(piece, CallStarted):
                 if message is not None and message_step is not None:
                     await self._close_message(state, message_step, message, text)
@@ -473,22 +459,8 @@ class Runner:
         emit("thread.message.created", dict(message))
         emit("thread.message.in_progress", dict(message))
         for index, file_id in enumerate(state.images):
-            emit(
-                "thread.message.delta",
-                {
-                    "id": message["id"],
-                    "object": "thread.message.delta",
-                    "delta": {
-                        "content": [
-                            {
-                                "index": index,
-                                "type": "image_file",
-                                "image_file": {"file_id": file_id},
-                            }
-                        ]
-                    },
-                },
-            )
+            part = {"type": "image_file", "image_file": {"file_id": file_id}}
+            emit("thread.message.delta", _message_delta(message["id"], index, part))
         return step, message
 
     async def _close_message(
@@ -634,6 +606,15 @@ class Runner:
                 for call in calls
             ]
         return chat
+
+
+def _message_delta(message_id: str, index: int, part: dict[str, Any]) -> dict[str, Any]:
+    """A ``thread.message.delta`` carrying one content part at ``index``."""
+    return {
+        "id": message_id,
+        "object": "thread.message.delta",
+        "delta": {"content": [{"index": index, **part}]},
+    }
 
 
 def _call_object(call: ToolCall) -> dict[str, Any]:

@@ -9,7 +9,6 @@ The schema carries a version; a database of another version is refused.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -133,7 +132,7 @@ class Store:
             await session.execute(
                 update(_Object)
                 .where(_Object.id == obj["id"], _Object.kind == kind, _Object.owner == owner)
-                .values(data=json.loads(json.dumps(obj)))
+                .values(data=obj)
             )
         return obj
 

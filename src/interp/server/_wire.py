@@ -72,32 +72,28 @@ class ToolResources(_Body):
         return found
 
 
-class AssistantCreate(_Body):
+class _AssistantFields(_Body):
+    name: Annotated[str, Field(max_length=256)] | None = None
+    description: Annotated[str, Field(max_length=512)] | None = None
+    instructions: Annotated[str, Field(max_length=256_000)] | None = None
+    tool_resources: ToolResources | None = None
+    metadata: Metadata | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    response_format: Any = None
+    reasoning_effort: str | None = None
+
+
+class AssistantCreate(_AssistantFields):
     model: Annotated[str, Field(min_length=1, max_length=256)]
-    name: Annotated[str, Field(max_length=256)] | None = None
-    description: Annotated[str, Field(max_length=512)] | None = None
-    instructions: Annotated[str, Field(max_length=256_000)] | None = None
     tools: Annotated[list[Tool], Field(max_length=128)] = []
-    tool_resources: ToolResources | None = None
-    metadata: Metadata | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    response_format: Any = None
-    reasoning_effort: str | None = None
 
 
-class AssistantModify(_Body):
+class AssistantModify(_AssistantFields):
+    """Only what is given changes (``exclude_unset``)."""
+
     model: Annotated[str, Field(min_length=1, max_length=256)] | None = None
-    name: Annotated[str, Field(max_length=256)] | None = None
-    description: Annotated[str, Field(max_length=512)] | None = None
-    instructions: Annotated[str, Field(max_length=256_000)] | None = None
     tools: Annotated[list[Tool], Field(max_length=128)] | None = None
-    tool_resources: ToolResources | None = None
-    metadata: Metadata | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    response_format: Any = None
-    reasoning_effort: str | None = None
 
 
 class Attachment(_Body):
