@@ -17,6 +17,7 @@ from pathlib import Path
 import docker
 import openai
 import pytest
+from openai.types.beta.threads import Run
 
 from ..conftest import containers_labelled
 from .fake_model import MODEL, FakeModel, free_port
@@ -86,6 +87,30 @@ def start_server(
             time.sleep(0.1)
 
 
+def follow_up(client: openai.OpenAI, thread_id: str, assistant_id: str, content: str) -> Run:
+    """Post a user message and run the thread to its end."""
+    client.beta.threads.messages.create(thread_id=thread_id, role="user", content=content)
+    return client.beta.threads.runs.create_and_poll(
+        thread_id=thread_id, assistant_id=assistant_id, poll_interval_ms=100
+    )
+
+
+def reply_text(client: openai.OpenAI, thread_id: str) -> str:
+    """The text of the thread's newest message."""
+    newest = client.beta.threads.messages.list(thread_id=thread_id, order="desc").data[0]
+    part = newest.content[0]
+    assert part.type == "text", part
+    return part.text.value
+
+
+def wait_for_step(client: openai.OpenAI, thread_id: str, run_id: str) -> None:
+    """Return once the run has a step (its code is being written or runs)."""
+    deadline = time.monotonic() + 30
+    while not client.beta.threads.runs.steps.list(thread_id=thread_id, run_id=run_id).data:
+        assert time.monotonic() < deadline, "the run made no step"
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def fake_model() -> Iterator[FakeModel]:
     with FakeModel() as model:
@@ -113,4 +138,12 @@ def client(server: Server) -> openai.OpenAI:
     return server.client()
 
 
-__all__ = ["KEY_A", "KEY_B", "Server", "start_server"]
+__all__ = [
+    "KEY_A",
+    "KEY_B",
+    "Server",
+    "follow_up",
+    "reply_text",
+    "start_server",
+    "wait_for_step",
+]

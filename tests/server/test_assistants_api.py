@@ -22,7 +22,7 @@ from openai.types.beta.threads import Message, Run
 from openai.types.beta.threads.runs import CodeInterpreterToolCall, RunStep
 from pydantic import BaseModel, TypeAdapter
 
-from .conftest import Server
+from .conftest import Server, follow_up, reply_text, wait_for_step
 from .fake_model import FakeModel
 
 pytestmark = [
@@ -83,14 +83,9 @@ def test_a_polled_run_runs_the_code_and_keeps_every_object(client: openai.OpenAI
         {"type": "logs", "logs": "42\n"}
     ]
     # State persists in the thread's session: the next run sees x.
-    client.beta.threads.messages.create(
-        thread_id=thread.id, role="user", content="RUN: print(x + 1)"
-    )
-    again = client.beta.threads.runs.create_and_poll(
-        thread_id=thread.id, assistant_id=run.assistant_id, poll_interval_ms=100
-    )
+    again = follow_up(client, thread.id, run.assistant_id, "RUN: print(x + 1)")
     assert again.status == "completed"
-    assert reply(client, thread).content[0].text.value == "Result: 43"  # type: ignore[union-attr]
+    assert reply_text(client, thread.id) == "Result: 43"
 
 
 def test_every_streamed_event_is_a_valid_sdk_event_in_order(client: openai.OpenAI) -> None:
@@ -137,7 +132,7 @@ def test_create_and_run_makes_the_thread_and_runs_it(client: openai.OpenAI) -> N
     assert run.status == "completed"
     thread = client.beta.threads.retrieve(run.thread_id)
     strict(Thread, thread)
-    assert reply(client, thread).content[0].text.value == "Result: 1024"  # type: ignore[union-attr]
+    assert reply_text(client, thread.id) == "Result: 1024"
 
 
 def test_files_go_in_by_attachment_and_come_out_by_id(client: openai.OpenAI) -> None:
@@ -227,7 +222,7 @@ def test_function_tools_wait_for_submitted_outputs(
         poll_interval_ms=100,
     )
     assert done.status == "completed"
-    assert reply(client, thread).content[0].text.value == "Result: sunny, 21 C"  # type: ignore[union-attr]
+    assert reply_text(client, thread.id) == "Result: sunny, 21 C"
     sent = fake_model.requests[-1]["messages"]
     assert sent[-1] == {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}
 
@@ -238,23 +233,15 @@ def test_cancel_stops_a_long_sleep_and_the_thread_goes_on(client: openai.OpenAI)
         messages=[{"role": "user", "content": "RUN: import time\ntime.sleep(60)"}]
     )
     run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=helper.id)
-    deadline = time.monotonic() + 30
-    while not client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id).data:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_for_step(client, thread.id, run.id)
     time.sleep(0.5)
     began = time.monotonic()
     cancelled = client.beta.threads.runs.cancel(thread_id=thread.id, run_id=run.id)
     assert cancelled.status == "cancelled" and time.monotonic() - began < 10
     assert cancelled.cancelled_at is not None
-    client.beta.threads.messages.create(
-        thread_id=thread.id, role="user", content="RUN: print('on')"
-    )
-    after = client.beta.threads.runs.create_and_poll(
-        thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=100
-    )
+    after = follow_up(client, thread.id, helper.id, "RUN: print('on')")
     assert after.status == "completed"
-    assert reply(client, thread).content[0].text.value == "Result: on"  # type: ignore[union-attr]
+    assert reply_text(client, thread.id) == "Result: on"
 
 
 def test_a_second_run_on_a_busy_thread_is_refused(client: openai.OpenAI) -> None:
@@ -384,20 +371,10 @@ def test_model_failures_fail_the_run_clearly_and_the_thread_goes_on(client: open
     assert broken.last_error.code == "invalid_prompt"
     assert "not valid JSON" in broken.last_error.message
     for status, code in ((500, "server_error"), (429, "rate_limit_exceeded")):
-        client.beta.threads.messages.create(
-            thread_id=thread.id, role="user", content=f"FAIL {status}"
-        )
-        failed = client.beta.threads.runs.create_and_poll(
-            thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=100
-        )
+        failed = follow_up(client, thread.id, helper.id, f"FAIL {status}")
         assert failed.status == "failed" and failed.last_error is not None
         assert failed.last_error.code == code
-    client.beta.threads.messages.create(
-        thread_id=thread.id, role="user", content="RUN: print('fine')"
-    )
-    fine = client.beta.threads.runs.create_and_poll(
-        thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=100
-    )
+    fine = follow_up(client, thread.id, helper.id, "RUN: print('fine')")
     assert fine.status == "completed"
 
 
@@ -424,7 +401,7 @@ def test_eight_threads_run_at_once_and_nothing_is_lost(client: openai.OpenAI) ->
             thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=100
         )
         assert run.status == "completed", run.last_error
-        return reply(client, thread).content[0].text.value  # type: ignore[union-attr]
+        return reply_text(client, thread.id)
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(one, range(8)))
@@ -519,4 +496,4 @@ def test_a_dropped_stream_does_not_stop_the_run(client: openai.OpenAI) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert run.status == "completed"
-    assert reply(client, thread).content[0].text.value == "Result: finished"  # type: ignore[union-attr]
+    assert reply_text(client, thread.id) == "Result: finished"

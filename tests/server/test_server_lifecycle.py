@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from ..conftest import containers_labelled
-from .conftest import KEY_A, KEY_B, start_server
+from .conftest import KEY_A, KEY_B, follow_up, reply_text, start_server, wait_for_step
 from .fake_model import FakeModel
 
 pytestmark = [
@@ -140,21 +140,12 @@ def test_a_model_that_is_down_or_hangs_fails_the_run_and_the_next_one_works(
         assert down.last_error.code == "server_error"
         assert "unreachable" in down.last_error.message
         with FakeModel(model.port):
-            client.beta.threads.messages.create(thread_id=thread.id, role="user", content="HANG")
-            hung = client.beta.threads.runs.create_and_poll(
-                thread_id=thread.id, assistant_id=assistant_id, poll_interval_ms=100
-            )
+            hung = follow_up(client, thread.id, assistant_id, "HANG")
             assert hung.status == "failed" and hung.last_error is not None
             assert "timed out" in hung.last_error.message
-            client.beta.threads.messages.create(
-                thread_id=thread.id, role="user", content="RAW: print('raw code')"
-            )
-            fine = client.beta.threads.runs.create_and_poll(
-                thread_id=thread.id, assistant_id=assistant_id, poll_interval_ms=100
-            )
+            fine = follow_up(client, thread.id, assistant_id, "RAW: print('raw code')")
             assert fine.status == "completed", fine.last_error
-            answer = client.beta.threads.messages.list(thread_id=thread.id).data[0]
-            assert answer.content[0].text.value == "Result: raw code"  # type: ignore[union-attr]
+            assert reply_text(client, thread.id) == "Result: raw code"
     finally:
         server.stop()
 
@@ -171,10 +162,7 @@ def test_sigterm_fails_the_run_in_progress_and_removes_the_sandboxes(
         run = client.beta.threads.runs.create(
             thread_id=thread.id, assistant_id=code_assistant(client)
         )
-        deadline = time.monotonic() + 30
-        while not client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id).data:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for_step(client, thread.id, run.id)
         assert server.stop() in (0, -signal.SIGTERM)
         owner = f"io.interp.owner-pid={server.process.pid}"
         assert containers_labelled(docker_client, owner) == []
@@ -212,16 +200,13 @@ def test_an_expired_session_comes_back_with_its_files(tmp_path: Path) -> None:
             )
             assert first.status == "completed"
             time.sleep(3)  # the session expires (idle > 1 s; checked every 0.25 s)
-            client.beta.threads.messages.create(
-                thread_id=thread.id,
-                role="user",
-                content="RUN: print('kept' in dir(), open('numbers.txt').read())",
-            )
-            second = client.beta.threads.runs.create_and_poll(
-                thread_id=thread.id, assistant_id=assistant_id, poll_interval_ms=100
+            second = follow_up(
+                client,
+                thread.id,
+                assistant_id,
+                "RUN: print('kept' in dir(), open('numbers.txt').read())",
             )
             assert second.status == "completed", second.last_error
-            answer = client.beta.threads.messages.list(thread_id=thread.id).data[0]
-            assert answer.content[0].text.value == "Result: False 1 2 3"  # type: ignore[union-attr]
+            assert reply_text(client, thread.id) == "Result: False 1 2 3"
         finally:
             server.stop()
