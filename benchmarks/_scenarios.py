@@ -24,7 +24,7 @@ import psutil
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 
-from interp import Config, Engine, ExecutionStatus, LogChunk
+from interp import Config, Engine, ExecutionResult, ExecutionStatus, LogChunk
 from interp._engine import Engine as _Engine
 
 
@@ -113,11 +113,8 @@ async def warm_pool(data_dir: Path, plan: Plan) -> list[Measurement]:
         refill.samples.append(time.perf_counter() - began)
         idle = engine.stats().idle_kernel_memory_bytes
         for _ in range(plan.warm):
-            await engine.warm(timeout=120)
-            session = await engine.create_session()
-            t0 = time.perf_counter()
-            result = await engine.execute("1 + 1", session=session)
-            first.samples.append(time.perf_counter() - t0)
+            session, took, result = await _new_session_call(engine, "1 + 1")
+            first.samples.append(took)
             assert result.status is ExecutionStatus.COMPLETED
             await engine.close_session(session)
         acquire.samples.extend(s / 1e3 for s in _acquire_samples(engine)[-plan.warm :])
@@ -170,17 +167,11 @@ async def first_real_result(data_dir: Path, plan: Plan) -> list[Measurement]:
         refill.values["kernels_per_s"] = size / (time.perf_counter() - began)
         idle = engine.stats().idle_kernel_memory_bytes
         for _ in range(max(8, plan.warm // 4)):
-            await engine.warm(timeout=120)
-            session = await engine.create_session()
-            t0 = time.perf_counter()
-            await engine.execute("1 + 1", session=session)
-            trivial.samples.append(time.perf_counter() - t0)
+            session, took, _ = await _new_session_call(engine, "1 + 1")
+            trivial.samples.append(took)
             await engine.close_session(session)
-            await engine.warm(timeout=120)
-            session = await engine.create_session()
-            t0 = time.perf_counter()
-            result = await engine.execute(W3, session=session)
-            first.samples.append(time.perf_counter() - t0)
+            session, took, result = await _new_session_call(engine, W3)
+            first.samples.append(took)
             assert result.image_ids, result.logs
             t0 = time.perf_counter()
             await engine.execute(W3, session=session)
@@ -196,6 +187,16 @@ async def first_real_result(data_dir: Path, plan: Plan) -> list[Measurement]:
     if idle is not None:
         memory.values["bytes"] = float(idle)
     return [first, second, raw, trivial, refill, memory]
+
+
+async def _new_session_call(engine: Engine, code: str) -> tuple[str, float, ExecutionResult]:
+    """Once the pool is full: a new session, and the seconds its first call of ``code``
+    took. The caller closes the session."""
+    await engine.warm(timeout=120)
+    session = await engine.create_session()
+    t0 = time.perf_counter()
+    result = await engine.execute(code, session=session)
+    return session, time.perf_counter() - t0, result
 
 
 def _acquire_samples(engine: Engine) -> list[float]:
