@@ -39,7 +39,7 @@ from ._models import (
 )
 from ._owner import owner_dir_name
 from ._pool import KernelPool
-from ._sandbox_files import opened_dir
+from ._sandbox_files import create_new, opened_dir
 from ._sessions import SessionManager, check_file_name
 from ._storage import Storage
 from .sandbox import make_backend
@@ -446,8 +446,7 @@ def _write_replacing(
     """
     partial = f".{name[:200]}.{secrets.token_hex(4)}.upload"
     with opened_dir(directory) as dir_fd:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(partial, flags, 0o644, dir_fd=dir_fd)
+        fd = create_new(partial, dir_fd=dir_fd)
         try:
             with os.fdopen(fd, "wb", closefd=False) as out, source.open("rb") as stored:
                 shutil.copyfileobj(stored, out)

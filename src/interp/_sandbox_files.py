@@ -70,6 +70,13 @@ def open_dir(name: str | Path, *, dir_fd: int | None = None) -> int:
         raise SandboxFileError(exc.errno, f"cannot open directory: {exc.strerror}") from None
 
 
+def create_new(name: str, *, dir_fd: int) -> int:
+    """Create ``name`` in a directory for writing: a new file, never an existing one or
+    what a link there points to (``O_EXCL | O_NOFOLLOW``)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(name, flags, 0o644, dir_fd=dir_fd)
+
+
 @contextlib.contextmanager
 def opened_dir(name: str | Path, *, dir_fd: int | None = None) -> Iterator[int]:
     fd = open_dir(name, dir_fd=dir_fd)

@@ -20,7 +20,13 @@ from pathlib import Path
 
 from ._exceptions import SandboxError
 from ._owner import stale_dirs
-from ._sandbox_files import SandboxFileError, open_regular_nofollow, opened_dir, remove_tree
+from ._sandbox_files import (
+    SandboxFileError,
+    create_new,
+    open_regular_nofollow,
+    opened_dir,
+    remove_tree,
+)
 
 log = logging.getLogger("interp.storage")
 
@@ -45,10 +51,11 @@ def _run(*command: str) -> None:
 def _copy_file(name: str, source_dir: int, target_dir: int) -> None:
     """Copy a regular file between two open directories, following no link on either side."""
     src = open_regular_nofollow(name, dir_fd=source_dir)
-    with os.fdopen(src, "rb") as source:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        with os.fdopen(os.open(name, flags, 0o644, dir_fd=target_dir), "wb") as target:
-            shutil.copyfileobj(source, target)
+    with (
+        os.fdopen(src, "rb") as source,
+        os.fdopen(create_new(name, dir_fd=target_dir), "wb") as target,
+    ):
+        shutil.copyfileobj(source, target)
 
 
 class Storage:
