@@ -375,12 +375,12 @@ def create_app(config: Config) -> FastAPI:
     async def create_thread_and_run(
         body: wire.ThreadAndRunCreate, owner: Owner
     ) -> Response | dict[str, Any]:
-        await find("assistant", owner, body.assistant_id, "assistant")
+        assistant = await find("assistant", owner, body.assistant_id, "assistant")
         thread_body = body.thread or wire.ThreadCreate()
         if body.tool_resources is not None and thread_body.tool_resources is None:
             thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
         thread = await new_thread(owner, thread_body)
-        return await begin_run(owner, thread, body, [], None)
+        return await begin_run(owner, thread, assistant, body, [], None)
 
     @app.get("/v1/threads/{thread_id}")
     async def get_thread(thread_id: str, owner: Owner) -> dict[str, Any]:
@@ -474,11 +474,11 @@ def create_app(config: Config) -> FastAPI:
     async def begin_run(
         owner: str,
         thread: dict[str, Any],
+        assistant: dict[str, Any],
         body: wire.RunCreate | wire.ThreadAndRunCreate,
         additional: list[wire.MessageCreate],
         extra_instructions: str | None,
     ) -> Response | dict[str, Any]:
-        assistant = await find("assistant", owner, body.assistant_id, "assistant")
         state().runner.check_idle(thread["id"])
         for message in additional:
             await add_message(owner, thread["id"], message)
@@ -509,8 +509,14 @@ def create_app(config: Config) -> FastAPI:
         thread_id: str, body: wire.RunCreate, owner: Owner
     ) -> Response | dict[str, Any]:
         thread = await thread_of(owner, thread_id)
+        assistant = await find("assistant", owner, body.assistant_id, "assistant")
         return await begin_run(
-            owner, thread, body, body.additional_messages or [], body.additional_instructions
+            owner,
+            thread,
+            assistant,
+            body,
+            body.additional_messages or [],
+            body.additional_instructions,
         )
 
     @app.get("/v1/threads/{thread_id}/runs")
