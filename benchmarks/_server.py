@@ -156,7 +156,12 @@ async def server(data_dir: Path, plan: Plan) -> list[Measurement]:
         baseline=True,
         group="server",
     )
-    n = max(8, plan.execute // 10)
+    added = Measurement(
+        "server_added_latency",
+        "serve: added to the engine's first output (paired samples)",
+        group="server",
+    )
+    n = max(30, plan.execute // 10)
     with _model() as model_url, _serve(data_dir / "serve", model_url) as url:
         client = openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=0)
         async with engine_for(data_dir / "engine", pool_size=2, preload=[]) as engine:
@@ -169,10 +174,13 @@ async def server(data_dir: Path, plan: Plan) -> list[Measurement]:
                 await engine.warm(timeout=120)
                 ours.samples.append(await _first_code_output(client, assistant.id))
                 base.samples.append(await _engine_first_output(engine))
+                # Each pair ran back to back: their difference is what the server adds,
+                # without the drift of the machine between samples.
+                added.samples.append(ours.samples[-1] - base.samples[-1])
                 await asyncio.sleep(0.7)  # the server's pool refills between samples
             throughput = await _runs_per_second(client, assistant.id, plan)
         await client.close()
-    return [ours, base, throughput]
+    return [ours, base, added, throughput]
 
 
 async def _engine_first_output(engine: Any) -> float:
