@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from interp import IMAGE_VERSION, Config
+from interp.sandbox._docker_client import choose_runtime
 
 from ._scenarios import (
     Measurement,
@@ -68,6 +69,7 @@ def describe_machine(image: str) -> dict[str, Any]:
     try:
         info = client.info()
         image_id = client.images.get(image).id
+        chosen = choose_runtime(client, None)
     finally:
         client.close()
     return {
@@ -80,20 +82,25 @@ def describe_machine(image: str) -> dict[str, Any]:
         "cgroup": info.get("CgroupVersion"),
         "runtimes": sorted(r for r in info.get("Runtimes", {}) if r in KNOWN_RUNTIMES),
         "default_runtime": info.get("DefaultRuntime"),
+        "interp_runtime": chosen or info.get("DefaultRuntime"),
         "image": image,
         "image_id": image_id,
         "image_version": IMAGE_VERSION,
     }
 
 
-async def _measure(plan: Plan, machine: dict[str, Any], image: str) -> list[Measurement]:
+async def _measure(
+    plan: Plan, machine: dict[str, Any], image: str, *, with_peers: bool = False
+) -> list[Measurement]:
     results: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="interp-bench-") as scratch:
         root = Path(scratch)
+        # The runtime interp picks by itself is "default" (the budget's); the others by name.
         for runtime in machine["runtimes"]:
-            results.append(docker_run_true(image, plan, runtime))
+            label = "default" if runtime == machine["interp_runtime"] else runtime
+            results.append(docker_run_true(image, plan, runtime, label))
             print(f"  cold start ({runtime}) …", file=sys.stderr, flush=True)
-            results += await cold_start(root / runtime, plan, runtime)
+            results += await cold_start(root / runtime, plan, runtime, label)
         results += await timed("local ipykernel baseline", lambda: local_ipykernel(plan))
         results += await timed("warm pool", lambda: warm_pool(root / "pool", plan))
         results += await timed("first real result", lambda: first_real_result(root / "w3", plan))
@@ -106,6 +113,11 @@ async def _measure(plan: Plan, machine: dict[str, Any], image: str) -> list[Meas
         else:
             results += await timed("server", lambda: server(root / "server", plan))
         results.append(interp_run(plan, root / "cli"))
+        if with_peers:
+            from ._peers import peers
+
+            runtime = machine["interp_runtime"]
+            results += await timed("peers", lambda: peers(root / "peers", plan, image, runtime))
     return results
 
 
@@ -155,7 +167,11 @@ def _table(results: list[Measurement], figures: dict[str, dict[str, float]]) -> 
     for m in results:
         f = figures[m.key]
         other = ", ".join(
-            f"{v / 1024**2:.0f} MiB" if k == "bytes" else f"{k} {v:.1f}"
+            f"{v / 1024**2:.0f} MiB"
+            if k == "bytes"
+            else f"{v:.2f}x"
+            if k == "ratio"
+            else f"{k} {v:.1f}"
             for k, v in m.values.items()
         )
         cells = [f"{f[k]:.2f}" if k in f else "" for k in
@@ -199,7 +215,14 @@ def _chart(results: list[Measurement], path: Path, machine: dict[str, Any]) -> b
     return True
 
 
-def run(*, quick: bool, check: bool, out_dir: Path, budgets: Path | None = None) -> int:
+def run(
+    *,
+    quick: bool,
+    check: bool,
+    out_dir: Path,
+    budgets: Path | None = None,
+    with_peers: bool = False,
+) -> int:
     """Run the suite, print the table, write JSON and a chart; 1 if a budget is broken."""
     console = Console(width=max(Console().width, 150))
     image = Config().image
@@ -211,7 +234,7 @@ def run(*, quick: bool, check: bool, out_dir: Path, budgets: Path | None = None)
         f"interp bench ({mode}) on {machine['cpus']} CPUs, Docker {machine['docker']},"
         f" runtimes {runtimes}"
     )
-    results = asyncio.run(_measure(plan, machine, image))
+    results = asyncio.run(_measure(plan, machine, image, with_peers=with_peers))
     figures = _figures(results)
     console.print(_table(results, figures))
 

@@ -74,10 +74,14 @@ def _kernel_of(engine: Engine, session: str) -> Any:
     return kernel
 
 
-async def cold_start(data_dir: Path, plan: Plan, runtime: str | None) -> list[Measurement]:
+async def cold_start(data_dir: Path, plan: Plan, runtime: str, label: str) -> list[Measurement]:
     """Container start to kernel ready, with the launch broken into its phases."""
-    name = runtime or "default"
-    total = Measurement(f"cold_start[{name}]", f"cold start, runtime {name}", group="cold start")
+    name = label
+    total = Measurement(
+        f"cold_start[{label}]",
+        f"cold start, runtime {runtime}" + (" (interp's default)" if label == "default" else ""),
+        group="cold start",
+    )
     phases: dict[str, Measurement] = {
         phase: Measurement(f"cold_start_{phase}[{name}]", f"  {phase}", group="cold start")
         for phase in ("create", "start", "kernel ready")
@@ -352,17 +356,14 @@ async def local_ipykernel(plan: Plan) -> list[Measurement]:
     return [start, execute]
 
 
-def docker_run_true(image: str, plan: Plan, runtime: str | None) -> Measurement:
-    name = runtime or "default"
+def docker_run_true(image: str, plan: Plan, runtime: str, label: str) -> Measurement:
     m = Measurement(
-        f"docker_run_true[{name}]",
-        f"docker run --rm --network none IMAGE true, runtime {name}",
+        f"docker_run_true[{label}]",
+        f"docker run --rm --network none IMAGE true, runtime {runtime}",
         baseline=True,
         group="cold start",
     )
-    command = ["docker", "run", "--rm", "--network", "none"]
-    if runtime:
-        command += ["--runtime", runtime]
+    command = ["docker", "run", "--rm", "--network", "none", "--runtime", runtime]
     for _ in range(plan.cold):
         t0 = time.perf_counter()
         subprocess.run([*command, image, "true"], check=True, capture_output=True)

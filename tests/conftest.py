@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,10 @@ import requests
 from interp import Config, Engine
 
 ENGINE_LABEL = "io.interp.engine"
+
+GVISOR = os.environ.get("INTERP_RUNTIME") == "runsc"
+"""The hostile suite's second run, under gVisor (scripts/test). Where gVisor's kernel
+answers differently from Linux's, a test says what it accepts and why."""
 
 
 @functools.cache

@@ -11,7 +11,7 @@ import docker
 import psutil
 import pytest
 
-from interp import Engine, ExecutionStatus
+from interp import Engine, ExecutionStatus, SandboxError
 
 pytestmark = pytest.mark.docker
 
@@ -174,3 +174,40 @@ async def test_closing_the_engine_removes_its_containers(
     assert not docker_client.containers.list(
         all=True, filters={"label": f"io.interp.engine={engine.id}"}
     )
+
+
+async def test_the_runtime_is_crun_when_registered_else_dockers_default(
+    engine: Engine, docker_client: docker.DockerClient
+) -> None:
+    registered = docker_client.info()["Runtimes"]
+    session = await engine.create_session()
+    container = await _container(engine, docker_client, session)
+    wanted = engine.config.runtime or ("crun" if "crun" in registered else None)
+    # Docker records the runtime it used; unset means its default.
+    assert container.attrs["HostConfig"]["Runtime"] == (
+        wanted or docker_client.info()["DefaultRuntime"]
+    )
+
+
+async def test_an_unregistered_runtime_is_refused_with_the_registered_ones(
+    make_config: Any,
+) -> None:
+    engine = Engine(make_config(runtime="no-such-runtime", pool_size=0))
+    with pytest.raises(SandboxError, match=r"no runtime 'no-such-runtime' \(registered: .*runc"):
+        await engine.start()
+    await engine.close()
+
+
+async def test_a_session_memory_limit_replaces_the_engines_and_is_enforced(
+    engine: Engine, docker_client: docker.DockerClient
+) -> None:
+    session = await engine.create_session(memory=256 * 1024**2)
+    container = await _container(engine, docker_client, session)
+    assert container.attrs["HostConfig"]["Memory"] == 256 * 1024**2
+    assert container.attrs["HostConfig"]["MemorySwap"] == 256 * 1024**2
+    result = await engine.execute("x = bytearray(400 * 1024**2)", session=session)
+    assert result.status is ExecutionStatus.OOM
+    assert result.message is not None and "limit 256 MiB" in result.message
+    # The session's next kernel has the session's limit too.
+    container = await _container(engine, docker_client, session)
+    assert container.attrs["HostConfig"]["Memory"] == 256 * 1024**2

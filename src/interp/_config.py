@@ -76,7 +76,8 @@ class Config(BaseSettings):
     """``docker`` isolates; ``process`` runs kernels as local processes with no isolation."""
     image: str = f"interp-sandbox:{IMAGE_VERSION}"
     runtime: str | None = None
-    """OCI runtime for the containers (``runc``, ``crun``, ``runsc``); Docker's default if unset."""
+    """OCI runtime for the containers (``runc``, ``crun``, ``runsc``), registered with Docker.
+    Unset: crun when Docker has it (faster to start, same isolation), else Docker's default."""
 
     memory: Bytes = 1024**3
     """Memory limit per kernel; swap is set equal, so the kernel cannot swap."""

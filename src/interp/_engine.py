@@ -153,7 +153,7 @@ class Engine:
         return self._files
 
     async def create_session(
-        self, session: str | None = None, *, file_ids: Sequence[str] = ()
+        self, session: str | None = None, *, file_ids: Sequence[str] = (), memory: int | None = None
     ) -> str:
         """Open a session (a fresh id unless one is given) and return its id.
 
@@ -161,7 +161,8 @@ class Engine:
         to put in its /mnt/data under their base names, as OpenAI's
         ``tool_resources.code_interpreter.file_ids``; given for an open session, they are
         added to it. Waits up to ``capacity_wait`` for a slot when ``max_sessions`` are
-        open, then raises ``CapacityError``.
+        open, then raises ``CapacityError``. ``memory`` (bytes) is the memory limit of a new
+        session's kernels instead of ``config.memory``.
         """
         self._check_open()
         given = [self.file(file_id) for file_id in file_ids]
@@ -171,7 +172,11 @@ class Engine:
         if len(set(names)) < len(names):
             raise InvalidInputError(f"two of the files have the same name: {sorted(names)}")
         existed = session is not None and session in self._sessions
-        opened = await self._sessions.create(session)
+        if memory is not None and memory < 64 * 1024**2:
+            raise InvalidInputError(f"memory limit {memory} bytes is below 64 MiB")
+        if memory == self.config.memory:
+            memory = None  # the pool's kernels have it already
+        opened = await self._sessions.create(session, memory=memory)
         try:
             for info, name in zip(given, names, strict=True):
                 await self._place(opened.id, name, self.files.path(info.id))
@@ -253,7 +258,7 @@ class Engine:
             max_files=self.config.max_files,
             max_files_bytes=self.config.max_files_bytes,
             max_full_output_bytes=self.config.max_full_output_bytes,
-            memory_bytes=self.config.memory,
+            memory_bytes=target.memory or self.config.memory,
         )
         try:
             async with target.lock:

@@ -76,6 +76,8 @@ class Session:
     closed: bool = False
     reclaimed: bool = False
     """Its kernel was removed while idle to make room for another session's."""
+    memory: int | None = None
+    """Its kernels' memory limit in bytes, where it is not the engine's."""
 
     def info(self) -> SessionInfo:
         idle = time.monotonic() - self.last_used
@@ -159,7 +161,13 @@ class SessionManager:
             )
         return found
 
-    async def create(self, session: str | None = None, *, deadline: float | None = None) -> Session:
+    async def create(
+        self,
+        session: str | None = None,
+        *,
+        deadline: float | None = None,
+        memory: int | None = None,
+    ) -> Session:
         """The session of that id, opened if new; waits for a free slot until ``deadline``
         (``time.monotonic``; ``capacity_wait`` from now if not given)."""
         session_id = check_session_id(session) if session is not None else new_session_id()
@@ -182,7 +190,7 @@ class SessionManager:
                 return existing
             files_dir = self._root / session_id
             await asyncio.to_thread(files_dir.mkdir, parents=True, exist_ok=True)
-            created = Session(id=session_id, files_dir=files_dir)
+            created = Session(id=session_id, files_dir=files_dir, memory=memory)
             self._sessions[session_id] = created
             return created
 
@@ -215,6 +223,12 @@ class SessionManager:
                 await asyncio.to_thread(self._storage.remove, kernel.files_dir)
                 raise SandboxError(f"could not give the session its files: {exc}") from exc
             kernel.files_dir = session.files_dir
+        if session.memory is not None:
+            try:
+                await kernel.sandbox.set_memory(session.memory)
+            except SandboxError:
+                await self._pool.release(kernel)
+                raise
         session.kernel = kernel
         return kernel
 

@@ -64,8 +64,10 @@ class SyncEngine:
             future.cancel()
             raise
 
-    def create_session(self, session: str | None = None, *, file_ids: Sequence[str] = ()) -> str:
-        return self._call(self._engine.create_session(session, file_ids=file_ids))
+    def create_session(
+        self, session: str | None = None, *, file_ids: Sequence[str] = (), memory: int | None = None
+    ) -> str:
+        return self._call(self._engine.create_session(session, file_ids=file_ids, memory=memory))
 
     def close_session(self, session: str, *, keep_files: bool = False) -> None:
         self._call(self._engine.close_session(session, keep_files=keep_files))

@@ -16,8 +16,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ._config import Config
 from ._engine import Engine
@@ -32,7 +30,6 @@ from ._models import (
     LogChunk,
 )
 from ._sandbox_files import open_regular_nofollow
-from .adapters import assistants
 
 _T = TypeVar("_T")
 
@@ -222,6 +219,8 @@ async def _run(
                 result = event.result
     assert result is not None
     if json_output:
+        from .adapters import assistants
+
         print(json.dumps(assistants.tool_call(result), indent=2))
     if result.message:
         err.print(f"[bold red]interp:[/] {result.status.value}: {result.message}", soft_wrap=True)
@@ -295,6 +294,8 @@ def doctor(
     (--runtime, INTERP_RUNTIME, else Docker's default) must work.
     """
     config = _safe_config(backend=backend, runtime=runtime)
+    from rich.table import Table
+
     table = Table(show_header=True, header_style="bold")
     table.add_column("check")
     table.add_column("")
@@ -349,6 +350,8 @@ def pool_status(
         _exit_error(str(exc), EXIT_ENGINE)
     except KeyboardInterrupt:
         _exit_error("interrupted", EXIT_INTERRUPTED)
+    from rich.table import Table
+
     table = Table(title=f"pool of {config.pool_size} (max {config.max_kernels} kernels)")
     table.add_column("figure")
     table.add_column("value", justify="right")
@@ -380,12 +383,19 @@ def bench(
     out: Annotated[Path, typer.Option("--out", help="Where the JSON and chart go.")] = Path(
         "benchmarks/results"
     ),
+    peers: Annotated[
+        bool,
+        typer.Option(
+            "--peers",
+            help="Also measure raw jupyter_client and llm-sandbox (the peers extra), interleaved.",
+        ),
+    ] = False,
 ) -> None:
     """Measure cold start and execution latency beside same-run baselines."""
     # Shipped from the repository's benchmarks/ as interp.benchmarks (see pyproject.toml).
     suite = importlib.import_module("interp.benchmarks")
     try:
-        code: int = suite.run(quick=quick, check=check, out_dir=out)
+        code: int = suite.run(quick=quick, check=check, out_dir=out, with_peers=peers)
     except InterpError as exc:
         _exit_error(str(exc), EXIT_ENGINE)
     raise typer.Exit(code)
@@ -412,6 +422,8 @@ def image_build(
 
 
 def _build_with_progress(config: Config) -> None:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from .sandbox._image_build import build_image
 
     columns = (

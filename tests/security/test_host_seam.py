@@ -21,14 +21,21 @@ from interp import (
     CapacityError,
     Config,
     Engine,
+    ExecutionFinished,
+    ExecutionResult,
     ExecutionStatus,
     InterpError,
     KernelStartError,
+    LogChunk,
     SandboxError,
     SessionNotFoundError,
 )
 
-from ..conftest import assert_no_containers, containers_of
+from ..conftest import GVISOR, assert_no_containers, containers_of
+
+LAG_BOUND = 0.15 if GVISOR else 0.05
+"""The engine's event loop is never held up longer. gVisor's sentry and gofer, busy with
+the code's own file operations, take both of this machine's CPUs for whole slices."""
 
 pytestmark = pytest.mark.docker
 
@@ -118,7 +125,7 @@ async def test_a_1500_deep_tree_is_survived_by_the_session_close_and_restart(
         again = await engine.execute("print('still here')", session=session)
         assert again.status is ExecutionStatus.COMPLETED and "still here" in again.logs
         await engine.close_session(session)
-        assert lag.worst < 0.05, lag.worst
+        assert lag.worst < LAG_BOUND, lag.worst
     assert_no_containers(docker_client, engine.id)
     # The data directory is usable by the next engine.
     async with Engine(config) as after:
@@ -147,7 +154,7 @@ async def test_100_000_files_leave_calls_bounded_and_the_loop_free(
                 durations.append(time.monotonic() - began)
                 assert result.status is ExecutionStatus.COMPLETED
         assert sorted(durations)[2] < 0.5, durations
-        assert lag.worst < 0.05, lag.worst
+        assert lag.worst < LAG_BOUND, lag.worst
         await engine.close_session(session)
 
 
@@ -318,6 +325,9 @@ async def test_a_lone_surrogate_keeps_the_lines_around_it(engine: Engine) -> Non
     assert "Traceback" not in result.logs
 
 
+# Under gVisor every one of the kernel's messages costs several trips through the sentry:
+# there a fifth of the displays, still twenty times the cap.
+@pytest.mark.timeout(300 if GVISOR else 120)
 async def test_engine_memory_stays_within_the_flood_bound(engine: Engine) -> None:
     await engine.execute("1")
     process = psutil.Process()
@@ -333,7 +343,7 @@ async def test_engine_memory_stays_within_the_flood_bound(engine: Engine) -> Non
         "from IPython.display import display\n"
         "class Empty:\n"
         "    def _repr_html_(self): return ''\n"
-        "for _ in range(100_000):\n"
+        f"for _ in range({20_000 if GVISOR else 100_000}):\n"
         "    display(Empty())",
         timeout=120,
     )
@@ -362,9 +372,20 @@ async def test_a_closed_engine_says_so_to_a_running_call(
     engine = Engine(make_config())
     await engine.start()
     session = await engine.create_session()
-    running = asyncio.create_task(engine.execute("import time; time.sleep(30)", session=session))
+    started = asyncio.Event()
+
+    async def run() -> ExecutionResult:
+        code = "print('started', flush=True)\nimport time; time.sleep(30)"
+        async for event in engine.stream(code, session=session):
+            if isinstance(event, LogChunk):
+                started.set()
+            elif isinstance(event, ExecutionFinished):
+                return event.result
+        raise AssertionError("the stream ended without a result")
+
+    running = asyncio.create_task(run())
     waiting = asyncio.create_task(engine.execute("print(1)", session=session))
-    await asyncio.sleep(1.5)
+    await asyncio.wait_for(started.wait(), 30)
     await engine.close()
     result = await asyncio.wait_for(running, 10)
     assert result.status is ExecutionStatus.KERNEL_DIED

@@ -112,6 +112,10 @@ class Sandbox(Protocol):
         """Start a new peak-memory measurement, where the sandbox supports it."""
         ...
 
+    async def set_memory(self, limit: int) -> None:
+        """Change the memory limit (memory and swap) of the running sandbox."""
+        ...
+
     def stray_processes(self) -> int:
         """How many processes run in the sandbox besides the kernel (and init)."""
         ...

@@ -32,6 +32,7 @@ from ._docker_client import (
     LABEL_SESSION,
     UNREACHABLE,
     check_image,
+    choose_runtime,
     connect,
     translate,
 )
@@ -92,6 +93,13 @@ class DockerSandbox:
         # The init process (PID 1) forwards the signal to the kernel.
         await self._backend.signal(self._id, "SIGINT")
 
+    async def set_memory(self, limit: int) -> None:
+        api = self._backend.client.api
+        await self._backend._call(
+            "setting a sandbox's memory limit",
+            lambda: api.update_container(self._id, mem_limit=limit, memswap_limit=limit),
+        )
+
     async def kill(self) -> None:
         if not self._exited.done():
             await self._backend.signal(self._id, "SIGKILL")
@@ -131,7 +139,9 @@ class DockerSandbox:
         return Usage(cpu_s=cpu_s, peak_memory_bytes=peak, memory_bytes=now)
 
     def stray_processes(self) -> int:
-        if self._cgroup.procs is not None:
+        # Under gVisor the code's processes live inside its sentry, not in the host's
+        # cgroup, which holds gVisor's own: there is nothing to count from here.
+        if self._cgroup.procs is not None and self._backend.runtime != "runsc":
             with contextlib.suppress(OSError):
                 # The init process and the kernel are expected; anything else is not.
                 return max(0, len(self._cgroup.procs.read_text().split()) - 2)
@@ -157,6 +167,8 @@ class DockerBackend:
         self._sandboxes: dict[str, DockerSandbox] = {}
         self._events: EventFollower | None = None
         self.warned_no_cgroup = False
+        self.runtime: str | None = None
+        """The OCI runtime sandboxes start with, once open (``None``: Docker's default)."""
 
     async def _call(self, action: str, fn: Callable[[], _T]) -> _T:
         def run() -> _T:
@@ -173,9 +185,9 @@ class DockerBackend:
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        self._client = await asyncio.to_thread(connect)
-        await asyncio.to_thread(check_image, self._client, self._config.image)
-        client = self._client
+        self._client = client = await asyncio.to_thread(connect)
+        await asyncio.to_thread(check_image, client, self._config.image)
+        self.runtime = await asyncio.to_thread(choose_runtime, client, self._config.runtime)
         reaped = await self._call("reaping orphaned sandboxes", lambda: reap_orphans(client))
         if reaped:
             log.warning("removed %d sandboxes left by engines that no longer run", reaped)
@@ -223,7 +235,7 @@ class DockerBackend:
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             init=True,
-            runtime=config.runtime,
+            runtime=self.runtime,
             ipc_mode="private",
             binds={
                 str(host_dir): {"bind": KERNEL_DIR, "mode": "rw"},

@@ -69,6 +69,30 @@ def connect() -> docker.DockerClient:
         return client
 
 
+PREFERRED_RUNTIMES = ("crun",)
+"""Chosen, when registered, over Docker's default (runc): same isolation and flags, and it
+starts containers faster (docs/security.md, Runtimes). runsc is never chosen unasked."""
+
+
+def choose_runtime(client: docker.DockerClient, wanted: str | None) -> str | None:
+    """The OCI runtime to start sandboxes with; ``None`` is Docker's default.
+
+    ``wanted`` must be registered with the engine; unset, the first of
+    ``PREFERRED_RUNTIMES`` that is registered, else Docker's default.
+    """
+    with translate("asking Docker for its runtimes"):
+        registered = set(client.info().get("Runtimes") or {})
+    if wanted is not None:
+        if wanted not in registered:
+            names = ", ".join(sorted(r for r in registered if "." not in r))
+            raise SandboxError(
+                f"Docker has no runtime {wanted!r} (registered: {names})",
+                hint="register it in /etc/docker/daemon.json (README: Runtimes) or pick another",
+            )
+        return wanted
+    return next((name for name in PREFERRED_RUNTIMES if name in registered), None)
+
+
 def check_image(client: docker.DockerClient, image: str) -> str:
     """Return the image's id; raise ``ImageError`` if missing or of another version."""
     with translate(f"checking image {image}"):

@@ -10,7 +10,7 @@ import docker.errors
 
 from .._config import IMAGE_VERSION
 from .._exceptions import DockerUnavailableError, ImageError
-from ._docker_client import check_image, connect
+from ._docker_client import PREFERRED_RUNTIMES, check_image, connect
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ def diagnose(image: str, runtime: str | None) -> list[Check]:
             )
         ]
         runtimes = sorted(info.get("Runtimes") or {})
-        wanted = runtime or str(info.get("DefaultRuntime", "runc"))
+        preferred = [name for name in PREFERRED_RUNTIMES if name in runtimes]
+        wanted = runtime or (preferred[0] if preferred else str(info.get("DefaultRuntime", "runc")))
         checks.append(
             Check(
                 "runtime",

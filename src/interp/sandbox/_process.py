@@ -107,6 +107,9 @@ class ProcessSandbox:
     def reset_peak_memory(self) -> None:
         """Processes have no resettable peak; nothing to do."""
 
+    async def set_memory(self, limit: int) -> None:
+        """The process backend enforces no limit (it is not a sandbox); nothing to do."""
+
 
 class ProcessBackend:
     isolated = False
