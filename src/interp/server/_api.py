@@ -34,8 +34,11 @@ from .._exceptions import (
     StoreFullError,
 )
 from . import _wire as wire
+from ._api_responses import add_routes
+from ._containers import Containers
 from ._errors import APIError, bad_request, not_found
 from ._model import Model, UpstreamError
+from ._responses import Responder
 from ._runs import Runner, sse_stream
 from ._store import Kind, Store
 
@@ -71,6 +74,8 @@ class _State:
     engine: Engine
     model: Model
     runner: Runner
+    containers: Containers
+    responder: Responder
 
 
 def _owner_of(keys: tuple[str, ...]) -> Callable[[Request], str]:
@@ -110,7 +115,10 @@ class _BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = scope["path"].rstrip("/") == "/v1/files"
+        path = scope["path"].rstrip("/")
+        upload = path == "/v1/files" or (
+            path.startswith("/v1/containers/") and path.endswith("/files")
+        )
         limit = self.upload_bytes + 1024**2 if upload else _JSON_BODY_BYTES
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
@@ -185,10 +193,21 @@ def create_app(config: Config) -> FastAPI:
             timeout=config.model_timeout,
         )
         runner = Runner(store=store, engine=engine, model=model, default_model=config.model)
-        holder["state"] = _State(store, engine, model, runner)
+        containers = Containers(store=store, engine=engine)
+        responder = Responder(
+            store=store,
+            engine=engine,
+            model=model,
+            containers=containers,
+            default_model=config.model,
+        )
+        containers.start()
+        holder["state"] = _State(store, engine, model, runner, containers, responder)
         try:
             yield
         finally:
+            await responder.close()
+            await containers.close()
             await runner.close()
             await model.close()
             await engine.close()
@@ -591,21 +610,33 @@ def create_app(config: Config) -> FastAPI:
 
     # Files.
 
-    @app.post("/v1/files")
-    async def upload_file(
-        owner: Owner,
-        file: Annotated[UploadFile, File()],
-        purpose: Annotated[str, Form(max_length=64)],
-    ) -> dict[str, Any]:
+    async def spool(file: UploadFile, path: Path) -> str:
+        """Check an uploaded file's name and size, write it to ``path``; its name."""
         name = file.filename or ""
         if not name or "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
             raise bad_request(f"Invalid file name {name[:100]!r}: use a plain name.", param="file")
         size = file.size if file.size is not None else 0
         if size > config.max_upload_bytes:
             raise _too_large(config.max_upload_bytes)
+        await asyncio.to_thread(_spool, file, path)
+        return name
+
+    async def spool_form(request: Request, path: Path) -> str:
+        async with request.form(max_files=1, max_fields=8) as form:
+            file = form.get("file")
+            if not isinstance(file, UploadFile):
+                raise bad_request("Send the file as the multipart field 'file'.", param="file")
+            return await spool(file, path)
+
+    @app.post("/v1/files")
+    async def upload_file(
+        owner: Owner,
+        file: Annotated[UploadFile, File()],
+        purpose: Annotated[str, Form(max_length=64)],
+    ) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="interp-upload-") as scratch:
             path = Path(scratch) / "upload"
-            await asyncio.to_thread(_spool, file, path)
+            name = await spool(file, path)
             info = await state().engine.create_file(name, path)
         created = wire.file_object(
             file_id=info.id,
@@ -644,7 +675,9 @@ def create_app(config: Config) -> FastAPI:
         return StreamingResponse(
             _read_chunks(path),
             media_type=mime,
-            headers={"content-disposition": f'attachment; filename="{_quoted(found["filename"])}"'},
+            headers={
+                "content-disposition": f'attachment; filename="{wire.quoted(found["filename"])}"'
+            },
         )
 
     @app.delete("/v1/files/{file_id}")
@@ -654,6 +687,17 @@ def create_app(config: Config) -> FastAPI:
         with contextlib.suppress(InvalidInputError):  # already gone from the file store
             await state().engine.delete_file(file_id)
         return {"id": file_id, "object": "file", "deleted": True}
+
+    add_routes(
+        app,
+        store=lambda: state().store,
+        responder=lambda: state().responder,
+        containers=lambda: state().containers,
+        owner=owner_dep,
+        upload=spool_form,
+        read_chunks=_read_chunks,
+        sse=_sse,
+    )
 
     wrapped = _BodyLimit(app, upload_bytes=config.max_upload_bytes)
     app.state.asgi = wrapped
@@ -679,10 +723,6 @@ async def _read_chunks(path: Path) -> AsyncIterator[bytes]:
     with os.fdopen(fd, "rb") as stored:
         while chunk := await asyncio.to_thread(stored.read, 1024**2):
             yield chunk
-
-
-def _quoted(name: str) -> str:
-    return "".join(c if c.isprintable() and c not in '"\\' else "_" for c in name)
 
 
 def asgi_app(config: Config) -> Any:

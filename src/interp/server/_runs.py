@@ -382,7 +382,7 @@ class Runner:
         await self._store.create(
             "tool_result",
             state.owner,
-            {"id": wire.new_id("tr_"), "call_id": call.id, "text": _bounded(tool_text(result))},
+            {"id": wire.new_id("tr_"), "call_id": call.id, "text": bounded(tool_text(result))},
             parent=state.run["id"],
         )
 
@@ -663,7 +663,7 @@ def _chat_message(message: dict[str, Any], name_of: Callable[[str], str]) -> dic
     return {"role": message["role"], "content": "\n".join(parts)}
 
 
-def _bounded(text: str, limit: int = TOOL_TEXT_BYTES) -> str:
+def bounded(text: str, limit: int = TOOL_TEXT_BYTES) -> str:
     data = text.encode()
     if len(data) <= limit:
         return text

@@ -23,7 +23,19 @@ from .._exceptions import ConfigError
 
 SCHEMA_VERSION = 1
 
-Kind = Literal["assistant", "thread", "message", "run", "step", "file", "tool_result"]
+Kind = Literal[
+    "assistant",
+    "thread",
+    "message",
+    "run",
+    "step",
+    "file",
+    "tool_result",
+    "response",
+    "input_item",
+    "container",
+    "container_file",
+]
 """``tool_result``: what the model was shown of a tool call (internal, never served)."""
 
 
@@ -202,16 +214,36 @@ class Store:
             )
             return [dict(row) for row in rows]
 
+    async def every(self, kind: Kind) -> list[tuple[str, dict[str, Any]]]:
+        """Every object of a kind, of every owner, oldest first: (owner, object)."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(_Object.owner, _Object.data)
+                .where(_Object.kind == kind)
+                .order_by(_Object.seq.asc())
+            )
+            return [(owner, dict(data)) for owner, data in rows]
+
     async def fail_unfinished_runs(self) -> int:
-        """Mark runs a crash left unfinished as failed; return how many."""
+        """Mark runs and responses a crash left unfinished as failed; return how many."""
         unfinished = ("queued", "in_progress", "cancelling", "requires_action")
         now = int(time.time())
         count = 0
         async with self._sessions.begin() as session:
-            rows = await session.scalars(select(_Object).where(_Object.kind == "run"))
+            rows = await session.scalars(
+                select(_Object).where(_Object.kind.in_(["run", "response"]))
+            )
             for row in rows:
                 data = dict(row.data)
-                if data.get("status") in unfinished:
+                if row.kind == "response" and data.get("status") in ("queued", "in_progress"):
+                    data["status"] = "failed"
+                    data["error"] = {
+                        "code": "server_error",
+                        "message": "the server stopped while this response was in progress",
+                    }
+                    row.data = data
+                    count += 1
+                elif data.get("status") in unfinished:
                     data["status"] = "failed"
                     data["failed_at"] = now
                     data["last_error"] = {

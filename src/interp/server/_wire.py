@@ -337,6 +337,11 @@ def file_object(
     }
 
 
+def quoted(name: str) -> str:
+    """A file name as it can stand in a quoted ``content-disposition`` filename."""
+    return "".join(c if c.isprintable() and c not in '"\\' else "_" for c in name)
+
+
 def page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     return {
         "object": "list",

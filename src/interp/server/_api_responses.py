@@ -1,0 +1,198 @@
+"""The HTTP routes of the Responses and Containers APIs (see ``_api`` for what every route
+shares: owners, error JSON, body limits)."""
+
+import asyncio
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import Response, StreamingResponse
+
+from . import _wire as wire
+from . import _wire_responses as rwire
+from ._containers import Containers, stored_id
+from ._errors import APIError, bad_request, not_found
+from ._responses import Responder, served, sse_stream
+from ._store import Store
+
+ListOrder = Annotated[Literal["asc", "desc"], Query()]
+Limit = Annotated[int, Query(ge=1, le=100)]
+Cursor = Annotated[str | None, Query(max_length=64)]
+Include = Annotated[list[Annotated[str, Query(max_length=64)]] | None, Query(max_length=16)]
+
+
+def add_routes(
+    app: FastAPI,
+    *,
+    store: Callable[[], Store],
+    responder: Callable[[], Responder],
+    containers: Callable[[], Containers],
+    owner: Any,
+    upload: Callable[[Request, Path], Any],
+    read_chunks: Callable[[Path], Any],
+    sse: Callable[[Any], StreamingResponse],
+) -> None:
+    """``upload(request, path)`` spools a multipart ``file`` to ``path`` and returns its
+    name; ``read_chunks`` streams a stored file; ``sse`` wraps an event stream."""
+    Owner = Annotated[str, owner]
+
+    async def listing(
+        kind: Any,
+        who: str,
+        parent: str | None,
+        limit: int,
+        order: Literal["asc", "desc"],
+        after: str | None,
+        before: str | None,
+    ) -> dict[str, Any]:
+        page = await store().page(
+            kind, who, parent=parent, limit=limit, order=order, after=after, before=before
+        )
+        return wire.page(page.data, page.has_more)
+
+    # Responses.
+
+    @app.post("/v1/responses", response_model=None)
+    async def create_response(
+        body: rwire.ResponseCreate, who: Owner, request: Request
+    ) -> Response | dict[str, Any]:
+        response, events, task = await responder().start(who, body, base_url=str(request.base_url))
+        if body.stream:
+            return sse(sse_stream(events.subscribe(), events))
+        if body.background:
+            return served(response, body.include)
+        await asyncio.shield(task)
+        return served(response, body.include)
+
+    @app.get("/v1/responses/{response_id}")
+    async def get_response(response_id: str, who: Owner, include: Include = None) -> dict[str, Any]:
+        found = await store().get("response", who, response_id)
+        if found is None:
+            raise not_found("response", response_id)
+        return served(found, include)
+
+    @app.delete("/v1/responses/{response_id}")
+    async def delete_response(response_id: str, who: Owner) -> dict[str, Any]:
+        found = await store().get("response", who, response_id)
+        if found is None:
+            raise not_found("response", response_id)
+        if found["status"] in ("queued", "in_progress"):
+            await responder().cancel(who, found)
+        await store().delete_children(who, [response_id])
+        await store().delete("response", who, response_id)
+        return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+    @app.post("/v1/responses/{response_id}/cancel")
+    async def cancel_response(response_id: str, who: Owner) -> dict[str, Any]:
+        found = await store().get("response", who, response_id)
+        if found is None:
+            raise not_found("response", response_id)
+        return served(await responder().cancel(who, found), None)
+
+    @app.get("/v1/responses/{response_id}/input_items")
+    async def input_items(
+        response_id: str,
+        who: Owner,
+        limit: Limit = 20,
+        order: ListOrder = "desc",
+        after: Cursor = None,
+        before: Cursor = None,
+        include: Include = None,
+    ) -> dict[str, Any]:
+        if await store().get("response", who, response_id) is None:
+            raise not_found("response", response_id)
+        return await listing("input_item", who, response_id, limit, order, after, before)
+
+    # Containers.
+
+    @app.post("/v1/containers")
+    async def create_container(body: rwire.ContainerCreate, who: Owner) -> dict[str, Any]:
+        minutes = body.expires_after.minutes if body.expires_after else 20
+        return await containers().create(
+            who,
+            name=body.name,
+            file_ids=list(body.file_ids),
+            minutes=minutes,
+            memory_limit=body.memory_limit,
+        )
+
+    @app.get("/v1/containers")
+    async def list_containers(
+        who: Owner,
+        limit: Limit = 20,
+        order: ListOrder = "desc",
+        after: Cursor = None,
+        name: Annotated[str | None, Query(max_length=256)] = None,
+    ) -> dict[str, Any]:
+        if name is None:
+            return await listing("container", who, None, limit, order, after, None)
+        every = await store().page("container", who, limit=100_000, order=order, after=after)
+        chosen = [c for c in every.data if c["name"] == name]
+        return wire.page(chosen[:limit], len(chosen) > limit)
+
+    @app.get("/v1/containers/{container_id}")
+    async def get_container(container_id: str, who: Owner) -> dict[str, Any]:
+        return await containers().get(who, container_id)
+
+    @app.delete("/v1/containers/{container_id}")
+    async def delete_container(container_id: str, who: Owner) -> dict[str, Any]:
+        await containers().delete(who, container_id)
+        return {"id": container_id, "object": "container.deleted", "deleted": True}
+
+    @app.post("/v1/containers/{container_id}/files")
+    async def create_container_file(
+        container_id: str, who: Owner, request: Request
+    ) -> dict[str, Any]:
+        container = await containers().live(who, container_id)
+        kind = request.headers.get("content-type", "")
+        if kind.startswith("multipart/form-data"):
+            with tempfile.TemporaryDirectory(prefix="interp-upload-") as scratch:
+                path = Path(scratch) / "upload"
+                name = await upload(request, path)
+                return await containers().add_upload(who, container, name, path)
+        try:
+            body = rwire.ContainerFileFromId.model_validate_json(await request.body())
+        except ValueError:
+            raise bad_request(
+                "Send a multipart 'file' or a JSON body {\"file_id\": …}.", param="file_id"
+            ) from None
+        if await store().get("file", who, body.file_id) is None:
+            raise APIError(404, f"No file found with id '{body.file_id}'.", param="file_id")
+        return await containers().add_stored(who, container, body.file_id, source="user")
+
+    @app.get("/v1/containers/{container_id}/files")
+    async def list_container_files(
+        container_id: str,
+        who: Owner,
+        limit: Limit = 20,
+        order: ListOrder = "desc",
+        after: Cursor = None,
+    ) -> dict[str, Any]:
+        await containers().live(who, container_id)
+        return await listing("container_file", who, container_id, limit, order, after, None)
+
+    @app.get("/v1/containers/{container_id}/files/{file_id}")
+    async def get_container_file(container_id: str, file_id: str, who: Owner) -> dict[str, Any]:
+        await containers().live(who, container_id)
+        return await containers().file(who, container_id, file_id)
+
+    @app.get("/v1/containers/{container_id}/files/{file_id}/content")
+    async def container_file_content(container_id: str, file_id: str, who: Owner) -> Response:
+        await containers().live(who, container_id)
+        found = await containers().file(who, container_id, file_id)
+        engine_id = stored_id(found["id"])
+        path, mime = containers().stored(engine_id)
+        name = found["path"].rsplit("/", 1)[-1]
+        return StreamingResponse(
+            read_chunks(path),
+            media_type=mime,
+            headers={"content-disposition": f'attachment; filename="{wire.quoted(name)}"'},
+        )
+
+    @app.delete("/v1/containers/{container_id}/files/{file_id}")
+    async def delete_container_file(container_id: str, file_id: str, who: Owner) -> dict[str, Any]:
+        await containers().live(who, container_id)
+        await containers().delete_file(who, container_id, file_id)
+        return {"id": file_id, "object": "container.file.deleted", "deleted": True}

@@ -1,0 +1,247 @@
+"""Containers: OpenAI's name for a code interpreter's sandbox, here one engine session.
+
+A container is stored (kind ``container``) with its files (kind ``container_file``). Every
+file is backed by a file of the engine's store that the server keeps (``keep_file``), so
+the session can be made again with its files (after the engine's own idle expiry or a
+restart of the server) for as long as the container lives. A container file's id is its
+stored file's id in another spelling (``cfile_<hex>`` for ``file-<hex>``).
+
+A container expires when idle for its ``expires_after.minutes``: its session is closed,
+its files deleted, and using it is OpenAI's 400 "Container is expired.".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .. import Engine, FileInfo, InterpError
+from . import _wire as wire
+from . import _wire_responses as rwire
+from ._errors import APIError, bad_request, not_found
+from ._store import Store
+
+log = logging.getLogger("interp.server")
+
+DEFAULT_MINUTES = 20
+SWEEP_S = 15.0
+"""How often expired containers are looked for; one is also refused the moment it is used."""
+
+
+def cfile_id(file_id: str) -> str:
+    return "cfile_" + file_id.removeprefix("file-")
+
+
+def stored_id(cfile: str) -> str:
+    return "file-" + cfile.removeprefix("cfile_")
+
+
+def expired_error() -> APIError:
+    return bad_request("Container is expired.")
+
+
+def memory_bytes(limit: str | None, *, param: str) -> int | None:
+    """The bytes of a ``memory_limit``; refused above what this host has."""
+    if limit is None:
+        return None
+    wanted = rwire.MEMORY_BYTES[limit]
+    total = psutil.virtual_memory().total
+    if wanted > total:
+        raise bad_request(
+            f"memory_limit {limit} is more than this host has ({total / 1024**3:.0f} GiB).",
+            param=param,
+        )
+    return wanted
+
+
+class Containers:
+    def __init__(self, *, store: Store, engine: Engine) -> None:
+        self._store = store
+        self._engine = engine
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="interp-containers")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    # The container objects.
+
+    async def create(
+        self,
+        owner: str,
+        *,
+        name: str,
+        file_ids: list[str],
+        minutes: int = DEFAULT_MINUTES,
+        memory_limit: str | None = None,
+        param: str = "file_ids",
+    ) -> dict[str, Any]:
+        """A new container with copies of the owner's ``/v1/files`` in its /mnt/data.
+
+        Its session opens here, so that the files are in place (and a bad file refused)
+        before the container is answered; its kernel starts with the first code.
+        """
+        memory = memory_bytes(memory_limit, param="memory_limit")
+        for file_id in file_ids:
+            if await self._store.get("file", owner, file_id) is None:
+                raise APIError(404, f"No file found with id '{file_id[:64]}'.", param=param)
+        created = rwire.container(name=name, minutes=minutes, memory_limit=memory_limit)
+        await self._store.create("container", owner, created)
+        try:
+            await self._engine.create_session(created["id"], memory=memory)
+            for file_id in file_ids:
+                await self.add_stored(owner, created, file_id, source="user")
+        except BaseException:
+            await self.delete(owner, created["id"])
+            raise
+        return created
+
+    async def get(self, owner: str, container_id: str) -> dict[str, Any]:
+        """The container, expired or not; 404 if the owner has none of that id."""
+        found = await self._store.get("container", owner, container_id)
+        if found is None:
+            raise not_found("container", container_id)
+        if found["status"] == "running" and _idle_out(found):
+            await self._expire(owner, found)
+        return found
+
+    async def live(self, owner: str, container_id: str) -> dict[str, Any]:
+        """The container, to be used: 400 "Container is expired." once it has expired."""
+        found = await self.get(owner, container_id)
+        if found["status"] != "running":
+            raise expired_error()
+        return found
+
+    async def delete(self, owner: str, container_id: str) -> None:
+        found = await self._store.get("container", owner, container_id)
+        if found is None:
+            raise not_found("container", container_id)
+        await self._drop(owner, container_id)
+        await self._store.delete("container", owner, container_id)
+
+    # Using one.
+
+    async def session(self, owner: str, container: dict[str, Any]) -> str:
+        """The container's engine session, opened again with its files if the engine had
+        closed it; marks the container active."""
+        container_id: str = container["id"]
+        async with self._lock(container_id):
+            if container_id not in {info.id for info in self._engine.sessions()}:
+                files = await self._store.all("container_file", owner, parent=container_id)
+                stored = [stored_id(f["id"]) for f in files]
+                memory = memory_bytes(container.get("memory_limit"), param="memory_limit")
+                await self._engine.create_session(container_id, file_ids=stored, memory=memory)
+        await self.touch(owner, container)
+        return container_id
+
+    async def touch(self, owner: str, container: dict[str, Any]) -> None:
+        container["last_active_at"] = wire.now()
+        await self._store.put("container", owner, container)
+
+    # Its files.
+
+    async def add_stored(
+        self, owner: str, container: dict[str, Any], file_id: str, *, source: str
+    ) -> dict[str, Any]:
+        """Put a copy of a stored file (the owner's, or one uploaded here) in /mnt/data."""
+        info = self._engine.file(file_id)
+        copy = await self._engine.create_file(Path(info.name).name, self._engine.file_path(file_id))
+        session = await self.session(owner, container)
+        await self._engine.create_session(session, file_ids=[copy.id])
+        return await self._record(owner, container["id"], copy, source=source)
+
+    async def add_upload(
+        self, owner: str, container: dict[str, Any], name: str, path: Path
+    ) -> dict[str, Any]:
+        info = await self._engine.create_file(name, path)
+        session = await self.session(owner, container)
+        await self._engine.create_session(session, file_ids=[info.id])
+        return await self._record(owner, container["id"], info, source="user")
+
+    async def add_output(self, owner: str, container_id: str, file_id: str) -> dict[str, Any]:
+        """A file the code wrote (or an image it drew) becomes a container file."""
+        info = await self._engine.keep_file(file_id)
+        return await self._record(owner, container_id, info, source="assistant")
+
+    def stored(self, file_id: str) -> tuple[Path, str]:
+        """Where a stored file's bytes are, and their media type."""
+        return self._engine.file_path(file_id), self._engine.file(file_id).mime
+
+    async def file(self, owner: str, container_id: str, cfile: str) -> dict[str, Any]:
+        found = await self._store.get("container_file", owner, cfile)
+        if found is None or found["container_id"] != container_id:
+            raise not_found("container file", cfile)
+        return found
+
+    async def delete_file(self, owner: str, container_id: str, cfile: str) -> None:
+        await self.file(owner, container_id, cfile)
+        await self._store.delete("container_file", owner, cfile)
+        with contextlib.suppress(InterpError):
+            await self._engine.delete_file(stored_id(cfile))
+
+    async def _record(
+        self, owner: str, container_id: str, info: FileInfo, *, source: str
+    ) -> dict[str, Any]:
+        name = Path(info.name).name
+        path = f"/mnt/data/{name}"
+        # The newest file at a path is the container's: an earlier one there is replaced.
+        for older in await self._store.all("container_file", owner, parent=container_id):
+            if older["path"] == path:
+                await self.delete_file(owner, container_id, older["id"])
+        record = rwire.container_file(
+            file_id=cfile_id(info.id),
+            container_id=container_id,
+            size=info.bytes,
+            created_at=int(info.created_at.timestamp()),
+            name=name,
+            source=source,
+        )
+        return await self._store.create("container_file", owner, record, parent=container_id)
+
+    # Expiry.
+
+    async def _expire(self, owner: str, container: dict[str, Any]) -> None:
+        container["status"] = "expired"
+        await self._store.put("container", owner, container)
+        await self._drop(owner, container["id"])
+
+    async def _drop(self, owner: str, container_id: str) -> None:
+        """Close the session and delete the files of a container."""
+        async with self._lock(container_id):
+            if container_id in {info.id for info in self._engine.sessions()}:
+                with contextlib.suppress(InterpError):
+                    await self._engine.close_session(container_id)
+            for record in await self._store.all("container_file", owner, parent=container_id):
+                with contextlib.suppress(InterpError):
+                    await self._engine.delete_file(stored_id(record["id"]))
+            await self._store.delete_children(owner, [container_id])
+        self._locks.pop(container_id, None)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                for owner, container in await self._store.every("container"):
+                    if container["status"] == "running" and _idle_out(container):
+                        await self._expire(owner, container)
+            except Exception:
+                log.exception("expiring containers failed; trying again later")
+
+    def _lock(self, container_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(container_id, asyncio.Lock())
+
+
+def _idle_out(container: dict[str, Any]) -> bool:
+    minutes = (container.get("expires_after") or {}).get("minutes") or DEFAULT_MINUTES
+    return bool(wire.now() - int(container["last_active_at"]) >= minutes * 60)
