@@ -3,6 +3,9 @@ model, and the real `openai` client against it."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +16,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import docker
 import openai
@@ -111,6 +116,25 @@ def wait_for_step(client: openai.OpenAI, thread_id: str, run_id: str) -> None:
         time.sleep(0.1)
 
 
+def raw_request(
+    server: Server, method: str, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    url = urlparse(server.url)
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
+    try:
+        connection.putrequest(method, url.path + path)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        if body:
+            with contextlib.suppress(OSError):  # the server may answer before reading it all
+                connection.send(body)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
 @pytest.fixture(scope="module")
 def fake_model() -> Iterator[FakeModel]:
     with FakeModel() as model:
@@ -143,6 +167,7 @@ __all__ = [
     "KEY_B",
     "Server",
     "follow_up",
+    "raw_request",
     "reply_text",
     "start_server",
     "wait_for_step",

@@ -6,13 +6,10 @@ in strict mode (no required field missing, none of the wrong type)."""
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import http.client
 import io
 import json
 import time
 from typing import Any
-from urllib.parse import urlparse
 
 import openai
 import pytest
@@ -22,7 +19,7 @@ from openai.types.beta.threads import Message, Run
 from openai.types.beta.threads.runs import CodeInterpreterToolCall, RunStep
 from pydantic import BaseModel, TypeAdapter
 
-from .conftest import Server, follow_up, reply_text, wait_for_step
+from .conftest import Server, follow_up, raw_request, reply_text, wait_for_step
 from .fake_model import FakeModel
 
 pytestmark = [
@@ -299,25 +296,6 @@ def test_errors_have_openais_shape_and_the_sdks_classes(server: Server) -> None:
             content="x",
             attachments=[{"file_id": "file-unknown", "tools": [{"type": "code_interpreter"}]}],
         )
-
-
-def raw_request(
-    server: Server, method: str, path: str, body: bytes, headers: dict[str, str]
-) -> tuple[int, dict[str, Any]]:
-    url = urlparse(server.url)
-    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
-    try:
-        connection.putrequest(method, url.path + path)
-        for name, value in headers.items():
-            connection.putheader(name, value)
-        connection.endheaders()
-        if body:
-            with contextlib.suppress(OSError):  # the server may answer before reading it all
-                connection.send(body)
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        connection.close()
 
 
 def test_hostile_bodies_get_a_4xx_and_change_nothing(server: Server) -> None:

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import Config, Engine
@@ -610,7 +611,7 @@ def create_app(config: Config) -> FastAPI:
 
     # Files.
 
-    async def spool(file: UploadFile, path: Path) -> str:
+    async def spool(file: StarletteUploadFile, path: Path) -> str:
         """Check an uploaded file's name and size, write it to ``path``; its name."""
         name = file.filename or ""
         if not name or "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
@@ -624,7 +625,7 @@ def create_app(config: Config) -> FastAPI:
     async def spool_form(request: Request, path: Path) -> str:
         async with request.form(max_files=1, max_fields=8) as form:
             file = form.get("file")
-            if not isinstance(file, UploadFile):
+            if not isinstance(file, StarletteUploadFile):
                 raise bad_request("Send the file as the multipart field 'file'.", param="file")
             return await spool(file, path)
 
@@ -712,7 +713,7 @@ def _sse(stream: AsyncIterator[str]) -> StreamingResponse:
     )
 
 
-def _spool(upload: UploadFile, path: Path) -> None:
+def _spool(upload: StarletteUploadFile, path: Path) -> None:
     upload.file.seek(0)
     with path.open("xb") as target:
         shutil.copyfileobj(upload.file, target, 1024**2)

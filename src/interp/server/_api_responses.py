@@ -20,7 +20,13 @@ from ._store import Store
 ListOrder = Annotated[Literal["asc", "desc"], Query()]
 Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(max_length=64)]
-Include = Annotated[list[Annotated[str, Query(max_length=64)]] | None, Query(max_length=16)]
+
+
+def _include(request: Request) -> list[str]:
+    """``include`` of a query, as ``include=…`` or as the ``openai`` SDK sends it,
+    ``include[]=…``."""
+    params = request.query_params
+    return [*params.getlist("include"), *params.getlist("include[]")][:16]
 
 
 def add_routes(
@@ -67,11 +73,11 @@ def add_routes(
         return served(response, body.include)
 
     @app.get("/v1/responses/{response_id}")
-    async def get_response(response_id: str, who: Owner, include: Include = None) -> dict[str, Any]:
+    async def get_response(response_id: str, who: Owner, request: Request) -> dict[str, Any]:
         found = await store().get("response", who, response_id)
         if found is None:
             raise not_found("response", response_id)
-        return served(found, include)
+        return served(found, _include(request))
 
     @app.delete("/v1/responses/{response_id}")
     async def delete_response(response_id: str, who: Owner) -> dict[str, Any]:
@@ -99,7 +105,6 @@ def add_routes(
         order: ListOrder = "desc",
         after: Cursor = None,
         before: Cursor = None,
-        include: Include = None,
     ) -> dict[str, Any]:
         if await store().get("response", who, response_id) is None:
             raise not_found("response", response_id)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
+from ._model import CODE_TOOL
 from ._wire import FunctionDef, Metadata, new_id, now
 
 _ID = Annotated[str, Field(min_length=1, max_length=64)]
@@ -143,6 +144,13 @@ class CodeInterpreterTool(_Body):
 
 class FunctionTool(FunctionDef):
     type: Literal["function"]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value == CODE_TOOL:
+            raise ValueError(f"the function name '{CODE_TOOL}' is reserved for code_interpreter")
+        return value
 
 
 ResponseTool = Annotated[CodeInterpreterTool | FunctionTool, Field(discriminator="type")]
