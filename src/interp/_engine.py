@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import mimetypes
 import os
 import secrets
@@ -39,7 +40,7 @@ from ._models import (
 )
 from ._owner import owner_dir_name
 from ._pool import KernelPool
-from ._sandbox_files import create_new, opened_dir
+from ._sandbox_files import SandboxFileError, copy_fd, create_new, open_in, opened_dir, scan
 from ._sessions import SessionManager, check_file_name
 from ._storage import Storage
 from .sandbox import make_backend
@@ -382,6 +383,36 @@ class Engine:
         if session is not None and info.session != session:
             raise InvalidInputError(f"file {file_id!r} does not belong to session {session!r}")
         return await asyncio.to_thread(self.files.read, file_id)
+
+    async def list_session_files(self, session: str) -> list[tuple[str, int]]:
+        """The regular files in a session's /mnt/data (``/``-separated names, sizes),
+        looked at as the code may have left them: no link followed, within the scan's caps."""
+        self._check_open()
+        root = self._sessions.get(session).files_dir
+        found = await asyncio.to_thread(scan, root, deadline=time.monotonic() + 1.0)
+        return sorted((name, signature[0]) for name, signature in found.files.items())
+
+    async def read_session_file(self, session: str, name: str, *, max_bytes: int) -> bytes:
+        """The bytes of a file in a session's /mnt/data, as the code left it (no link
+        followed, no FIFO opened); ``InvalidInputError`` if missing or over ``max_bytes``."""
+        self._check_open()
+        root = self._sessions.get(session).files_dir
+
+        def read() -> bytes:
+            fd = open_in(root, name)
+            try:
+                buffer = io.BytesIO()
+                copy_fd(fd, buffer, max_bytes=max_bytes, deadline=time.monotonic() + 5.0)
+                return buffer.getvalue()
+            finally:
+                os.close(fd)
+
+        try:
+            return await asyncio.to_thread(read)
+        except SandboxFileError as exc:
+            raise InvalidInputError(f"cannot read /mnt/data/{name}: {exc}") from None
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read /mnt/data/{name}: {exc.strerror}") from None
 
     def file_path(self, file_id: str) -> Path:
         self.file(file_id)

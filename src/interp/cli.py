@@ -291,7 +291,7 @@ def doctor(
     """Check the Docker engine, the runtimes and the image, and say how to fix what fails.
 
     Every runtime Docker has registered is tried with a real container; the one in use
-    (--runtime, INTERP_RUNTIME, else Docker's default) must work.
+    (--runtime, INTERP_RUNTIME, else crun when registered, else Docker's default) must work.
     """
     config = _safe_config(backend=backend, runtime=runtime)
     from rich.table import Table
@@ -538,6 +538,39 @@ def serve(
         + (f"{len(config.api_keys)} required" if config.api_keys else "none (loopback only)")
     )
     uvicorn.run(asgi_app(config), host=config.host, port=config.port, log_level="warning")
+
+
+@app.command("mcp")
+def mcp_stdio(
+    backend: BackendOpt = None,
+    runtime: RuntimeOpt = None,
+) -> None:
+    """Serve sandboxed Python to an MCP client over stdio (the client starts this command).
+
+    One kernel for the client, kept between calls: variables and /mnt/data persist.
+    """
+    config = _safe_config(backend=backend, runtime=runtime)
+    try:
+        from .server._mcp import build
+    except ImportError as exc:
+        _exit_error(
+            f"interp mcp needs the server extra ({exc.name} is missing):"
+            " pip install 'interp[server]'",
+            EXIT_ENGINE,
+        )
+        raise
+
+    async def serve_stdio() -> None:
+        # stdout is the protocol's: everything else goes to stderr.
+        async with Engine(config) as engine:
+            await build(lambda: engine).run_stdio_async()
+
+    try:
+        asyncio.run(serve_stdio())
+    except InterpError as exc:
+        _exit_error(str(exc), EXIT_ENGINE)
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _is_loopback(host: str) -> bool:

@@ -117,12 +117,20 @@ def wait_for_step(client: openai.OpenAI, thread_id: str, run_id: str) -> None:
 
 
 def raw_request(
-    server: Server, method: str, path: str, body: bytes, headers: dict[str, str]
+    server: Server,
+    method: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    under_api: bool = True,
 ) -> tuple[int, dict[str, Any]]:
+    """A request as no SDK would send it; ``path`` is under /v1 unless ``under_api`` is
+    false."""
     url = urlparse(server.url)
     connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
     try:
-        connection.putrequest(method, url.path + path)
+        connection.putrequest(method, (url.path if under_api else "") + path)
         for name, value in headers.items():
             connection.putheader(name, value)
         connection.endheaders()

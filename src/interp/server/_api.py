@@ -38,6 +38,7 @@ from . import _wire as wire
 from ._api_responses import add_routes
 from ._containers import Containers
 from ._errors import APIError, bad_request, not_found
+from ._mcp import build as build_mcp
 from ._model import Model, UpstreamError
 from ._responses import Responder
 from ._runs import Runner, sse_stream
@@ -169,9 +170,38 @@ def _engine_error(exc: InterpError) -> APIError:
     return APIError(500, f"The sandbox failed: {exc}", type="server_error")
 
 
+class _WithMcp:
+    """``/mcp`` (and below) to the MCP app, for a key's owner; the rest to the API."""
+
+    def __init__(self, api: Any, mcp: Any, owner: Callable[[Request], str]) -> None:
+        self.api = api
+        self.mcp = mcp
+        self.owner = owner
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == "/mcp" or path.startswith("/mcp/")):
+            await self.api(scope, receive, send)
+            return
+        try:
+            owner = self.owner(Request(scope))
+        except APIError as exc:
+            await _send_error(send, exc)
+            return
+        inner = dict(scope, path="/" + path[len("/mcp") :].lstrip("/"), interp_owner=owner)
+        await self.mcp(inner, receive, send)
+
+
 def create_app(config: Config) -> FastAPI:
     """The ASGI app; the engine, store and model client live for the app's lifespan."""
     holder: dict[str, _State] = {}
+    mcp = build_mcp(lambda: holder["state"].engine)
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=config.host)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -205,7 +235,8 @@ def create_app(config: Config) -> FastAPI:
         containers.start()
         holder["state"] = _State(store, engine, model, runner, containers, responder)
         try:
-            yield
+            async with mcp.session_manager.run():
+                yield
         finally:
             await responder.close()
             await containers.close()
@@ -700,7 +731,8 @@ def create_app(config: Config) -> FastAPI:
         sse=_sse,
     )
 
-    wrapped = _BodyLimit(app, upload_bytes=config.max_upload_bytes)
+    owner_of = _owner_of(tuple(config.api_keys))
+    wrapped = _BodyLimit(_WithMcp(app, mcp_app, owner_of), upload_bytes=config.max_upload_bytes)
     app.state.asgi = wrapped
     return app
 
