@@ -42,3 +42,10 @@ def test_the_chat_run_loop_streams_and_saves_what_the_code_made(tmp_path: Path) 
     assert (saved / "sales_report.xlsx").read_bytes()[:2] == b"PK"
     (chart,) = saved.glob("file-*.png")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_mcp_client_runs_code_twice_in_one_kernel(tmp_path: Path) -> None:
+    out = run_example("mcp_client.py", data_dir=tmp_path)
+    assert "tools: run_python, upload_file, list_files, read_file" in out
+    assert "np.int64(45)" in out or "\n45\n" in out
+    assert "[an image: image/png," in out

@@ -414,6 +414,22 @@ class Engine:
         except OSError as exc:
             raise InvalidInputError(f"cannot read /mnt/data/{name}: {exc.strerror}") from None
 
+    async def remove_session_file(self, session: str, name: str) -> None:
+        """Delete a file at the top of a session's /mnt/data, if it is there (a link there
+        is removed itself, never followed)."""
+        self._check_open()
+        root = self._sessions.get(session).files_dir
+        clean = check_file_name(name)
+
+        def remove() -> None:
+            with opened_dir(root) as fd, contextlib.suppress(FileNotFoundError):
+                os.unlink(clean, dir_fd=fd)
+
+        try:
+            await asyncio.to_thread(remove)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot remove /mnt/data/{name}: {exc.strerror}") from None
+
     def file_path(self, file_id: str) -> Path:
         self.file(file_id)
         return self.files.path(file_id)

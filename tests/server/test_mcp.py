@@ -32,12 +32,13 @@ def _session_of(result: CallToolResult) -> str:
     return _text(result).rsplit("[session: ", 1)[1].split("]", 1)[0]
 
 
-def _stdio(data_dir: Path) -> Client:
+def _stdio(data_dir: Path, **settings: str) -> Client:
     env = {
         "PATH": os.environ["PATH"],
         "INTERP_DATA_DIR": str(data_dir),
         "INTERP_POOL_SIZE": "1",
         "INTERP_MEMORY": "512m",
+        **settings,
     }
     return Client(
         StdioServerParameters(command=sys.executable, args=["-m", "interp", "mcp"], env=env),
@@ -92,6 +93,17 @@ async def test_stdio_keeps_state_in_its_kernel_and_returns_figures(tmp_path: Pat
     async with _stdio(tmp_path / "b") as other:
         alone = await other.call_tool("run_python", {"code": "print(kept)"})
         assert alone.is_error and "NameError" in _text(alone)
+
+
+async def test_a_session_that_expired_says_so_in_its_next_result(tmp_path: Path) -> None:
+    async with _stdio(tmp_path / "data", INTERP_SESSION_IDLE_TIMEOUT="1") as client:
+        first = await client.call_tool("run_python", {"code": "kept = 1"})
+        assert not first.is_error and not _text(first).startswith("A new session")
+        await asyncio.sleep(3)  # idle > 1 s; the engine looks every 0.25 s
+        after = await client.call_tool("run_python", {"code": "print('kept' in dir())"})
+        assert _text(after).startswith("A new session")
+        assert "variables and files are gone" in _text(after)
+        assert "False\n" in _text(after)
 
 
 async def test_bad_tool_input_is_a_tool_error_not_a_crash(tmp_path: Path) -> None:

@@ -28,3 +28,25 @@ def test_the_quickstart_runs_on_interp_by_changing_only_the_base_url(server: Ser
     assert "solve(Eq(3 * x + 11, 14), x)" in out
     assert "output >" in out and "[1]" in out
     assert "assistant > Result: [1]" in out
+
+
+RESPONSES_EXAMPLE = Path(__file__).parents[2] / "examples" / "responses_quickstart.py"
+
+
+def test_the_responses_quickstart_runs_on_interp_by_changing_only_the_base_url(
+    server: Server,
+) -> None:
+    env = {**os.environ, "OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "anything"}
+    done = subprocess.run(
+        [sys.executable, str(RESPONSES_EXAMPLE)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr + server.logs()
+    out = done.stdout
+    assert "code_interpreter >\nfrom sympy import" in out
+    assert "(running)\noutput > [1]" in out
+    assert "Result: [1]" in out
+    assert out.rstrip().endswith("Hello from the fake model.")

@@ -224,6 +224,13 @@ def test_containers_hold_files_both_ways(client: openai.OpenAI) -> None:
     assert later.last_active_at is not None and later.last_active_at >= container.created_at
     client.containers.files.delete(files["/mnt/data/notes.txt"].id, container_id=container.id)
     assert len(client.containers.files.list(container.id).data) == 2
+    gone = client.responses.create(
+        model=MODEL,
+        input="RUN: import os\nprint(sorted(os.listdir('/mnt/data')))",
+        tools=tool,  # type: ignore[arg-type]
+        include=OUTPUTS,
+    )
+    assert _code_call(gone).outputs[0].logs == "['data.csv', 'out.csv']\n"  # type: ignore[index,union-attr]
     assert next(iter(client.containers.list(name="analysis", limit=100))).id == container.id
     client.containers.delete(container.id)
     with pytest.raises(openai.NotFoundError):

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import docker
 import openai
@@ -19,7 +20,7 @@ import pytest
 
 from ..conftest import containers_labelled
 from .conftest import KEY_A, KEY_B, follow_up, reply_text, start_server, wait_for_step
-from .fake_model import FakeModel
+from .fake_model import MODEL, FakeModel
 
 pytestmark = [
     pytest.mark.docker,
@@ -210,3 +211,35 @@ def test_an_expired_session_comes_back_with_its_files(tmp_path: Path) -> None:
             assert reply_text(client, thread.id) == "Result: False 1 2 3"
         finally:
             server.stop()
+
+
+def test_responses_and_containers_outlive_a_restart(tmp_path: Path) -> None:
+    with FakeModel() as model:
+        server = start_server(tmp_path, model.url)
+        client = server.client()
+        container = client.containers.create(name="kept")
+        client.containers.files.create(container.id, file=("kept.txt", b"kept bytes"))
+        tool: Any = [{"type": "code_interpreter", "container": container.id}]
+        first = client.responses.create(
+            model=MODEL, input="RUN: variable = 1\nprint('ran')", tools=tool
+        )
+        assert first.status == "completed"
+        assert server.stop() in (0, -signal.SIGTERM)
+        again = start_server(tmp_path, model.url)
+        try:
+            client = again.client()
+            assert client.responses.retrieve(first.id).status == "completed"
+            assert client.containers.retrieve(container.id).status == "running"
+            # The container's session is made again, with its files, without its variables.
+            second = client.responses.create(
+                model=MODEL,
+                previous_response_id=first.id,
+                input="RUN: print(open('/mnt/data/kept.txt').read(), 'variable' in dir())",
+                tools=tool,
+                include=["code_interpreter_call.outputs"],
+            )
+            call = second.output[0]
+            assert call.type == "code_interpreter_call", second.output
+            assert call.outputs is not None and call.outputs[0].logs == "kept bytes False\n"  # type: ignore[union-attr]
+        finally:
+            again.stop()

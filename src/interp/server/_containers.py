@@ -184,9 +184,16 @@ class Containers:
             raise not_found("container file", cfile)
         return found
 
-    async def delete_file(self, owner: str, container_id: str, cfile: str) -> None:
-        await self.file(owner, container_id, cfile)
+    async def delete_file(
+        self, owner: str, container_id: str, cfile: str, *, from_session: bool = True
+    ) -> None:
+        """Forget a container file and delete its bytes; with ``from_session``, from the
+        container's /mnt/data too (not when a newer file at its path replaces it)."""
+        found = await self.file(owner, container_id, cfile)
         await self._store.delete("container_file", owner, cfile)
+        if from_session and container_id in {info.id for info in self._engine.sessions()}:
+            name = found["path"].removeprefix("/mnt/data/")
+            await self._engine.remove_session_file(container_id, name)
         with contextlib.suppress(InterpError):
             await self._engine.delete_file(stored_id(cfile))
 
@@ -198,7 +205,7 @@ class Containers:
         # The newest file at a path is the container's: an earlier one there is replaced.
         for older in await self._store.all("container_file", owner, parent=container_id):
             if older["path"] == path:
-                await self.delete_file(owner, container_id, older["id"])
+                await self.delete_file(owner, container_id, older["id"], from_session=False)
         record = rwire.container_file(
             file_id=cfile_id(info.id),
             container_id=container_id,
