@@ -527,7 +527,8 @@ def serve(
                 )
     except InterpError as exc:
         _exit_error(str(exc), EXIT_ENGINE)
-    err.print(f"interp serving the Assistants API at http://{config.host}:{config.port}/v1")
+    base = f"http://{config.host}:{config.port}"
+    err.print(f"interp serving the Assistants and Responses APIs at {base}/v1, MCP at {base}/mcp")
     err.print(
         f"  model endpoint: {config.model_base_url}"
         + (f" (model {config.model})" if config.model else "")

@@ -1,4 +1,5 @@
-"""The HTTP layer: OpenAI's Assistants v2 routes over the store, the run loop and the engine.
+"""The HTTP layer: OpenAI's Assistants v2 routes over the store, the run loop and the engine;
+the Responses and Containers routes (``_api_responses``) and MCP (``/mcp``) beside them.
 
 Every request is authorised (a bearer key names its owner; without configured keys one
 implicit owner) and every query is by owner: another owner's id reads as not found.
@@ -246,7 +247,8 @@ def create_app(config: Config) -> FastAPI:
             await store.close()
 
     app = FastAPI(title="interp", lifespan=lifespan, openapi_url=None, docs_url=None)
-    owner_dep = Depends(_owner_of(tuple(config.api_keys)))
+    owner_of = _owner_of(tuple(config.api_keys))
+    owner_dep = Depends(owner_of)
     Owner = Annotated[str, owner_dep]
 
     def state() -> _State:
@@ -731,7 +733,6 @@ def create_app(config: Config) -> FastAPI:
         sse=_sse,
     )
 
-    owner_of = _owner_of(tuple(config.api_keys))
     wrapped = _BodyLimit(_WithMcp(app, mcp_app, owner_of), upload_bytes=config.max_upload_bytes)
     app.state.asgi = wrapped
     return app
