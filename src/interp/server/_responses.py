@@ -157,10 +157,12 @@ class Responder:
                 state.container = await self._containers.live(owner, code_tool.container)
             else:
                 state.auto = code_tool.container
-                state.container = _chain_container(chain)
-                if state.container is not None:
-                    found = await self._containers.get(owner, state.container["id"])
-                    state.container = found if found["status"] == "running" else None
+                reused = _chain_container(chain)
+                if reused is not None:
+                    # Gone (deleted or expired) since: the next code call makes a new one.
+                    with contextlib.suppress(APIError):
+                        found = await self._containers.get(owner, reused)
+                        state.container = found if found["status"] == "running" else None
         if store:
             await self._store.create("response", owner, response)
             for item in items:
@@ -662,12 +664,12 @@ def _chat_call(item: dict[str, Any], call: ToolCall) -> dict[str, Any]:
     }
 
 
-def _chain_container(chain: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The container the latest code call of the chain ran in, as a stub with its id."""
+def _chain_container(chain: list[dict[str, Any]]) -> str | None:
+    """The container the latest code call of the chain ran in."""
     for response in reversed(chain):
         for item in reversed(response["output"]):
             if item["type"] == "code_interpreter_call":
-                return {"id": item["container_id"]}
+                return str(item["container_id"])
     return None
 
 
