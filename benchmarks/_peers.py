@@ -134,8 +134,14 @@ class _LLMSandboxSession:
 
 def _llm_sandbox_settings(runtime: str | None) -> dict[str, Any]:
     """Its containers need a writable /sandbox (so root, as its own images run); no network
-    and the OCI runtime as interp's."""
-    return {"network_mode": "none", "user": "root", **({"runtime": runtime} if runtime else {})}
+    and the OCI runtime as interp's. Its pooled sessions run a venv of their own, which is
+    given the image's packages."""
+    return {
+        "network_mode": "none",
+        "user": "root",
+        "environment": {"PYTHONPATH": "/opt/venv/lib/python3.11/site-packages"},
+        **({"runtime": runtime} if runtime else {}),
+    }
 
 
 @contextlib.asynccontextmanager
@@ -148,7 +154,7 @@ async def _llm_sandbox_pool(image: str, runtime: str | None) -> AsyncIterator[An
         config=PoolConfig(max_pool_size=2, min_pool_size=2),
         lang="python",
         image=image,
-        skip_environment_setup=True,
+        # Its pooled sessions run code with the venv its set-up makes (at fill time).
         runtime_configs=_llm_sandbox_settings(runtime),
     )
     try:

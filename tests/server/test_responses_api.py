@@ -353,3 +353,31 @@ def test_another_owners_responses_and_containers_are_not_found(
             server.client("wrong-key").containers.list()
     finally:
         server.stop()
+
+
+def test_a_background_response_can_be_polled_and_cancelled(client: openai.OpenAI) -> None:
+    started = client.responses.create(
+        model=MODEL,
+        input="RUN: print('started', flush=True)\nimport time\ntime.sleep(60)",
+        tools=AUTO,
+        background=True,
+    )
+    assert started.status in ("queued", "in_progress")
+    deadline = time.monotonic() + 30
+    while (found := client.responses.retrieve(started.id)).output == [] or (
+        found.output[0].status != "interpreting"  # type: ignore[union-attr]
+    ):
+        assert time.monotonic() < deadline, found
+        time.sleep(0.1)
+    began = time.monotonic()
+    cancelled = client.responses.cancel(started.id)
+    assert cancelled.status == "cancelled"
+    assert time.monotonic() - began < 10
+    assert client.responses.retrieve(started.id).status == "cancelled"
+    # The container goes on: its kernel was interrupted, not lost.
+    container_id = _code_call(found).container_id
+    tool: Any = [{"type": "code_interpreter", "container": container_id}]
+    after = client.responses.create(
+        model=MODEL, input="RUN: print('after')", tools=tool, include=OUTPUTS
+    )
+    assert _code_call(after).outputs[0].logs == "after\n"  # type: ignore[index,union-attr]

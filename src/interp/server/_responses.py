@@ -288,6 +288,7 @@ class Responder:
             self._events.pop(response["id"], None)
 
     async def _end_cancelled(self, state: _State) -> None:
+        _stop_items(state.response)
         if state.response["id"] in self._cancelling:
             self._cancelling.discard(state.response["id"])
             state.response["status"] = "cancelled"
@@ -297,6 +298,7 @@ class Responder:
             await self._fail(state, "server_error", "the server stopped")
 
     async def _fail(self, state: _State, code: str, message: str) -> None:
+        _stop_items(state.response)
         state.response.update(status="failed", error={"code": code, "message": message})
         await self._save(state)
         state.emit_response("response.failed")
@@ -466,6 +468,7 @@ class Responder:
                         output_index=index,
                         item_id=item["id"],
                     )
+                    await self._save(state)  # a client polling a background response sees it
                 elif isinstance(event, ImageSaved):
                     await self._containers.add_output(state.owner, session, event.file.id)
                 elif isinstance(event, FileSaved):
@@ -662,6 +665,13 @@ def _chat_call(item: dict[str, Any], call: ToolCall) -> dict[str, Any]:
         "type": "function",
         "function": {"name": call.name, "arguments": call.arguments},
     }
+
+
+def _stop_items(response: dict[str, Any]) -> None:
+    """Items a stopped response leaves unfinished say so."""
+    for item in response["output"]:
+        if item.get("status") in ("in_progress", "interpreting"):
+            item["status"] = "incomplete"
 
 
 def _chain_container(chain: list[dict[str, Any]]) -> str | None:
