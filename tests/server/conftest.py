@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -38,10 +38,17 @@ class Server:
     data_dir: Path
     log: Path
 
+    clients: list[openai.OpenAI] = field(default_factory=list)
+
     def client(self, key: str = "anything", **options: object) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url, api_key=key, max_retries=0, **options)  # type: ignore[arg-type]
+        """A client of this server, closed (its pooled connections too) when it stops."""
+        made = openai.OpenAI(base_url=self.url, api_key=key, max_retries=0, **options)  # type: ignore[arg-type]
+        self.clients.append(made)
+        return made
 
     def stop(self) -> int:
+        for made in self.clients:
+            made.close()
         self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout=60)

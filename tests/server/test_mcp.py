@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +48,19 @@ def _stdio(data_dir: Path, **settings: str) -> Client:
     )
 
 
-def _http(server: Server, *, mode: str = "legacy", key: str | None = None) -> Client:
+def _http(server: Server, *, mode: str = "legacy") -> Client:
+    return Client(server.url.removesuffix("/v1") + "/mcp", mode=mode, read_timeout_seconds=60)
+
+
+@contextlib.asynccontextmanager
+async def _http_with_key(server: Server, key: str) -> AsyncIterator[Client]:
     url = server.url.removesuffix("/v1") + "/mcp"
-    if key is None:
-        return Client(url, mode=mode, read_timeout_seconds=60)
-    http = httpx2.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=60)
-    return Client(streamable_http_client(url, http_client=http), mode=mode)
+    headers = {"authorization": f"Bearer {key}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=60) as http,
+        Client(streamable_http_client(url, http_client=http), mode="legacy") as client,
+    ):
+        yield client
 
 
 async def test_stdio_keeps_state_in_its_kernel_and_returns_figures(tmp_path: Path) -> None:
@@ -171,11 +180,11 @@ async def test_two_sessions_run_at_once_with_progress(server: Server) -> None:
 async def test_mcp_over_http_needs_the_servers_key(fake_model: FakeModel, tmp_path: Path) -> None:
     server = start_server(tmp_path, fake_model.url, "--api-key", KEY_A)
     try:
-        async with _http(server, key=KEY_A) as client:
+        async with _http_with_key(server, KEY_A) as client:
             result = await client.call_tool("run_python", {"code": "print(2 + 2)"})
             assert _text(result).startswith("4\n")
         with pytest.raises(BaseExceptionGroup):
-            async with _http(server, key="not-the-key") as refused:
+            async with _http_with_key(server, "not-the-key") as refused:
                 await refused.list_tools()
         for headers in ({}, {"authorization": "Bearer not-the-key"}):
             status, body = raw_request(
