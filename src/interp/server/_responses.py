@@ -64,7 +64,7 @@ async def sse_stream(queue: asyncio.Queue[Any], events: RunEvents) -> AsyncItera
     """A subscription's events as SSE; the Responses API sends no ``[DONE]``."""
     try:
         while (item := await queue.get()) is not None:
-            yield sse(item[1])
+            yield item[1]
     finally:
         events.unsubscribe(queue)
 
@@ -97,9 +97,10 @@ class _State:
     """Code call item id -> what the model was shown of its execution."""
 
     def emit(self, type_: str, **fields: Any) -> None:
+        """Send an event, written out now: the objects in it change as the work goes on."""
         event = {"type": type_, "sequence_number": self.sequence, **fields}
         self.sequence += 1
-        self.events.emit(type_, event)
+        self.events.emit(type_, sse(event))
 
     def emit_response(self, type_: str) -> None:
         self.emit(type_, response=served(self.response, self.body.include))
@@ -135,7 +136,7 @@ class Responder:
         if body.background and not store:
             raise bad_request("background responses need store to be true", param="background")
         chain = await self._chain(owner, body.previous_response_id)
-        tools = await self._tools(owner, body, chain)
+        tools = await self._tools(owner, body)
         response = rwire.response(body, model=body.model or self._default_model, tools=tools)
         items = [_stored_item(item) for item in body.items()]
         chat = [{"role": "system", "content": body.instructions}] if body.instructions else []
@@ -210,9 +211,7 @@ class Responder:
         chain.reverse()
         return chain
 
-    async def _tools(
-        self, owner: str, body: rwire.ResponseCreate, chain: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
+    async def _tools(self, owner: str, body: rwire.ResponseCreate) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
         names: set[str] = set()
         for tool in body.tools:
@@ -293,7 +292,8 @@ class Responder:
             self._cancelling.discard(state.response["id"])
             state.response["status"] = "cancelled"
             await self._save(state)
-            state.emit_response("response.cancelled")
+            # The API has no cancelled event: the stream ends with the response, cancelled.
+            state.emit_response("response.incomplete")
         else:
             await self._fail(state, "server_error", "the server stopped")
 

@@ -287,7 +287,8 @@ def container(
         "status": "running",
         "expires_after": {"anchor": "last_active_at", "minutes": minutes},
         "last_active_at": created,
-        "memory_limit": memory_limit or "1g",
+        # Unset: the engine's own memory limit, which is not one of OpenAI's four sizes.
+        "memory_limit": memory_limit,
     }
 
 
