@@ -192,6 +192,10 @@ class Engine:
         """The host directory the session's code sees as /mnt/data."""
         return self._sessions.get(session).files_dir
 
+    def has_session(self, session: str) -> bool:
+        """Whether ``session`` is open (not closed, not expired)."""
+        return session in self._sessions
+
     def sessions(self) -> list[SessionInfo]:
         return self._sessions.infos()
 

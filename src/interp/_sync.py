@@ -72,6 +72,9 @@ class SyncEngine:
     def close_session(self, session: str, *, keep_files: bool = False) -> None:
         self._call(self._engine.close_session(session, keep_files=keep_files))
 
+    def has_session(self, session: str) -> bool:
+        return self._engine.has_session(session)
+
     def sessions(self) -> list[SessionInfo]:
         return self._engine.sessions()
 

@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Receive, Scope, Send
 
 from .. import Config, Engine
 from .._exceptions import (
@@ -38,12 +39,13 @@ from .._exceptions import (
 from . import _wire as wire
 from ._api_responses import add_routes
 from ._containers import Containers
-from ._errors import APIError, bad_request, not_found
+from ._errors import APIError, bad_request, file_not_found, not_found
 from ._mcp import build as build_mcp
 from ._model import Model, UpstreamError
 from ._responses import Responder
 from ._runs import Runner, sse_stream
 from ._store import Kind, Store
+from ._wire import Cursor, Limit, ListOrder
 
 log = logging.getLogger("interp.server")
 
@@ -111,9 +113,9 @@ class _BodyLimit:
 
     async def __call__(
         self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
-        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -130,7 +132,7 @@ class _BodyLimit:
             return
         seen = 0
 
-        async def counted() -> MutableMapping[str, Any]:
+        async def counted() -> Message:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
@@ -147,9 +149,7 @@ def _too_large(limit: int) -> APIError:
     return APIError(413, f"Request body too large: the limit is {limit} bytes.")
 
 
-async def _send_error(
-    send: Callable[[MutableMapping[str, Any]], Awaitable[None]], error: APIError
-) -> None:
+async def _send_error(send: Send, error: APIError) -> None:
     response = JSONResponse(error.body(), status_code=error.status)
     await send(
         {
@@ -181,9 +181,9 @@ class _WithMcp:
 
     async def __call__(
         self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
-        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or not (path == "/mcp" or path.startswith("/mcp/")):
@@ -319,7 +319,7 @@ def create_app(config: Config) -> FastAPI:
     async def check_files(owner: str, file_ids: list[str], param: str) -> None:
         for file_id in file_ids:
             if await state().store.get("file", owner, file_id) is None:
-                raise APIError(404, f"No file found with id '{file_id[:64]}'.", param=param)
+                raise file_not_found(file_id, param=param)
 
     async def files_of(owner: str, resources: wire.ToolResources | None, param: str) -> None:
         if resources is not None and resources.code_interpreter is not None:
@@ -337,10 +337,6 @@ def create_app(config: Config) -> FastAPI:
         )
         return await state().store.create("message", owner, message, parent=thread_id)
 
-    ListOrder = Annotated[Literal["asc", "desc"], Query()]
-    Limit = Annotated[int, Query(ge=1, le=100)]
-    Cursor = Annotated[str | None, Query(max_length=64)]
-
     async def listing(
         kind: Kind,
         owner: str,
@@ -350,11 +346,20 @@ def create_app(config: Config) -> FastAPI:
         order: Literal["asc", "desc"],
         after: str | None,
         before: str | None,
+        where: Callable[[dict[str, Any]], bool] | None = None,
     ) -> dict[str, Any]:
-        page = await state().store.page(
-            kind, owner, parent=parent, limit=limit, order=order, after=after, before=before
+        """A page of a list route; with ``where``, of the objects it keeps."""
+        store = state().store
+        if where is None:
+            page = await store.page(
+                kind, owner, parent=parent, limit=limit, order=order, after=after, before=before
+            )
+            return wire.page(page.data, page.has_more)
+        every = await store.page(
+            kind, owner, parent=parent, limit=100_000, order=order, after=after
         )
-        return wire.page(page.data, page.has_more)
+        chosen = [found for found in every.data if where(found)]
+        return wire.page(chosen[:limit], len(chosen) > limit)
 
     # Models.
 
@@ -462,7 +467,7 @@ def create_app(config: Config) -> FastAPI:
         await store.delete_children(owner, [r["id"] for r in runs])
         await store.delete_children(owner, [thread_id])
         await store.delete("thread", owner, thread_id)
-        if thread_id in {s.id for s in state().engine.sessions()}:
+        if state().engine.has_session(thread_id):
             await state().engine.close_session(thread_id)
         return {"id": thread_id, "object": "thread.deleted", "deleted": True}
 
@@ -689,13 +694,16 @@ def create_app(config: Config) -> FastAPI:
         after: Cursor = None,
         purpose: Cursor = None,
     ) -> dict[str, Any]:
-        if purpose is None:
-            return await listing(
-                "file", owner, parent=None, limit=limit, order=order, after=after, before=None
-            )
-        every = await state().store.page("file", owner, limit=100_000, order=order, after=after)
-        chosen = [f for f in every.data if f["purpose"] == purpose]
-        return wire.page(chosen[:limit], len(chosen) > limit)
+        return await listing(
+            "file",
+            owner,
+            parent=None,
+            limit=limit,
+            order=order,
+            after=after,
+            before=None,
+            where=None if purpose is None else lambda found: found["purpose"] == purpose,
+        )
 
     @app.get("/v1/files/{file_id}")
     async def get_file(file_id: str, owner: Owner) -> dict[str, Any]:
@@ -725,6 +733,8 @@ def create_app(config: Config) -> FastAPI:
     add_routes(
         app,
         store=lambda: state().store,
+        find=find,
+        listing=listing,
         responder=lambda: state().responder,
         containers=lambda: state().containers,
         owner=owner_dep,

@@ -3,9 +3,9 @@ shares: owners, error JSON, body limits)."""
 
 import asyncio
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response, StreamingResponse
@@ -13,13 +13,10 @@ from fastapi.responses import Response, StreamingResponse
 from . import _wire as wire
 from . import _wire_responses as rwire
 from ._containers import Containers, stored_id
-from ._errors import APIError, bad_request, not_found
+from ._errors import bad_request, file_not_found
 from ._responses import Responder, served, sse_stream
-from ._store import Store
-
-ListOrder = Annotated[Literal["asc", "desc"], Query()]
-Limit = Annotated[int, Query(ge=1, le=100)]
-Cursor = Annotated[str | None, Query(max_length=64)]
+from ._store import Kind, Store
+from ._wire import Cursor, Limit, ListOrder
 
 
 def _include(request: Request) -> list[str]:
@@ -33,6 +30,8 @@ def add_routes(
     app: FastAPI,
     *,
     store: Callable[[], Store],
+    find: Callable[[Kind, str, str, str], Awaitable[dict[str, Any]]],
+    listing: Callable[..., Awaitable[dict[str, Any]]],
     responder: Callable[[], Responder],
     containers: Callable[[], Containers],
     owner: Any,
@@ -40,23 +39,10 @@ def add_routes(
     read_chunks: Callable[[Path], Any],
     sse: Callable[[Any], StreamingResponse],
 ) -> None:
-    """``upload(request, path)`` spools a multipart ``file`` to ``path`` and returns its
-    name; ``read_chunks`` streams a stored file; ``sse`` wraps an event stream."""
+    """``find`` and ``listing`` are ``_api``'s (an owner's object or 404, a page of a list
+    route); ``upload(request, path)`` spools a multipart ``file`` to ``path`` and returns
+    its name; ``read_chunks`` streams a stored file; ``sse`` wraps an event stream."""
     Owner = Annotated[str, owner]
-
-    async def listing(
-        kind: Any,
-        who: str,
-        parent: str | None,
-        limit: int,
-        order: Literal["asc", "desc"],
-        after: str | None,
-        before: str | None,
-    ) -> dict[str, Any]:
-        page = await store().page(
-            kind, who, parent=parent, limit=limit, order=order, after=after, before=before
-        )
-        return wire.page(page.data, page.has_more)
 
     # Responses.
 
@@ -74,16 +60,12 @@ def add_routes(
 
     @app.get("/v1/responses/{response_id}")
     async def get_response(response_id: str, who: Owner, request: Request) -> dict[str, Any]:
-        found = await store().get("response", who, response_id)
-        if found is None:
-            raise not_found("response", response_id)
+        found = await find("response", who, response_id, "response")
         return served(found, _include(request))
 
     @app.delete("/v1/responses/{response_id}")
     async def delete_response(response_id: str, who: Owner) -> dict[str, Any]:
-        found = await store().get("response", who, response_id)
-        if found is None:
-            raise not_found("response", response_id)
+        found = await find("response", who, response_id, "response")
         if found["status"] in ("queued", "in_progress"):
             await responder().cancel(who, found)
         await store().delete_children(who, [response_id])
@@ -92,9 +74,7 @@ def add_routes(
 
     @app.post("/v1/responses/{response_id}/cancel")
     async def cancel_response(response_id: str, who: Owner) -> dict[str, Any]:
-        found = await store().get("response", who, response_id)
-        if found is None:
-            raise not_found("response", response_id)
+        found = await find("response", who, response_id, "response")
         return served(await responder().cancel(who, found), None)
 
     @app.get("/v1/responses/{response_id}/input_items")
@@ -106,9 +86,16 @@ def add_routes(
         after: Cursor = None,
         before: Cursor = None,
     ) -> dict[str, Any]:
-        if await store().get("response", who, response_id) is None:
-            raise not_found("response", response_id)
-        return await listing("input_item", who, response_id, limit, order, after, before)
+        await find("response", who, response_id, "response")
+        return await listing(
+            "input_item",
+            who,
+            parent=response_id,
+            limit=limit,
+            order=order,
+            after=after,
+            before=before,
+        )
 
     # Containers.
 
@@ -131,11 +118,16 @@ def add_routes(
         after: Cursor = None,
         name: Annotated[str | None, Query(max_length=256)] = None,
     ) -> dict[str, Any]:
-        if name is None:
-            return await listing("container", who, None, limit, order, after, None)
-        every = await store().page("container", who, limit=100_000, order=order, after=after)
-        chosen = [c for c in every.data if c["name"] == name]
-        return wire.page(chosen[:limit], len(chosen) > limit)
+        return await listing(
+            "container",
+            who,
+            parent=None,
+            limit=limit,
+            order=order,
+            after=after,
+            before=None,
+            where=None if name is None else lambda found: found["name"] == name,
+        )
 
     @app.get("/v1/containers/{container_id}")
     async def get_container(container_id: str, who: Owner) -> dict[str, Any]:
@@ -164,7 +156,7 @@ def add_routes(
                 "Send a multipart 'file' or a JSON body {\"file_id\": …}.", param="file_id"
             ) from None
         if await store().get("file", who, body.file_id) is None:
-            raise APIError(404, f"No file found with id '{body.file_id}'.", param="file_id")
+            raise file_not_found(body.file_id, param="file_id")
         return await containers().add_stored(who, container, body.file_id, source="user")
 
     @app.get("/v1/containers/{container_id}/files")
@@ -176,7 +168,15 @@ def add_routes(
         after: Cursor = None,
     ) -> dict[str, Any]:
         await containers().live(who, container_id)
-        return await listing("container_file", who, container_id, limit, order, after, None)
+        return await listing(
+            "container_file",
+            who,
+            parent=container_id,
+            limit=limit,
+            order=order,
+            after=after,
+            before=None,
+        )
 
     @app.get("/v1/containers/{container_id}/files/{file_id}")
     async def get_container_file(container_id: str, file_id: str, who: Owner) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import psutil
 from .. import Engine, FileInfo, InterpError
 from . import _wire as wire
 from . import _wire_responses as rwire
-from ._errors import APIError, bad_request, not_found
+from ._errors import APIError, bad_request, file_not_found, not_found
 from ._store import Store
 
 log = logging.getLogger("interp.server")
@@ -95,7 +95,7 @@ class Containers:
         memory = memory_bytes(memory_limit, param="memory_limit")
         for file_id in file_ids:
             if await self._store.get("file", owner, file_id) is None:
-                raise APIError(404, f"No file found with id '{file_id[:64]}'.", param=param)
+                raise file_not_found(file_id, param=param)
         created = rwire.container(name=name, minutes=minutes, memory_limit=memory_limit)
         await self._store.create("container", owner, created)
         try:
@@ -137,7 +137,7 @@ class Containers:
         closed it; marks the container active."""
         container_id: str = container["id"]
         async with self._lock(container_id):
-            if container_id not in {info.id for info in self._engine.sessions()}:
+            if not self._engine.has_session(container_id):
                 files = await self._store.all("container_file", owner, parent=container_id)
                 stored = [stored_id(f["id"]) for f in files]
                 memory = memory_bytes(container.get("memory_limit"), param="memory_limit")
@@ -191,7 +191,7 @@ class Containers:
         container's /mnt/data too (not when a newer file at its path replaces it)."""
         found = await self.file(owner, container_id, cfile)
         await self._store.delete("container_file", owner, cfile)
-        if from_session and container_id in {info.id for info in self._engine.sessions()}:
+        if from_session and self._engine.has_session(container_id):
             name = found["path"].removeprefix("/mnt/data/")
             await self._engine.remove_session_file(container_id, name)
         with contextlib.suppress(InterpError):
@@ -226,7 +226,7 @@ class Containers:
     async def _drop(self, owner: str, container_id: str) -> None:
         """Close the session and delete the files of a container."""
         async with self._lock(container_id):
-            if container_id in {info.id for info in self._engine.sessions()}:
+            if self._engine.has_session(container_id):
                 with contextlib.suppress(InterpError):
                     await self._engine.close_session(container_id)
             for record in await self._store.all("container_file", owner, parent=container_id):

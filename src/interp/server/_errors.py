@@ -40,5 +40,11 @@ def not_found(kind: str, object_id: str) -> APIError:
     return APIError(404, f"No {kind} found with id '{shown}'.", code="not_found")
 
 
+def file_not_found(file_id: str, *, param: str) -> APIError:
+    """A file id in a request body that names none of the caller's files."""
+    shown = file_id if len(file_id) <= 64 else file_id[:64] + "…"
+    return APIError(404, f"No file found with id '{shown}'.", param=param)
+
+
 def bad_request(message: str, *, param: str | None = None) -> APIError:
     return APIError(400, message, param=param)

@@ -88,7 +88,6 @@ class McpSessions:
         """The engine session of this call, and a notice if it is a new one after expiry."""
         owner = _owner(ctx)
         engine = self._engine()
-        open_ids = {info.id for info in engine.sessions()}
         async with self._lock:
             if session is not None:
                 if self._owners.get(session) != owner:
@@ -97,7 +96,7 @@ class McpSessions:
             else:
                 key = _transport_key(ctx)
             current = self._by_key.get((owner, key))
-            if current is not None and current in open_ids:
+            if current is not None and engine.has_session(current):
                 return current, None
             created = await engine.create_session(_new_id())
             self._by_key[(owner, key)] = created

@@ -8,6 +8,7 @@ the upstream become ``UpstreamError`` with the code a run's ``last_error`` carri
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,16 @@ def partial_code(arguments: str) -> str:
         return parsed
     code = parsed.get("code") if isinstance(parsed, dict) else None
     return code if isinstance(code, str) else ""
+
+
+def chat_tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """A tool call as an assistant message of a chat request carries it."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def code_arguments(code: str) -> str:
+    """The arguments of a ``python`` call of ``code``, as the model is offered it."""
+    return json.dumps({"code": code})
 
 
 def final_code(call: ToolCall) -> str:

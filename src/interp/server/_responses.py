@@ -35,7 +35,7 @@ from ..adapters.responses import call_item
 from . import _wire as wire
 from . import _wire_responses as rwire
 from ._containers import Containers, cfile_id
-from ._errors import APIError, bad_request
+from ._errors import APIError, bad_request, file_not_found
 from ._model import (
     CODE_TOOL,
     CallStarted,
@@ -45,6 +45,8 @@ from ._model import (
     TextDelta,
     ToolCall,
     UpstreamError,
+    chat_tool_call,
+    code_arguments,
     final_code,
 )
 from ._runs import MAX_MODEL_TURNS, RunEvents, bounded
@@ -219,9 +221,7 @@ class Responder:
                 if isinstance(tool.container, rwire.AutoContainer):
                     for file_id in tool.container.file_ids:
                         if await self._store.get("file", owner, file_id) is None:
-                            raise APIError(
-                                404, f"No file found with id '{file_id}'.", param="tools"
-                            )
+                            raise file_not_found(file_id, param="tools")
                 tools.append(tool.model_dump(exclude_none=True))
             else:
                 if tool.name in names:
@@ -358,18 +358,23 @@ class Responder:
             self._close_message(state, message, text)
         if not finished.calls:
             return False
+        for call in finished.calls:
+            if call.name == CODE_TOOL:
+                items[call.index]["code"] = final_code(call)
+            else:
+                items[call.index]["arguments"] = call.arguments
         state.chat.append(
             {
                 "role": "assistant",
                 "content": None,
-                "tool_calls": [_chat_call(items[call.index], call) for call in finished.calls],
+                "tool_calls": [_chat_call(items[call.index]) for call in finished.calls],
             }
         )
         functions = False
         for call in finished.calls:
             item = items[call.index]
             if call.name == CODE_TOOL:
-                await self._execute(state, item, call)
+                await self._execute(state, item)
                 state.chat.append(
                     {
                         "role": "tool",
@@ -379,7 +384,7 @@ class Responder:
                 )
             else:
                 functions = True
-                item.update(arguments=call.arguments, status="completed")
+                item["status"] = "completed"
                 index = output.index(item)
                 state.emit(
                     "response.function_call_arguments.delta",
@@ -442,12 +447,11 @@ class Responder:
             )
         return state.container
 
-    async def _execute(self, state: _State, item: dict[str, Any], call: ToolCall) -> None:
+    async def _execute(self, state: _State, item: dict[str, Any]) -> None:
         """Run a code call in the container; the item's status follows the kernel."""
         output = state.response["output"]
         index = output.index(item)
-        code = final_code(call)
-        item["code"] = code
+        code = item["code"]
         state.emit(
             "response.code_interpreter_call_code.done",
             output_index=index,
@@ -610,18 +614,7 @@ def _chat_items(items: list[dict[str, Any]], results: dict[str, str]) -> list[di
                 {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
             )
             continue
-        if kind == "code_interpreter_call":
-            call = {
-                "id": item["id"],
-                "type": "function",
-                "function": {"name": CODE_TOOL, "arguments": json.dumps({"code": item["code"]})},
-            }
-        else:
-            call = {
-                "id": item["call_id"],
-                "type": "function",
-                "function": {"name": item["name"], "arguments": item["arguments"]},
-            }
+        call = _chat_call(item)
         previous = chat[-1] if chat else None
         if previous and previous["role"] == "assistant" and previous.get("tool_calls"):
             previous["tool_calls"].append(call)
@@ -652,19 +645,11 @@ def _logs_of(item: dict[str, Any]) -> str:
     return "\n".join(o.get("logs", "[image]") for o in outputs) or "(no output)"
 
 
-def _chat_call(item: dict[str, Any], call: ToolCall) -> dict[str, Any]:
+def _chat_call(item: dict[str, Any]) -> dict[str, Any]:
+    """A code or function call item as the chat request's tool call."""
     if item["type"] == "code_interpreter_call":
-        arguments = json.dumps({"code": final_code(call)})
-        return {
-            "id": item["id"],
-            "type": "function",
-            "function": {"name": CODE_TOOL, "arguments": arguments},
-        }
-    return {
-        "id": item["call_id"],
-        "type": "function",
-        "function": {"name": call.name, "arguments": call.arguments},
-    }
+        return chat_tool_call(item["id"], CODE_TOOL, code_arguments(item["code"]))
+    return chat_tool_call(item["call_id"], item["name"], item["arguments"])
 
 
 def _stop_items(response: dict[str, Any]) -> None:

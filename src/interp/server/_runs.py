@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,8 @@ from ._model import (
     TextDelta,
     ToolCall,
     UpstreamError,
+    chat_tool_call,
+    code_arguments,
     final_code,
 )
 from ._store import Store
@@ -501,7 +502,7 @@ class Runner:
     async def _session(self, state: _Run) -> str:
         """The thread's engine session, its files in /mnt/data (put back after expiry)."""
         thread_id: str = state.thread["id"]
-        if thread_id not in {info.id for info in self._engine.sessions()}:
+        if not self._engine.has_session(thread_id):
             self._placed[thread_id] = set()
         wanted = await self._input_files(state)
         new = [file_id for file_id in wanted if file_id not in self._placed[thread_id]]
@@ -637,17 +638,9 @@ def _call_created(call: ToolCall) -> dict[str, Any]:
 
 def _chat_tool_call(call: dict[str, Any]) -> dict[str, Any]:
     if call["type"] == "code_interpreter":
-        arguments = json.dumps({"code": call["code_interpreter"]["input"]})
-        return {
-            "id": call["id"],
-            "type": "function",
-            "function": {"name": CODE_TOOL, "arguments": arguments},
-        }
-    return {
-        "id": call["id"],
-        "type": "function",
-        "function": {"name": call["function"]["name"], "arguments": call["function"]["arguments"]},
-    }
+        code = call["code_interpreter"]["input"]
+        return chat_tool_call(call["id"], CODE_TOOL, code_arguments(code))
+    return chat_tool_call(call["id"], call["function"]["name"], call["function"]["arguments"])
 
 
 def _chat_message(message: dict[str, Any], name_of: Callable[[str], str]) -> dict[str, Any]:

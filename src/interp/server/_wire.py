@@ -7,9 +7,15 @@ import secrets
 import time
 from typing import Annotated, Any, Literal
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ._errors import bad_request
+
+ListOrder = Annotated[Literal["asc", "desc"], Query()]
+Limit = Annotated[int, Query(ge=1, le=100)]
+Cursor = Annotated[str | None, Query(max_length=64)]
+"""The query parameters of every list route."""
 
 Metadata = dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]]
 _ID = Annotated[str, Field(min_length=1, max_length=64)]

@@ -69,19 +69,6 @@ class MessageItem(_Echoed):
     )
     status: str | None = None
 
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        parts = []
-        for part in self.content:
-            if isinstance(part, InputText | OutputText):
-                parts.append(part.text)
-            elif isinstance(part, InputFile):
-                parts.append(f"[file {part.filename or part.file_id}]")
-            else:
-                parts.append("[image]")
-        return "\n".join(parts)
-
 
 class FunctionCallItem(_Echoed):
     type: Literal["function_call"]
@@ -261,12 +248,13 @@ def response(
     }
 
 
-def message_item(text: str = "", *, status: str = "in_progress") -> dict[str, Any]:
+def message_item() -> dict[str, Any]:
+    """An assistant message item as it is added, before its text."""
     return {
         "id": new_id("msg_"),
         "type": "message",
         "role": "assistant",
-        "status": status,
+        "status": "in_progress",
         "content": [],
     }
 
