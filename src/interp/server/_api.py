@@ -43,7 +43,7 @@ from ._errors import APIError, bad_request, file_not_found, not_found
 from ._mcp import build as build_mcp
 from ._model import Model, UpstreamError
 from ._responses import Responder
-from ._runs import Runner, sse_stream
+from ._runs import DONE, Runner
 from ._store import Kind, Store
 from ._wire import Cursor, Limit, ListOrder
 
@@ -559,8 +559,7 @@ def create_app(config: Config) -> FastAPI:
         if not body.stream:
             await storing  # a client may ask for it at once
             return dict(run)
-        queue = events.subscribe()
-        return _sse(sse_stream(queue, events))
+        return _sse(events.follow(DONE))
 
     @app.post("/v1/threads/{thread_id}/runs", response_model=None)
     async def create_run(
@@ -623,7 +622,7 @@ def create_app(config: Config) -> FastAPI:
         )
         if not body.stream:
             return dict(run)
-        return _sse(sse_stream(events.subscribe(), events))
+        return _sse(events.follow(DONE))
 
     @app.get("/v1/threads/{thread_id}/runs/{run_id}/steps")
     async def list_steps(

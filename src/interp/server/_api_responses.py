@@ -14,7 +14,7 @@ from . import _wire as wire
 from . import _wire_responses as rwire
 from ._containers import Containers, stored_id
 from ._errors import bad_request, file_not_found
-from ._responses import Responder, served, sse_stream
+from ._responses import Responder, served
 from ._store import Kind, Store
 from ._wire import Cursor, Limit, ListOrder
 
@@ -52,7 +52,7 @@ def add_routes(
     ) -> Response | dict[str, Any]:
         response, events, task = await responder().start(who, body, base_url=str(request.base_url))
         if body.stream:
-            return sse(sse_stream(events.subscribe(), events))
+            return sse(events.follow())
         if body.background:
             return served(response, body.include)
         await asyncio.shield(task)

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,19 +56,6 @@ MAX_CHAIN = 256
 """How far back ``previous_response_id`` is followed."""
 
 
-def sse(event: dict[str, Any]) -> str:
-    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
-
-
-async def sse_stream(queue: asyncio.Queue[Any], events: RunEvents) -> AsyncIterator[str]:
-    """A subscription's events as SSE; the Responses API sends no ``[DONE]``."""
-    try:
-        while (item := await queue.get()) is not None:
-            yield item[1]
-    finally:
-        events.unsubscribe(queue)
-
-
 def served(response: dict[str, Any], include: list[str] | None) -> dict[str, Any]:
     """The response as a client sees it: code outputs only when ``include``d."""
     if include and rwire.INCLUDE_OUTPUTS in include:
@@ -99,10 +84,9 @@ class _State:
     """Code call item id -> what the model was shown of its execution."""
 
     def emit(self, type_: str, **fields: Any) -> None:
-        """Send an event, written out now: the objects in it change as the work goes on."""
         event = {"type": type_, "sequence_number": self.sequence, **fields}
         self.sequence += 1
-        self.events.emit(type_, sse(event))
+        self.events.emit(type_, event)
 
     def emit_response(self, type_: str) -> None:
         self.emit(type_, response=served(self.response, self.body.include))
@@ -678,4 +662,4 @@ def _add_usage(response: dict[str, Any], usage: dict[str, int] | None) -> None:
     )
 
 
-__all__ = ["Responder", "served", "sse_stream"]
+__all__ = ["Responder", "served"]

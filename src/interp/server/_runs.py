@@ -44,45 +44,49 @@ MAX_MODEL_TURNS = 16
 TOOL_TEXT_BYTES = 8000
 """What the model is shown of one execution: the head and tail of this many bytes."""
 ACTIVE = ("queued", "in_progress", "requires_action", "cancelling")
-
-Event = tuple[str, Any]
+DONE = assistants.sse("done", "[DONE]")
+"""How the Assistants API ends a stream."""
 
 
 class RunEvents:
-    """A run's events, fanned out to its stream subscribers as they happen."""
+    """A run's (or a response's) events as SSE text, fanned out to its stream subscribers
+    as they happen. Each is written out when sent: the objects in it go on changing."""
 
     def __init__(self) -> None:
-        self._queues: set[asyncio.Queue[Event | None]] = set()
+        self._queues: set[asyncio.Queue[str | None]] = set()
         self.closed = False
 
-    def subscribe(self) -> asyncio.Queue[Event | None]:
-        queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        if self.closed:
-            queue.put_nowait(None)
-        self._queues.add(queue)
-        return queue
-
-    def unsubscribe(self, queue: asyncio.Queue[Event | None]) -> None:
-        self._queues.discard(queue)
-
     def emit(self, event: str, data: Any) -> None:
+        text = assistants.sse(event, data)
         for queue in self._queues:
-            queue.put_nowait((event, data))
+            queue.put_nowait(text)
 
     def close(self) -> None:
         self.closed = True
         for queue in self._queues:
             queue.put_nowait(None)
 
+    def follow(self, end: str | None = None) -> AsyncIterator[str]:
+        """Subscribe now; the SSE text of every event from here on, then ``end``.
 
-async def sse_stream(queue: asyncio.Queue[Event | None], events: RunEvents) -> AsyncIterator[str]:
-    """The SSE text of a subscription, ending with ``done``; unsubscribes when dropped."""
-    try:
-        while (item := await queue.get()) is not None:
-            yield assistants.sse(item[0], item[1])
-        yield assistants.sse("done", "[DONE]")
-    finally:
-        events.unsubscribe(queue)
+        The subscription is made by this call, not when the stream is first read, so no
+        event emitted in between is missed; dropping the stream unsubscribes.
+        """
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        if self.closed:
+            queue.put_nowait(None)
+        self._queues.add(queue)
+
+        async def texts() -> AsyncIterator[str]:
+            try:
+                while (text := await queue.get()) is not None:
+                    yield text
+                if end is not None:
+                    yield end
+            finally:
+                self._queues.discard(queue)
+
+        return texts()
 
 
 @dataclass
@@ -673,4 +677,4 @@ def _add_usage(holder: dict[str, Any], usage: dict[str, int] | None) -> None:
     holder["usage"] = {key: total.get(key, 0) + usage.get(key, 0) for key in total}
 
 
-__all__ = ["RunEvents", "Runner", "sse_stream"]
+__all__ = ["DONE", "RunEvents", "Runner"]
