@@ -8,6 +8,7 @@ import asyncio
 import gc
 import json
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -33,10 +34,8 @@ from interp import (
 
 from ..conftest import GVISOR, assert_no_containers, containers_of
 
-LAG_BOUND = 0.3 if GVISOR else 0.05
-"""The engine's event loop is never held up longer. Under gVisor the gofer does the code's
-file operations as host work outside the container's CPU quota and, with the sentry, takes
-both of this machine's CPUs for whole slices (98 and 158 ms seen in two runs)."""
+LAG_BOUND = 0.05
+"""The engine's event loop is never held up longer (time spent waiting for a CPU aside)."""
 
 pytestmark = pytest.mark.docker
 
@@ -45,17 +44,28 @@ FLOOD_BOUND = 80 * 1024**2
 
 
 class LoopLag:
-    """The longest the event loop was kept from running a 5 ms timer, while in use."""
+    """The longest the event loop was kept from running a 5 ms timer, while in use.
+
+    The time the loop's thread sat runnable waiting for a CPU (the kernel's schedstat) is
+    left out: on two CPUs a sandbox under gVisor, whose sentry and gofer work outside the
+    container's CPU quota, can keep the host process off both for over 100 ms, and that is
+    the scheduler, not the engine. Work on the loop and blocking calls made from it count.
+    """
 
     def __init__(self) -> None:
         self.worst = 0.0
+        self._schedstat = Path(f"/proc/self/task/{threading.get_native_id()}/schedstat")
+
+    def _waited_for_cpu(self) -> float:
+        return int(self._schedstat.read_text().split()[1]) / 1e9
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            began = loop.time()
+            began, waited = loop.time(), self._waited_for_cpu()
             await asyncio.sleep(0.005)
-            self.worst = max(self.worst, loop.time() - began - 0.005)
+            held = loop.time() - began - 0.005 - (self._waited_for_cpu() - waited)
+            self.worst = max(self.worst, held)
 
 
 @asynccontextmanager
