@@ -6,11 +6,13 @@ in strict mode (no required field missing, none of the wrong type)."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import io
 import json
 import time
 from typing import Any
 
+import docker
 import openai
 import pytest
 from openai.types import FileObject
@@ -19,6 +21,7 @@ from openai.types.beta.threads import Message, Run
 from openai.types.beta.threads.runs import CodeInterpreterToolCall, RunStep
 from pydantic import BaseModel, TypeAdapter
 
+from ..conftest import containers_labelled
 from .conftest import Server, follow_up, raw_request, reply_text, wait_for_step
 from .fake_model import FakeModel
 
@@ -475,3 +478,49 @@ def test_a_dropped_stream_does_not_stop_the_run(client: openai.OpenAI) -> None:
         time.sleep(0.1)
     assert run.status == "completed"
     assert reply_text(client, thread.id) == "Result: finished"
+
+
+def test_deleting_a_thread_during_its_run_removes_its_sandbox(
+    client: openai.OpenAI, server: Server, docker_client: docker.DockerClient
+) -> None:
+    helper = assistant(client)
+    marker = f"{60 + time.monotonic() % 1:.6f}"  # the sandbox is found by this argument
+    thread = client.beta.threads.create(
+        messages=[
+            {
+                "role": "user",
+                "content": f"RUN: import subprocess\nsubprocess.run(['sleep', '{marker}'])",
+            }
+        ]
+    )
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=helper.id)
+    owner = f"io.interp.owner-pid={server.process.pid}"
+    deadline = time.monotonic() + 30
+    while not (sandbox := _running(docker_client, owner, ["sleep", marker])):
+        assert time.monotonic() < deadline, "the run's code never started"
+        time.sleep(0.1)
+    assert client.beta.threads.delete(thread.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.runs.retrieve(thread_id=thread.id, run_id=run.id)
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.retrieve(thread.id)
+    deadline = time.monotonic() + 10
+    while sandbox in {c.id for c in containers_labelled(docker_client, owner)}:
+        assert time.monotonic() < deadline, "the deleted thread's sandbox is still there"
+        time.sleep(0.1)
+    # The server goes on.
+    after = client.beta.threads.create_and_run_poll(
+        assistant_id=helper.id,
+        thread={"messages": [{"role": "user", "content": "RUN: print('on')"}]},
+    )
+    assert after.status == "completed"
+
+
+def _running(client: docker.DockerClient, label: str, command: list[str]) -> str | None:
+    """The id of the sandbox (of those labelled ``label``) running ``command``, if any."""
+    for container in containers_labelled(client, label):
+        with contextlib.suppress(docker.errors.APIError):
+            processes = client.api.top(container.id)["Processes"] or []
+            if any(p[-1] == " ".join(command) for p in processes):
+                return str(container.id)
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -381,3 +382,81 @@ def test_a_background_response_can_be_polled_and_cancelled(client: openai.OpenAI
         model=MODEL, input="RUN: print('after')", tools=tool, include=OUTPUTS
     )
     assert _code_call(after).outputs[0].logs == "after\n"  # type: ignore[index,union-attr]
+
+
+def test_deleting_a_container_while_its_code_runs_ends_that_call(
+    client: openai.OpenAI, server: Server, docker_client: docker.DockerClient
+) -> None:
+    owner = f"io.interp.owner-pid={server.process.pid}"
+    before = len(containers_labelled(docker_client, owner))
+    started = client.responses.create(
+        model=MODEL,
+        input="RUN: print('started', flush=True)\nimport time\ntime.sleep(60)",
+        tools=AUTO,
+        background=True,
+    )
+    deadline = time.monotonic() + 30
+    while (found := client.responses.retrieve(started.id)).output == [] or (
+        found.output[0].status != "interpreting"  # type: ignore[union-attr]
+    ):
+        assert time.monotonic() < deadline, found
+        time.sleep(0.1)
+    container_id = _code_call(found).container_id
+    began = time.monotonic()
+    client.containers.delete(container_id)
+    while (done := client.responses.retrieve(started.id)).status in ("queued", "in_progress"):
+        assert time.monotonic() - began < 10, done
+        time.sleep(0.1)
+    # The call fails, saying why, and the model is told: the response itself completes.
+    assert done.status == "completed"
+    assert _code_call(done).status == "failed"
+    assert "the session was closed during the execution" in _text(done)
+    with pytest.raises(openai.NotFoundError):
+        client.containers.retrieve(container_id)
+    assert len(containers_labelled(docker_client, owner)) <= before
+
+
+def test_uploads_racing_a_containers_delete_leave_nothing_behind(
+    client: openai.OpenAI, server: Server, docker_client: docker.DockerClient
+) -> None:
+    owner = f"io.interp.owner-pid={server.process.pid}"
+    running = len(containers_labelled(docker_client, owner))
+
+    def stored(query: str, db: str, *args: str) -> int:
+        with sqlite3.connect(server.data_dir / db) as connection:
+            count: int = connection.execute(query, args).fetchone()[0]
+        return count
+
+    deleted: list[str] = []
+    outcomes: set[str] = set()
+    for round_ in range(8):
+        container = client.containers.create(name=f"race-{round_}")
+        deleted.append(container.id)
+        uploads = ThreadPoolExecutor(3)
+        racing = [
+            uploads.submit(
+                client.containers.files.create, container.id, file=("race.txt", b"x" * 200_000)
+            )
+            for _ in range(3)
+        ]
+        client.containers.delete(container.id)
+        for upload in racing:
+            try:
+                upload.result()
+                outcomes.add("uploaded before the delete")
+            except openai.NotFoundError:
+                outcomes.add("404")
+        uploads.shutdown()
+        with pytest.raises(openai.NotFoundError):
+            client.containers.files.list(container.id)
+    # Whichever won each race, the deleted containers left no file, record or sandbox.
+    for container_id in deleted:
+        assert (
+            stored(
+                "SELECT count(*) FROM interp_objects WHERE parent = ?", "server.db", container_id
+            )
+            == 0
+        )
+    assert stored("SELECT count(*) FROM files WHERE name = 'race.txt'", "files.db") == 0
+    assert len(containers_labelled(docker_client, owner)) <= running
+    assert outcomes

@@ -142,13 +142,13 @@ def add_routes(
     async def create_container_file(
         container_id: str, who: Owner, request: Request
     ) -> dict[str, Any]:
-        container = await containers().live(who, container_id)
+        await containers().live(who, container_id)
         kind = request.headers.get("content-type", "")
         if kind.startswith("multipart/form-data"):
             with tempfile.TemporaryDirectory(prefix="interp-upload-") as scratch:
                 path = Path(scratch) / "upload"
                 name = await upload(request, path)
-                return await containers().add_upload(who, container, name, path)
+                return await containers().add_upload(who, container_id, name, path)
         try:
             body = rwire.ContainerFileFromId.model_validate_json(await request.body())
         except ValueError:
@@ -157,7 +157,7 @@ def add_routes(
             ) from None
         if await store().get("file", who, body.file_id) is None:
             raise file_not_found(body.file_id, param="file_id")
-        return await containers().add_stored(who, container, body.file_id, source="user")
+        return await containers().add_stored(who, container_id, body.file_id, source="user")
 
     @app.get("/v1/containers/{container_id}/files")
     async def list_container_files(

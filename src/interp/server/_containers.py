@@ -101,7 +101,7 @@ class Containers:
         try:
             await self._engine.create_session(created["id"], memory=memory)
             for file_id in file_ids:
-                await self.add_stored(owner, created, file_id, source="user")
+                await self.add_stored(owner, created["id"], file_id, source="user")
         except BaseException:
             await self.delete(owner, created["id"])
             raise
@@ -124,55 +124,86 @@ class Containers:
         return found
 
     async def delete(self, owner: str, container_id: str) -> None:
+        if await self._store.get("container", owner, container_id) is None:
+            raise not_found("container", container_id)
+        await self._drop(owner, container_id, expire=False)
+
+    # Using one. Whatever changes a container, its session or its files holds the
+    # container's lock and reads the container afresh under it, so a request racing a
+    # delete or an expiry either finishes before it (and is undone by it) or finds the
+    # container gone: nothing is recorded, and no session opened, for a container no more.
+
+    async def session(self, owner: str, container_id: str) -> str:
+        """The container's engine session, opened again with its files if the engine had
+        closed it; marks the container active."""
+        async with self._lock(container_id):
+            await self._open(owner, container_id)
+        return container_id
+
+    async def touch(self, owner: str, container_id: str) -> None:
+        """Mark the container active, if it still runs."""
+        async with self._lock(container_id):
+            with contextlib.suppress(APIError):
+                await self._open(owner, container_id, session=False)
+
+    async def _open(self, owner: str, container_id: str, *, session: bool = True) -> None:
+        """Under the container's lock: 404 once deleted, 400 once expired; else mark it
+        active and, with ``session``, make sure its engine session is open."""
         found = await self._store.get("container", owner, container_id)
         if found is None:
             raise not_found("container", container_id)
-        await self._drop(owner, container_id)
-        await self._store.delete("container", owner, container_id)
-
-    # Using one.
-
-    async def session(self, owner: str, container: dict[str, Any]) -> str:
-        """The container's engine session, opened again with its files if the engine had
-        closed it; marks the container active."""
-        container_id: str = container["id"]
-        async with self._lock(container_id):
-            if not self._engine.has_session(container_id):
-                files = await self._store.all("container_file", owner, parent=container_id)
-                stored = [stored_id(f["id"]) for f in files]
-                memory = memory_bytes(container.get("memory_limit"), param="memory_limit")
-                await self._engine.create_session(container_id, file_ids=stored, memory=memory)
-        await self.touch(owner, container)
-        return container_id
-
-    async def touch(self, owner: str, container: dict[str, Any]) -> None:
-        container["last_active_at"] = wire.now()
-        await self._store.put("container", owner, container)
+        if found["status"] != "running":
+            raise expired_error()
+        if session and not self._engine.has_session(container_id):
+            files = await self._store.all("container_file", owner, parent=container_id)
+            stored = [stored_id(f["id"]) for f in files]
+            memory = memory_bytes(found.get("memory_limit"), param="memory_limit")
+            await self._engine.create_session(container_id, file_ids=stored, memory=memory)
+        found["last_active_at"] = wire.now()
+        await self._store.put("container", owner, found)
 
     # Its files.
 
     async def add_stored(
-        self, owner: str, container: dict[str, Any], file_id: str, *, source: str
+        self, owner: str, container_id: str, file_id: str, *, source: str
     ) -> dict[str, Any]:
         """Put a copy of a stored file (the owner's, or one uploaded here) in /mnt/data."""
         info = self._engine.file(file_id)
         copy = await self._engine.create_file(Path(info.name).name, self._engine.file_path(file_id))
-        session = await self.session(owner, container)
-        await self._engine.create_session(session, file_ids=[copy.id])
-        return await self._record(owner, container["id"], copy, source=source)
+        return await self._add(owner, container_id, copy, source=source)
 
     async def add_upload(
-        self, owner: str, container: dict[str, Any], name: str, path: Path
+        self, owner: str, container_id: str, name: str, path: Path
     ) -> dict[str, Any]:
         info = await self._engine.create_file(name, path)
-        session = await self.session(owner, container)
-        await self._engine.create_session(session, file_ids=[info.id])
-        return await self._record(owner, container["id"], info, source="user")
+        return await self._add(owner, container_id, info, source="user")
 
-    async def add_output(self, owner: str, container_id: str, file_id: str) -> dict[str, Any]:
-        """A file the code wrote (or an image it drew) becomes a container file."""
-        info = await self._engine.keep_file(file_id)
-        return await self._record(owner, container_id, info, source="assistant")
+    async def _add(
+        self, owner: str, container_id: str, info: FileInfo, *, source: str
+    ) -> dict[str, Any]:
+        """Place a newly stored file in the container's /mnt/data and record it; deleted
+        again if the container is gone."""
+        try:
+            async with self._lock(container_id):
+                await self._open(owner, container_id)
+                await self._engine.create_session(container_id, file_ids=[info.id])
+                return await self._record(owner, container_id, info, source=source)
+        except BaseException:
+            with contextlib.suppress(InterpError):
+                await self._engine.delete_file(info.id)
+            raise
+
+    async def add_output(self, owner: str, container_id: str, file_id: str) -> None:
+        """A file the code wrote (or an image it drew) becomes a container file, unless
+        the container was deleted or expired while the code ran."""
+        async with self._lock(container_id):
+            found = await self._store.get("container", owner, container_id)
+            if found is None or found["status"] != "running":
+                with contextlib.suppress(InterpError):
+                    await self._engine.delete_file(file_id)
+                return
+            info = await self._engine.keep_file(file_id)
+            await self._record(owner, container_id, info, source="assistant")
 
     def stored(self, file_id: str) -> tuple[Path, str]:
         """Where a stored file's bytes are, and their media type."""
@@ -220,12 +251,17 @@ class Containers:
 
     async def _expire(self, owner: str, container: dict[str, Any]) -> None:
         container["status"] = "expired"
-        await self._store.put("container", owner, container)
-        await self._drop(owner, container["id"])
+        await self._drop(owner, container["id"], expire=True)
 
-    async def _drop(self, owner: str, container_id: str) -> None:
-        """Close the session and delete the files of a container."""
+    async def _drop(self, owner: str, container_id: str, *, expire: bool) -> None:
+        """Mark a container expired (or delete it), close its session, delete its files."""
         async with self._lock(container_id):
+            found = await self._store.get("container", owner, container_id)
+            if found is not None and expire:
+                found["status"] = "expired"
+                await self._store.put("container", owner, found)
+            elif found is not None:
+                await self._store.delete("container", owner, container_id)
             if self._engine.has_session(container_id):
                 with contextlib.suppress(InterpError):
                     await self._engine.close_session(container_id)

@@ -444,8 +444,8 @@ class Responder:
         )
         container = state.container
         assert container is not None
-        container = await self._containers.live(state.owner, container["id"])
-        session = await self._containers.session(state.owner, container)
+        await self._containers.live(state.owner, container["id"])
+        session = await self._containers.session(state.owner, container["id"])
         result = None
         async with contextlib.aclosing(self._engine.stream(code, session=session)) as stream:
             async for event in stream:
@@ -466,7 +466,7 @@ class Responder:
                     result = event.result
         if result is None:
             raise UpstreamError("server_error", "the execution ended without a result")
-        await self._containers.touch(state.owner, container)
+        await self._containers.touch(state.owner, session)
 
         def url(image: ImageFile) -> str:
             return (
