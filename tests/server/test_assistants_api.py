@@ -524,3 +524,31 @@ def _running(client: docker.DockerClient, label: str, command: list[str]) -> str
             if any(p[-1] == " ".join(command) for p in processes):
                 return str(container.id)
     return None
+
+
+def test_runs_racing_their_threads_delete_leave_no_sandbox(
+    client: openai.OpenAI, server: Server, docker_client: docker.DockerClient
+) -> None:
+    helper = assistant(client)
+    marker = f"{60 + time.monotonic() % 1:.6f}"
+    code = f"RUN: import subprocess\nsubprocess.run(['sleep', '{marker}'])"
+    outcomes: set[str] = set()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for _ in range(10):
+            thread = client.beta.threads.create(messages=[{"role": "user", "content": code}])
+            run = pool.submit(
+                client.beta.threads.runs.create, thread_id=thread.id, assistant_id=helper.id
+            )
+            deleted = pool.submit(client.beta.threads.delete, thread.id)
+            assert deleted.result().deleted
+            try:
+                run.result()
+                outcomes.add("run created")
+            except openai.NotFoundError:
+                outcomes.add("404")
+    # Whichever won, no code of a deleted thread goes on running.
+    owner = f"io.interp.owner-pid={server.process.pid}"
+    deadline = time.monotonic() + 10
+    while _running(docker_client, owner, ["sleep", marker]):
+        assert time.monotonic() < deadline, f"a deleted thread's code still runs ({outcomes})"
+        time.sleep(0.2)

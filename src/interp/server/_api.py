@@ -458,17 +458,21 @@ def create_app(config: Config) -> FastAPI:
 
     @app.delete("/v1/threads/{thread_id}")
     async def delete_thread(thread_id: str, owner: Owner) -> dict[str, Any]:
-        await thread_of(owner, thread_id)
         store, runner = state().store, state().runner
-        runs = await store.all("run", owner, parent=thread_id)
-        for run in runs:
-            if run["status"] in ("queued", "in_progress", "cancelling"):
-                await runner.cancel(owner, run)
-        await store.delete_children(owner, [r["id"] for r in runs])
-        await store.delete_children(owner, [thread_id])
-        await store.delete("thread", owner, thread_id)
-        if state().engine.has_session(thread_id):
-            await state().engine.close_session(thread_id)
+        # Under the thread's lock, as what adds to a thread: a run or message racing the
+        # delete is either made first (and deleted here) or finds the thread gone.
+        async with runner.threads.hold(thread_id):
+            await thread_of(owner, thread_id)
+            await runner.stop(thread_id)
+            runs = await store.all("run", owner, parent=thread_id)
+            for run in runs:
+                if run["status"] in ("queued", "in_progress", "cancelling"):
+                    await runner.cancel(owner, run)
+            await store.delete_children(owner, [r["id"] for r in runs])
+            await store.delete_children(owner, [thread_id])
+            await store.delete("thread", owner, thread_id)
+            if state().engine.has_session(thread_id):
+                await state().engine.close_session(thread_id)
         return {"id": thread_id, "object": "thread.deleted", "deleted": True}
 
     # Messages.
@@ -477,8 +481,9 @@ def create_app(config: Config) -> FastAPI:
     async def create_message(
         thread_id: str, body: wire.MessageCreate, owner: Owner
     ) -> dict[str, Any]:
-        await thread_of(owner, thread_id)
-        return await add_message(owner, thread_id, body)
+        async with state().runner.threads.hold(thread_id):
+            await thread_of(owner, thread_id)
+            return await add_message(owner, thread_id, body)
 
     @app.get("/v1/threads/{thread_id}/messages")
     async def list_messages(
@@ -565,16 +570,17 @@ def create_app(config: Config) -> FastAPI:
     async def create_run(
         thread_id: str, body: wire.RunCreate, owner: Owner
     ) -> Response | dict[str, Any]:
-        thread = await thread_of(owner, thread_id)
-        assistant = await find("assistant", owner, body.assistant_id, "assistant")
-        return await begin_run(
-            owner,
-            thread,
-            assistant,
-            body,
-            body.additional_messages or [],
-            body.additional_instructions,
-        )
+        async with state().runner.threads.hold(thread_id):
+            thread = await thread_of(owner, thread_id)
+            assistant = await find("assistant", owner, body.assistant_id, "assistant")
+            return await begin_run(
+                owner,
+                thread,
+                assistant,
+                body,
+                body.additional_messages or [],
+                body.additional_instructions,
+            )
 
     @app.get("/v1/threads/{thread_id}/runs")
     async def list_runs(
@@ -610,16 +616,17 @@ def create_app(config: Config) -> FastAPI:
     async def submit_tool_outputs(
         thread_id: str, run_id: str, body: wire.SubmitToolOutputs, owner: Owner
     ) -> Response | dict[str, Any]:
-        run = await run_of(owner, thread_id, run_id)
-        thread = await thread_of(owner, thread_id)
-        assistant = await find("assistant", owner, run["assistant_id"], "assistant")
-        events = await state().runner.submit_tool_outputs(
-            owner=owner,
-            run=run,
-            assistant=assistant,
-            thread=thread,
-            outputs={o.tool_call_id: o.output for o in body.tool_outputs},
-        )
+        async with state().runner.threads.hold(thread_id):
+            run = await run_of(owner, thread_id, run_id)
+            thread = await thread_of(owner, thread_id)
+            assistant = await find("assistant", owner, run["assistant_id"], "assistant")
+            events = await state().runner.submit_tool_outputs(
+                owner=owner,
+                run=run,
+                assistant=assistant,
+                thread=thread,
+                outputs={o.tool_call_id: o.output for o in body.tool_outputs},
+            )
         if not body.stream:
             return dict(run)
         return _sse(events.follow(DONE))

@@ -24,6 +24,7 @@ from .. import Engine, FileInfo, InterpError
 from . import _wire as wire
 from . import _wire_responses as rwire
 from ._errors import APIError, bad_request, file_not_found, not_found
+from ._locks import KeyedLocks
 from ._store import Store
 
 log = logging.getLogger("interp.server")
@@ -63,7 +64,7 @@ class Containers:
     def __init__(self, *, store: Store, engine: Engine) -> None:
         self._store = store
         self._engine = engine
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLocks()
         self._sweeper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -136,13 +137,13 @@ class Containers:
     async def session(self, owner: str, container_id: str) -> str:
         """The container's engine session, opened again with its files if the engine had
         closed it; marks the container active."""
-        async with self._lock(container_id):
+        async with self._locks.hold(container_id):
             await self._open(owner, container_id)
         return container_id
 
     async def touch(self, owner: str, container_id: str) -> None:
         """Mark the container active, if it still runs."""
-        async with self._lock(container_id):
+        async with self._locks.hold(container_id):
             with contextlib.suppress(APIError):
                 await self._open(owner, container_id, session=False)
 
@@ -184,7 +185,7 @@ class Containers:
         """Place a newly stored file in the container's /mnt/data and record it; deleted
         again if the container is gone."""
         try:
-            async with self._lock(container_id):
+            async with self._locks.hold(container_id):
                 await self._open(owner, container_id)
                 await self._engine.create_session(container_id, file_ids=[info.id])
                 return await self._record(owner, container_id, info, source=source)
@@ -196,7 +197,7 @@ class Containers:
     async def add_output(self, owner: str, container_id: str, file_id: str) -> None:
         """A file the code wrote (or an image it drew) becomes a container file, unless
         the container was deleted or expired while the code ran."""
-        async with self._lock(container_id):
+        async with self._locks.hold(container_id):
             found = await self._store.get("container", owner, container_id)
             if found is None or found["status"] != "running":
                 with contextlib.suppress(InterpError):
@@ -255,7 +256,7 @@ class Containers:
 
     async def _drop(self, owner: str, container_id: str, *, expire: bool) -> None:
         """Mark a container expired (or delete it), close its session, delete its files."""
-        async with self._lock(container_id):
+        async with self._locks.hold(container_id):
             found = await self._store.get("container", owner, container_id)
             if found is not None and expire:
                 found["status"] = "expired"
@@ -269,7 +270,6 @@ class Containers:
                 with contextlib.suppress(InterpError):
                     await self._engine.delete_file(stored_id(record["id"]))
             await self._store.delete_children(owner, [container_id])
-        self._locks.pop(container_id, None)
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -280,9 +280,6 @@ class Containers:
                         await self._expire(owner, container)
             except Exception:
                 log.exception("expiring containers failed; trying again later")
-
-    def _lock(self, container_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(container_id, asyncio.Lock())
 
 
 def _idle_out(container: dict[str, Any]) -> bool:

@@ -22,6 +22,7 @@ from ..adapters import assistants
 from ..adapters.chat import DESCRIPTION, tool_schema, tool_text
 from . import _wire as wire
 from ._errors import bad_request
+from ._locks import KeyedLocks
 from ._model import (
     CODE_TOOL,
     CallStarted,
@@ -114,6 +115,8 @@ class Runner:
         self._model = model
         self._default_model = default_model
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.threads = KeyedLocks()
+        """Held by what starts a run on a thread, adds to it or deletes it."""
         """Thread id -> its active run's task."""
         self._events: dict[str, RunEvents] = {}
         self._cancelling: set[str] = set()
@@ -156,6 +159,14 @@ class Runner:
 
         task.add_done_callback(forget)
         return events
+
+    async def stop(self, thread_id: str) -> None:
+        """End what runs on a thread that is being deleted, even a run not stored yet."""
+        task = self._tasks.get(thread_id)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def cancel(self, owner: str, run: dict[str, Any]) -> dict[str, Any]:
         task = self._tasks.get(run["thread_id"])
