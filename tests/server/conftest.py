@@ -170,6 +170,9 @@ def server(
     left = containers_labelled(docker_client, f"io.interp.owner-pid={started.process.pid}")
     assert not left, "interp serve left containers behind"
     assert "Traceback" not in started.logs(), started.logs()
+    # Warnings only: no line per request or per upstream model call (the MCP SDK once set
+    # the root logger to INFO, logging every model request on the event loop).
+    assert "HTTP Request:" not in started.logs(), started.logs()[-2000:]
 
 
 @pytest.fixture
