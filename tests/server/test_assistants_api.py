@@ -493,15 +493,23 @@ def test_deleting_a_thread_during_its_run_removes_its_sandbox(
             }
         ]
     )
-    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=helper.id)
+    stream = client.beta.threads.runs.create(
+        thread_id=thread.id, assistant_id=helper.id, stream=True
+    )
+    first = next(iter(stream))
+    assert first.event == "thread.run.created"
     owner = f"io.interp.owner-pid={server.process.pid}"
     deadline = time.monotonic() + 30
     while not (sandbox := _running(docker_client, owner, ["sleep", marker])):
         assert time.monotonic() < deadline, "the run's code never started"
         time.sleep(0.1)
     assert client.beta.threads.delete(thread.id).deleted
+    # Its stream says the run was cancelled (not that the server stopped), then ends.
+    assert [e.event for e in stream if e.event.startswith("thread.run.")][-1:] == [
+        "thread.run.cancelled"
+    ]
     with pytest.raises(openai.NotFoundError):
-        client.beta.threads.runs.retrieve(thread_id=thread.id, run_id=run.id)
+        client.beta.threads.runs.retrieve(thread_id=thread.id, run_id=first.data.id)
     with pytest.raises(openai.NotFoundError):
         client.beta.threads.retrieve(thread.id)
     deadline = time.monotonic() + 10

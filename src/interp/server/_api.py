@@ -465,9 +465,6 @@ def create_app(config: Config) -> FastAPI:
             await thread_of(owner, thread_id)
             await runner.stop(thread_id)
             runs = await store.all("run", owner, parent=thread_id)
-            for run in runs:
-                if run["status"] in ("queued", "in_progress", "cancelling"):
-                    await runner.cancel(owner, run)
             await store.delete_children(owner, [r["id"] for r in runs])
             await store.delete_children(owner, [thread_id])
             await store.delete("thread", owner, thread_id)

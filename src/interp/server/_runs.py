@@ -115,12 +115,13 @@ class Runner:
         self._model = model
         self._default_model = default_model
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        """Thread id -> its active run's task."""
         self.threads = KeyedLocks()
         """Held by what starts a run on a thread, adds to it or deletes it."""
-        """Thread id -> its active run's task."""
         self._events: dict[str, RunEvents] = {}
         self._cancelling: set[str] = set()
-        """Runs a client cancelled (a task cancelled otherwise is the server stopping)."""
+        """Threads whose active run a client cancelled, or whose thread it deletes (a task
+        cancelled otherwise is the server stopping)."""
         self._placed: dict[str, set[str]] = {}
         """Thread id -> file ids already in its session's /mnt/data."""
 
@@ -156,14 +157,16 @@ class Runner:
         def forget(_: asyncio.Task[None]) -> None:
             if self._tasks.get(thread["id"]) is task:
                 del self._tasks[thread["id"]]
+                self._cancelling.discard(thread["id"])
 
         task.add_done_callback(forget)
         return events
 
     async def stop(self, thread_id: str) -> None:
-        """End what runs on a thread that is being deleted, even a run not stored yet."""
+        """Cancel what runs on a thread that is being deleted, even a run not stored yet."""
         task = self._tasks.get(thread_id)
         if task is not None:
+            self._cancelling.add(thread_id)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -177,7 +180,7 @@ class Runner:
             await self._store.put("run", owner, run)
             return run
         run["status"] = "cancelling"
-        self._cancelling.add(run["id"])
+        self._cancelling.add(run["thread_id"])
         await self._store.put("run", owner, run)
         events = self._events.get(run["id"])
         if events is not None:
@@ -237,8 +240,8 @@ class Runner:
 
     async def _end_cancelled(self, state: _Run) -> None:
         run = state.run
-        if run["id"] in self._cancelling:
-            self._cancelling.discard(run["id"])
+        if run["thread_id"] in self._cancelling:
+            self._cancelling.discard(run["thread_id"])
             run.update(status="cancelled", cancelled_at=wire.now())
             event = "thread.run.cancelled"
         else:
