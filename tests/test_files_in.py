@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from interp import Config, Engine, ExecutionStatus, InvalidInputError
+from interp import Config, Engine, ExecutionStatus, InvalidInputError, NoSuchFileError
 from interp._storage import Storage
 
 pytestmark = pytest.mark.docker
@@ -66,7 +66,7 @@ async def test_a_session_opens_with_the_files_it_is_given(engine: Engine, tmp_pa
 async def test_unknown_or_clashing_file_ids_open_no_session(engine: Engine) -> None:
     one = await engine.create_file("a.txt", b"1")
     two = await engine.create_file("a.txt", b"2")
-    with pytest.raises(InvalidInputError, match="no file 'file-0000'"):
+    with pytest.raises(NoSuchFileError, match="no file 'file-0000'"):
         await engine.create_session(file_ids=[one.id, "file-0000"])
     with pytest.raises(InvalidInputError, match="same name"):
         await engine.create_session(file_ids=[one.id, two.id])

@@ -25,6 +25,7 @@ from ._exceptions import (
     InterpError,
     InvalidInputError,
     KernelStartError,
+    NoSuchFileError,
     SessionNotFoundError,
 )
 from ._executor import Limits, run
@@ -362,23 +363,23 @@ class Engine:
         close and its expiry) and is never evicted, until ``delete_file``."""
         self._check_open()
         if not await asyncio.to_thread(self.files.detach, file_id):
-            raise InvalidInputError(f"no file {file_id!r}")
+            raise NoSuchFileError(file_id)
         return self.file(file_id)
 
     async def delete_file(self, file_id: str) -> None:
-        """Delete a stored file; ``InvalidInputError`` if there is none of that id."""
+        """Delete a stored file; ``NoSuchFileError`` if there is none of that id."""
         self._check_open()
         try:
             deleted = await asyncio.to_thread(self.files.delete, file_id)
         except OSError as exc:
             raise FileStoreError(f"cannot delete {file_id}: {exc.strerror}") from exc
         if not deleted:
-            raise InvalidInputError(f"no file {file_id!r}")
+            raise NoSuchFileError(file_id)
 
     def file(self, file_id: str) -> FileInfo:
         info = self.files.get(file_id)
         if info is None:
-            raise InvalidInputError(f"no file {file_id!r}")
+            raise NoSuchFileError(file_id)
         return info
 
     async def download(self, file_id: str, *, session: str | None = None) -> bytes:

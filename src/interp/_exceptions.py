@@ -3,6 +3,7 @@
     InterpError
     ├── ConfigError          the configuration is invalid
     ├── InvalidInputError    the caller's code or arguments cannot be run
+    │   └── NoSuchFileError  no stored file has that id (never stored, or deleted)
     ├── SessionNotFoundError the session id is unknown or closed
     ├── CapacityError        no kernel could be had in the allowed wait
     ├── FileStoreError       the host's file store failed (disk full, permissions)
@@ -42,6 +43,14 @@ class ConfigError(InterpError):
 
 class InvalidInputError(InterpError):
     """The code or an argument given to the engine cannot be run."""
+
+
+class NoSuchFileError(InvalidInputError):
+    """No stored file has the id given: it was never stored, or has been deleted."""
+
+    def __init__(self, file_id: str) -> None:
+        super().__init__(f"no file {file_id!r}")
+        self.file_id = file_id
 
 
 class SessionNotFoundError(InterpError):

@@ -186,6 +186,78 @@ def test_files_go_in_by_attachment_and_come_out_by_id(client: openai.OpenAI) -> 
     assert cited == "sandbox:/mnt/data/out.csv"
 
 
+def test_files_deleted_after_they_were_given_leave_their_runs_working(
+    client: openai.OpenAI, fake_model: FakeModel
+) -> None:
+    """A file named by an assistant's or a thread's resources or by a message, then
+    deleted, is left out of /mnt/data; the runs that name it go on (they all failed)."""
+
+    def upload(name: str) -> str:
+        return client.files.create(file=(name, io.BytesIO(b"x")), purpose="assistants").id
+
+    kept, of_assistant, of_thread, of_message = (
+        upload(n) for n in ("kept.txt", "a.txt", "t.txt", "m.txt")
+    )
+    helper = assistant(client, tool_resources={"code_interpreter": {"file_ids": [of_assistant]}})
+    attach = [{"file_id": f, "tools": [{"type": "code_interpreter"}]} for f in (kept, of_message)]
+    thread = client.beta.threads.create(
+        tool_resources={"code_interpreter": {"file_ids": [of_thread]}},
+        messages=[
+            {
+                "role": "user",
+                "content": "RUN: import os; print(sorted(os.listdir('/mnt/data')))",
+                "attachments": attach,  # type: ignore[typeddict-item]
+            }
+        ],
+    )
+    for gone in (of_assistant, of_thread, of_message):
+        client.files.delete(gone)
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=100
+    )
+    assert run.status == "completed", run.last_error
+    assert reply_text(client, thread.id) == "Result: ['kept.txt']"
+    # The model is told of the file that is there, not of the deleted one.
+    told = fake_model.requests[-1]["messages"]
+    assert any("/mnt/data/kept.txt" in str(m.get("content")) for m in told)
+    assert not any("m.txt" in str(m.get("content")) for m in told)
+    # A file deleted after a run placed it: later runs still work.
+    client.files.delete(kept)
+    again = follow_up(client, thread.id, helper.id, "RUN: print('again')")
+    assert again.status == "completed", again.last_error
+
+
+def test_downloads_racing_a_files_delete_get_it_whole_or_a_404(server: Server) -> None:
+    client = server.client()
+    body = bytes(range(256)) * 8192  # 2 MiB
+    outcomes: list[str] = []
+
+    def download(file_id: str) -> None:
+        try:
+            got = client.files.content(file_id).read()
+        except openai.NotFoundError:
+            outcomes.append("404")
+            return
+        assert got == body  # begun, a download is sent whole, though the file goes
+        outcomes.append("whole")
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        for _ in range(20):
+            file_id = client.files.create(
+                file=("race.bin", io.BytesIO(body)), purpose="assistants"
+            ).id
+            racing: list[concurrent.futures.Future[Any]] = [
+                pool.submit(download, file_id) for _ in range(5)
+            ]
+            racing.append(pool.submit(client.files.delete, file_id))
+            for future in racing:
+                future.result()  # any other status (a 400 or a 500) raises here
+            with pytest.raises(openai.NotFoundError):
+                client.files.content(file_id)
+    assert len(outcomes) == 100 and "404" in outcomes, outcomes
+    assert "Traceback" not in server.logs()
+
+
 def test_function_tools_wait_for_submitted_outputs(
     client: openai.OpenAI, fake_model: FakeModel
 ) -> None:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -33,6 +33,7 @@ from .._exceptions import (
     CapacityError,
     InterpError,
     InvalidInputError,
+    NoSuchFileError,
     SessionNotFoundError,
     StoreFullError,
 )
@@ -162,6 +163,8 @@ async def _send_error(send: Send, error: APIError) -> None:
 
 
 def _engine_error(exc: InterpError) -> APIError:
+    if isinstance(exc, NoSuchFileError):
+        return not_found("file", exc.file_id)
     if isinstance(exc, InvalidInputError):
         return bad_request(exc.message)
     if isinstance(exc, SessionNotFoundError):
@@ -718,7 +721,7 @@ def create_app(config: Config) -> FastAPI:
         path = state().engine.file_path(file_id)
         mime = state().engine.file(file_id).mime
         return StreamingResponse(
-            _read_chunks(path),
+            await _open_stored(path, file_id),
             media_type=mime,
             headers={
                 "content-disposition": f'attachment; filename="{wire.quoted(found["filename"])}"'
@@ -742,7 +745,7 @@ def create_app(config: Config) -> FastAPI:
         containers=lambda: state().containers,
         owner=owner_dep,
         upload=spool_form,
-        read_chunks=_read_chunks,
+        open_stored=_open_stored,
         sse=_sse,
     )
 
@@ -765,9 +768,18 @@ def _spool(upload: StarletteUploadFile, path: Path) -> None:
         shutil.copyfileobj(upload.file, target, 1024**2)
 
 
-async def _read_chunks(path: Path) -> AsyncIterator[bytes]:
-    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as stored:
+async def _open_stored(path: Path, file_id: str) -> AsyncIterator[bytes]:
+    """A stored file's bytes in chunks, from a descriptor opened before the answer starts:
+    a file deleted by then is a 404, not a broken 200; one deleted later is sent whole."""
+    try:
+        fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise not_found("file", file_id) from None
+    return _chunks(os.fdopen(fd, "rb"))
+
+
+async def _chunks(stored: BinaryIO) -> AsyncIterator[bytes]:
+    with stored:
         while chunk := await asyncio.to_thread(stored.read, 1024**2):
             yield chunk
 

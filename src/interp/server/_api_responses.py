@@ -3,7 +3,7 @@ shares: owners, error JSON, body limits)."""
 
 import asyncio
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,12 +36,12 @@ def add_routes(
     containers: Callable[[], Containers],
     owner: Any,
     upload: Callable[[Request, Path], Any],
-    read_chunks: Callable[[Path], Any],
+    open_stored: Callable[[Path, str], Awaitable[AsyncIterator[bytes]]],
     sse: Callable[[Any], StreamingResponse],
 ) -> None:
     """``find`` and ``listing`` are ``_api``'s (an owner's object or 404, a page of a list
     route); ``upload(request, path)`` spools a multipart ``file`` to ``path`` and returns
-    its name; ``read_chunks`` streams a stored file; ``sse`` wraps an event stream."""
+    its name; ``open_stored`` opens a stored file to stream; ``sse`` wraps an event stream."""
     Owner = Annotated[str, owner]
 
     # Responses.
@@ -191,7 +191,7 @@ def add_routes(
         path, mime = containers().stored(engine_id)
         name = found["path"].rsplit("/", 1)[-1]
         return StreamingResponse(
-            read_chunks(path),
+            await open_stored(path, file_id),
             media_type=mime,
             headers={"content-disposition": f'attachment; filename="{wire.quoted(name)}"'},
         )

@@ -17,7 +17,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import Engine, ExecutionFinished, FileSaved, ImageSaved, InterpError, LogChunk
+from .. import (
+    Engine,
+    ExecutionFinished,
+    FileSaved,
+    ImageSaved,
+    InterpError,
+    LogChunk,
+    NoSuchFileError,
+)
 from ..adapters import assistants
 from ..adapters.chat import DESCRIPTION, tool_schema, tool_text
 from . import _wire as wire
@@ -522,10 +530,16 @@ class Runner:
         thread_id: str = state.thread["id"]
         if not self._engine.has_session(thread_id):
             self._placed[thread_id] = set()
-        wanted = await self._input_files(state)
-        new = [file_id for file_id in wanted if file_id not in self._placed[thread_id]]
-        await self._engine.create_session(thread_id, file_ids=new)
-        self._placed[thread_id].update(new)
+        await self._engine.create_session(thread_id)
+        placed = self._placed[thread_id]
+        for file_id in await self._input_files(state):
+            if file_id in placed:
+                continue
+            # One at a time: a file deleted since it was attached is skipped, and the run
+            # goes on without it, rather than every later run of the thread failing.
+            with contextlib.suppress(NoSuchFileError):
+                await self._engine.create_session(thread_id, file_ids=[file_id])
+            placed.add(file_id)
         return thread_id
 
     async def _input_files(self, state: _Run) -> list[str]:
@@ -537,11 +551,12 @@ class Runner:
             found += [a["file_id"] for a in message.get("attachments") or []]
         return list(dict.fromkeys(found))
 
-    def _file_name(self, file_id: str) -> str:
+    def _file_name(self, file_id: str) -> str | None:
+        """Where an attached file is in /mnt/data; ``None`` once it has been deleted."""
         try:
             return f"/mnt/data/{self._engine.file(file_id).name}"
-        except InterpError:
-            return file_id
+        except NoSuchFileError:
+            return None
 
     async def _request(self, state: _Run) -> dict[str, Any]:
         run = state.run
@@ -661,14 +676,14 @@ def _chat_tool_call(call: dict[str, Any]) -> dict[str, Any]:
     return chat_tool_call(call["id"], call["function"]["name"], call["function"]["arguments"])
 
 
-def _chat_message(message: dict[str, Any], name_of: Callable[[str], str]) -> dict[str, Any]:
+def _chat_message(message: dict[str, Any], name_of: Callable[[str], str | None]) -> dict[str, Any]:
     parts = []
     for part in message["content"]:
         if part["type"] == "text":
             parts.append(part["text"]["value"])
         elif part["type"] == "image_file":
             parts.append(f"[image {part['image_file']['file_id']}]")
-    names = [name_of(a["file_id"]) for a in message.get("attachments") or []]
+    names = [n for a in message.get("attachments") or [] if (n := name_of(a["file_id"]))]
     if names:
         parts.append(f"[files attached, in /mnt/data: {', '.join(names)}]")
     return {"role": message["role"], "content": "\n".join(parts)}
