@@ -384,6 +384,45 @@ def test_a_background_response_can_be_polled_and_cancelled(client: openai.OpenAI
     assert _code_call(after).outputs[0].logs == "after\n"  # type: ignore[index,union-attr]
 
 
+def test_a_dropped_background_stream_is_joined_again_where_it_left_off(
+    client: openai.OpenAI,
+) -> None:
+    code = "print('one', flush=True)\nimport time\ntime.sleep(1.5)\nprint('two')"
+    first: list[Any] = []
+    with client.responses.create(
+        model=MODEL, input=f"RUN: {code}", tools=AUTO, background=True, stream=True
+    ) as stream:
+        for event in stream:
+            first.append(event)
+            if event.type == "response.code_interpreter_call.interpreting":
+                break  # the connection drops while the code runs
+    response_id = first[0].response.id
+    last_seen = first[-1].sequence_number
+    with client.responses.retrieve(response_id, stream=True, starting_after=last_seen) as rest:
+        resumed = list(rest)
+    # Nothing lost, nothing twice: the numbers go on from where the first stream stopped.
+    numbers = [e.sequence_number for e in first + resumed]
+    assert numbers == list(range(len(numbers)))
+    assert resumed[0].sequence_number == last_seen + 1
+    assert resumed[-1].type == "response.completed"
+    assert "two" in str(resumed[-1].response.output)  # the code ran on while no one listened
+    # Ended, it can be joined again from the start, as the SDK's stream helper does.
+    with client.responses.stream(response_id=response_id, starting_after=last_seen) as again:
+        helped = [e.sequence_number for e in again]
+        final = again.get_final_response()
+    assert helped == numbers[last_seen + 1 :]
+    assert final.status == "completed" and final.id == response_id
+    # Only a background response has a stream to join; a deleted one has none.
+    direct = client.responses.create(model=MODEL, input="hello")
+    with pytest.raises(openai.BadRequestError, match="background"):
+        client.responses.retrieve(direct.id, stream=True)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.retrieve(response_id, stream=True, starting_after=-1)
+    client.responses.delete(response_id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response_id, stream=True)
+
+
 def test_deleting_a_container_while_its_code_runs_ends_that_call(
     client: openai.OpenAI, server: Server
 ) -> None:

@@ -14,7 +14,7 @@ from . import _wire as wire
 from . import _wire_responses as rwire
 from ._containers import Containers, stored_id
 from ._errors import bad_request, file_not_found
-from ._responses import Responder, served
+from ._responses import KEPT_EVENTS_S, Responder, served
 from ._store import Kind, Store
 from ._wire import Cursor, Limit, ListOrder
 
@@ -58,10 +58,30 @@ def add_routes(
         await asyncio.shield(task)
         return served(response, body.include)
 
-    @app.get("/v1/responses/{response_id}")
-    async def get_response(response_id: str, who: Owner, request: Request) -> dict[str, Any]:
+    @app.get("/v1/responses/{response_id}", response_model=None)
+    async def get_response(
+        response_id: str,
+        who: Owner,
+        request: Request,
+        stream: bool = False,
+        starting_after: Annotated[int | None, Query(ge=0)] = None,
+    ) -> Response | dict[str, Any]:
         found = await find("response", who, response_id, "response")
-        return served(found, _include(request))
+        if not stream:
+            return served(found, _include(request))
+        # A background response's stream, joined (again): from its first event (what the
+        # SDK's `responses.stream(response_id=…)` needs), or after ``starting_after``.
+        if not found["background"]:
+            raise bad_request("Only a background response can be streamed again.", param="stream")
+        events = responder().events(response_id)
+        if events is None:
+            raise bad_request(
+                "The events of this response are no longer kept (they are kept for"
+                f" {KEPT_EVENTS_S / 60:g} minutes after it ends, and not across a restart of"
+                " the server): retrieve it without stream.",
+                param="stream",
+            )
+        return sse(events.follow(after=-1 if starting_after is None else starting_after))
 
     @app.delete("/v1/responses/{response_id}")
     async def delete_response(response_id: str, who: Owner) -> dict[str, Any]:
@@ -70,6 +90,7 @@ def add_routes(
             await responder().cancel(who, found)
         await store().delete_children(who, [response_id])
         await store().delete("response", who, response_id)
+        responder().forget(response_id)
         return {"id": response_id, "object": "response.deleted", "deleted": True}
 
     @app.post("/v1/responses/{response_id}/cancel")

@@ -54,6 +54,9 @@ log = logging.getLogger("interp.server")
 
 MAX_CHAIN = 256
 """How far back ``previous_response_id`` is followed."""
+KEPT_EVENTS_S = 600.0
+"""How long a background response's events are kept for a stream to (re)join, once it
+has ended. They are kept in memory: a restart of the server drops them."""
 
 
 def served(response: dict[str, Any], include: list[str] | None) -> dict[str, Any]:
@@ -112,7 +115,13 @@ class Responder:
         self._cancelling: set[str] = set()
 
     def events(self, response_id: str) -> RunEvents | None:
+        """The response's events: while it runs, and for ``KEPT_EVENTS_S`` after a
+        background one ends."""
         return self._events.get(response_id)
+
+    def forget(self, response_id: str) -> None:
+        """Drop the events kept of a (deleted) response."""
+        self._events.pop(response_id, None)
 
     async def start(
         self, owner: str, body: rwire.ResponseCreate, *, base_url: str
@@ -135,7 +144,7 @@ class Responder:
             response=response,
             body=body,
             base_url=base_url,
-            events=RunEvents(),
+            events=RunEvents(replay=bool(body.background)),
             chat=chat,
             store=store,
         )
@@ -268,7 +277,11 @@ class Responder:
             if cancelled:
                 await asyncio.shield(self._end_cancelled(state))
             state.events.close()
-            self._events.pop(response["id"], None)
+            if state.body.background:
+                loop = asyncio.get_running_loop()
+                loop.call_later(KEPT_EVENTS_S, self.forget, response["id"])
+            else:
+                self.forget(response["id"])
 
     async def _end_cancelled(self, state: _State) -> None:
         _stop_items(state.response)
