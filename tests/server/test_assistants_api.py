@@ -410,6 +410,13 @@ def test_hostile_bodies_get_a_4xx_and_change_nothing(server: Server) -> None:
         {"content-type": "application/json", "transfer-encoding": "chunked"},
     )
     assert status == 413 and "too large" in body["error"]["message"]
+    # An id ending in an encoded slash, or a "../", names nothing: OpenAI's 404, not a
+    # redirect to another object's path (which a client would follow, deleting that one).
+    kept = server.client().files.create(file=("kept.txt", io.BytesIO(b"k")), purpose="assistants")
+    for path in (f"/files/{kept.id}%2F", "/files/%2e%2e%2F", "/files/", f"/files/{kept.id}/"):
+        status, body = raw_request(server, "DELETE", path, b"", {})
+        assert status == 404 and body["error"]["type"] == "invalid_request_error", path
+    assert server.client().files.retrieve(kept.id).id == kept.id
     assert server.process.poll() is None
     assert server.client().beta.assistants.list().data is not None
 

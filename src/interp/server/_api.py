@@ -249,7 +249,15 @@ def create_app(config: Config) -> FastAPI:
             await engine.close()
             await store.close()
 
-    app = FastAPI(title="interp", lifespan=lifespan, openapi_url=None, docs_url=None)
+    # No redirect of a path with a trailing slash: an id ending in an encoded "/" (or a
+    # "../") would be sent on to another object's path rather than answered 404.
+    app = FastAPI(
+        title="interp",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redirect_slashes=False,
+    )
     owner_of = _owner_of(tuple(config.api_keys))
     owner_dep = Depends(owner_of)
     Owner = Annotated[str, owner_dep]
@@ -564,7 +572,7 @@ def create_app(config: Config) -> FastAPI:
         if not body.stream:
             await storing  # a client may ask for it at once
             return dict(run)
-        return _sse(events.follow(DONE))
+        return _sse(_once_done(storing, events.follow(DONE)))
 
     @app.post("/v1/threads/{thread_id}/runs", response_model=None)
     async def create_run(
@@ -752,6 +760,15 @@ def create_app(config: Config) -> FastAPI:
     wrapped = _BodyLimit(_WithMcp(app, mcp_app, owner_of), upload_bytes=config.max_upload_bytes)
     app.state.asgi = wrapped
     return app
+
+
+async def _once_done(first: asyncio.Future[Any], texts: AsyncIterator[str]) -> AsyncIterator[str]:
+    """``texts`` (subscribed already, so none is missed), sent once ``first`` is done: a
+    client acting on ``thread.run.created`` at once finds the run stored, while the run's
+    model request, already on its way, does not wait for the write."""
+    await asyncio.shield(first)
+    async for text in texts:
+        yield text
 
 
 def _sse(stream: AsyncIterator[str]) -> StreamingResponse:
