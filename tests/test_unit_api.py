@@ -45,6 +45,7 @@ def test_public_surface_is_pinned() -> None:
         "LatencySummary",
         "LogChunk",
         "LogsOutput",
+        "NoSuchFileError",
         "Output",
         "SandboxError",
         "SessionInfo",
