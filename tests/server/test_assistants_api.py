@@ -299,6 +299,52 @@ def test_function_tools_wait_for_submitted_outputs(
     assert sent[-1] == {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}
 
 
+def _submitted(client: openai.OpenAI, run: Run, outputs: Any) -> bool:
+    try:
+        client.beta.threads.runs.submit_tool_outputs(
+            thread_id=run.thread_id, run_id=run.id, tool_outputs=outputs
+        )
+    except openai.BadRequestError:
+        return False
+    return True
+
+
+def _cancelled(client: openai.OpenAI, run: Run) -> Run | None:
+    try:
+        return client.beta.threads.runs.cancel(thread_id=run.thread_id, run_id=run.id)
+    except openai.BadRequestError:
+        return None  # the run had ended: nothing to cancel
+
+
+def test_a_cancel_racing_tool_outputs_is_kept(client: openai.OpenAI) -> None:
+    """A run waiting for tool outputs, cancelled while outputs are submitted (three times
+    over): a cancel that answers is kept, and one set of outputs at most is taken. The
+    cancel had been answered, then overwritten by the run the outputs restarted."""
+    function: Any = {"type": "function", "function": {"name": "f", "parameters": {}}}
+    helper = client.beta.assistants.create(
+        model="gpt-4o", tools=[{"type": "code_interpreter"}, function]
+    )
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(6):
+            thread = client.beta.threads.create(messages=[{"role": "user", "content": "CALL f {}"}])
+            run = client.beta.threads.runs.create_and_poll(
+                thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=50
+            )
+            assert run.status == "requires_action" and run.required_action is not None
+            (call,) = run.required_action.submit_tool_outputs.tool_calls
+            outputs = [{"tool_call_id": call.id, "output": "1"}]
+            submits = [pool.submit(_submitted, client, run, outputs) for _ in range(3)]
+            cancelled = pool.submit(_cancelled, client, run).result()
+            taken = sum(f.result() for f in submits)
+            final = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=50)
+            assert taken <= 1
+            if cancelled is not None:
+                assert cancelled.status == "cancelled"
+                assert final.status == "cancelled", (taken, final.status)
+            else:
+                assert final.status == "completed" and taken == 1
+
+
 def test_cancel_stops_a_long_sleep_and_the_thread_goes_on(client: openai.OpenAI) -> None:
     helper = assistant(client)
     thread = client.beta.threads.create(

@@ -617,8 +617,11 @@ def create_app(config: Config) -> FastAPI:
 
     @app.post("/v1/threads/{thread_id}/runs/{run_id}/cancel")
     async def cancel_run(thread_id: str, run_id: str, owner: Owner) -> dict[str, Any]:
-        found = await run_of(owner, thread_id, run_id)
-        return await state().runner.cancel(owner, found)
+        # Under the thread's lock, as tool outputs are submitted: a cancel racing them
+        # either comes first (and the outputs are refused) or cancels the run they restart.
+        async with state().runner.threads.hold(thread_id):
+            found = await run_of(owner, thread_id, run_id)
+            return await state().runner.cancel(owner, found)
 
     @app.post("/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs", response_model=None)
     async def submit_tool_outputs(

@@ -192,23 +192,30 @@ class Runner:
 
     async def cancel(self, owner: str, run: dict[str, Any]) -> dict[str, Any]:
         task = self._tasks.get(run["thread_id"])
+        if task is None or task.done():
+            # Nothing drives it: read it again, so that a run which ended meanwhile (its
+            # task stores its end before it finishes) keeps that end.
+            run = await self._store.get("run", owner, run["id"]) or run
         if run["status"] not in ACTIVE:
             raise bad_request(f"Cannot cancel run with status '{run['status']}'.")
         if run["status"] == "requires_action" or task is None or task.done():
             run.update(status="cancelled", cancelled_at=wire.now(), required_action=None)
             await self._store.put("run", owner, run)
             return run
-        run["status"] = "cancelling"
+        # The task's own end (``_end_cancelled``) stores the run cancelled. Nothing is
+        # stored from this older copy: written after the task's last write, it left the run
+        # "cancelling" for good when the run ended on its own just before the cancel.
         self._cancelling.add(run["thread_id"])
-        await self._store.put("run", owner, run)
         events = self._events.get(run["id"])
         if events is not None:
-            events.emit("thread.run.cancelling", dict(run))
+            events.emit("thread.run.cancelling", {**run, "status": "cancelling"})
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        found = await self._store.get("run", owner, run["id"])
-        return found or run
+        found = await self._store.get("run", owner, run["id"]) or run
+        if found["status"] != "cancelled":  # it ended first
+            raise bad_request(f"Cannot cancel run with status '{found['status']}'.")
+        return found
 
     async def close(self) -> None:
         """Stop every run; each is marked failed, saying the server stopped."""
