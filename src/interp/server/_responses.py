@@ -179,6 +179,8 @@ class Responder:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        # Still there if the response ended on its own before the cancel reached it.
+        self._cancelling.discard(response["id"])
         return await self._store.get("response", owner, response["id"]) or response
 
     async def close(self) -> None:
