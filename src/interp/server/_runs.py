@@ -182,7 +182,8 @@ class Runner:
         return events
 
     async def stop(self, thread_id: str) -> None:
-        """Cancel what runs on a thread that is being deleted, even a run not stored yet."""
+        """Cancel what runs on the thread (as a cancel, not as the server stopping), even a
+        run not stored yet, and wait for its end."""
         task = self._tasks.get(thread_id)
         if task is not None:
             self._cancelling.add(thread_id)
@@ -205,13 +206,10 @@ class Runner:
         # The task's own end (``_end_cancelled``) stores the run cancelled. Nothing is
         # stored from this older copy: written after the task's last write, it left the run
         # "cancelling" for good when the run ended on its own just before the cancel.
-        self._cancelling.add(run["thread_id"])
         events = self._events.get(run["id"])
         if events is not None:
             events.emit("thread.run.cancelling", {**run, "status": "cancelling"})
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await self.stop(run["thread_id"])
         found = await self._store.get("run", owner, run["id"]) or run
         if found["status"] != "cancelled":  # it ended first
             raise bad_request(f"Cannot cancel run with status '{found['status']}'.")
