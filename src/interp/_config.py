@@ -141,6 +141,16 @@ class Config(BaseSettings):
     model_api_key: str | None = None
     model_timeout: float = Field(600.0, gt=0)
     """Seconds a model request may take before the run fails with ``server_error``."""
+    model_idle_timeout: float = Field(60.0, gt=0)
+    """Seconds a model's stream may send nothing, once it has started, before the run fails."""
+    model_context_tokens: int | None = Field(None, ge=256)
+    """The context window of models the upstream does not report one for (``/v1/models``:
+    vLLM's ``max_model_len``, ``context_length``) and ``model_contexts`` does not name;
+    unknown, the window is learnt from the upstream's first refusal of a request as too long."""
+    model_contexts: dict[str, Annotated[int, Field(ge=256)]] = Field(default_factory=dict)
+    """Context windows by model name, over what the upstream reports."""
+    tool_outputs_timeout: float = Field(600.0, gt=0)
+    """Seconds a run waits in ``requires_action`` for its tool outputs before it ``expired``."""
     model: str | None = None
     """The model a run uses when neither it nor its assistant names one; also what
     ``GET /v1/models`` lists (else the upstream's list)."""

@@ -17,7 +17,6 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
@@ -42,11 +41,15 @@ from ._api_responses import add_routes
 from ._containers import Containers
 from ._errors import APIError, bad_request, file_not_found, not_found
 from ._mcp import build as build_mcp
-from ._model import Model, UpstreamError
 from ._responses import Responder
-from ._runs import DONE, Runner
+from ._runs import DONE, Runner, message_unit
 from ._store import Kind, Store
 from ._wire import Cursor, Limit, ListOrder
+from .agent.context import Windows
+from .agent.model import Model, UpstreamError
+from .agent.turn import Agent
+from .deps import Services
+from .routes import conversations
 
 log = logging.getLogger("interp.server")
 
@@ -72,16 +75,6 @@ def db_url(config: Config) -> str:
     if config.db:
         return config.db
     return f"sqlite+aiosqlite:///{config.data_dir / 'server.db'}"
-
-
-@dataclass
-class _State:
-    store: Store
-    engine: Engine
-    model: Model
-    runner: Runner
-    containers: Containers
-    responder: Responder
 
 
 def _owner_of(keys: tuple[str, ...]) -> Callable[[Request], str]:
@@ -203,7 +196,7 @@ class _WithMcp:
 
 def create_app(config: Config) -> FastAPI:
     """The ASGI app; the engine, store and model client live for the app's lifespan."""
-    holder: dict[str, _State] = {}
+    holder: dict[str, Services] = {}
     mcp = build_mcp(lambda: holder["state"].engine)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=config.host)
 
@@ -226,18 +219,31 @@ def create_app(config: Config) -> FastAPI:
             base_url=config.model_base_url or "http://127.0.0.1:11434/v1",
             api_key=config.model_api_key or "none",
             timeout=config.model_timeout,
+            idle_timeout=config.model_idle_timeout,
         )
-        runner = Runner(store=store, engine=engine, model=model, default_model=config.model)
+        windows = Windows(
+            model, default=config.model_context_tokens, table=dict(config.model_contexts)
+        )
+        agent = Agent(model, windows)
+        runner = Runner(
+            store=store,
+            engine=engine,
+            agent=agent,
+            default_model=config.model,
+            tool_outputs_timeout=config.tool_outputs_timeout,
+        )
         containers = Containers(store=store, engine=engine)
         responder = Responder(
             store=store,
             engine=engine,
-            model=model,
+            agent=agent,
             containers=containers,
             default_model=config.model,
         )
         containers.start()
-        holder["state"] = _State(store, engine, model, runner, containers, responder)
+        holder["state"] = app.state.services = Services(
+            store, engine, model, runner, containers, responder
+        )
         try:
             async with mcp.session_manager.run():
                 yield
@@ -259,10 +265,11 @@ def create_app(config: Config) -> FastAPI:
         redirect_slashes=False,
     )
     owner_of = _owner_of(tuple(config.api_keys))
+    app.state.owner_of = owner_of
     owner_dep = Depends(owner_of)
     Owner = Annotated[str, owner_dep]
 
-    def state() -> _State:
+    def state() -> Services:
         return holder["state"]
 
     @app.exception_handler(APIError)
@@ -336,17 +343,24 @@ def create_app(config: Config) -> FastAPI:
         if resources is not None and resources.code_interpreter is not None:
             await check_files(owner, resources.code_interpreter.file_ids, param)
 
+    async def check_messages(owner: str, messages: list[wire.MessageCreate]) -> None:
+        """Every file the messages attach is the owner's (checked before anything is made)."""
+        attached = [a.file_id for m in messages for a in m.attachments or []]
+        await check_files(owner, list(dict.fromkeys(attached)), "attachments")
+
     async def add_message(owner: str, thread_id: str, body: wire.MessageCreate) -> dict[str, Any]:
-        attachments = [a.model_dump() for a in body.attachments or []]
-        await check_files(owner, [a["file_id"] for a in attachments], "attachments")
+        """Store a message (its files checked already) and add it to the transcript."""
         message = wire.message(
             thread_id=thread_id,
             role=body.role,
             content=body.parts(),
-            attachments=attachments,
+            attachments=[a.model_dump() for a in body.attachments or []],
             metadata=body.metadata,
         )
-        return await state().store.create("message", owner, message, parent=thread_id)
+        store = state().store
+        await store.create("message", owner, message, parent=thread_id)
+        await store.append(owner, thread_id, [message_unit(message)], ref=message["id"])
+        return message
 
     async def listing(
         kind: Kind,
@@ -430,6 +444,7 @@ def create_app(config: Config) -> FastAPI:
 
     async def new_thread(owner: str, body: wire.ThreadCreate) -> dict[str, Any]:
         await files_of(owner, body.tool_resources, "tool_resources")
+        await check_messages(owner, body.messages)
         created = await state().store.create("thread", owner, wire.thread(body))
         for message in body.messages:
             await add_message(owner, created["id"], message)
@@ -478,6 +493,7 @@ def create_app(config: Config) -> FastAPI:
             runs = await store.all("run", owner, parent=thread_id)
             await store.delete_children(owner, [r["id"] for r in runs])
             await store.delete_children(owner, [thread_id])
+            await store.forget(owner, [thread_id])
             await store.delete("thread", owner, thread_id)
             if state().engine.has_session(thread_id):
                 await state().engine.close_session(thread_id)
@@ -491,6 +507,8 @@ def create_app(config: Config) -> FastAPI:
     ) -> dict[str, Any]:
         async with state().runner.threads.hold(thread_id):
             await thread_of(owner, thread_id)
+            state().runner.check_idle(thread_id, adding=True)
+            await check_messages(owner, [body])
             return await add_message(owner, thread_id, body)
 
     @app.get("/v1/threads/{thread_id}/messages")
@@ -531,13 +549,18 @@ def create_app(config: Config) -> FastAPI:
     async def modify_message(
         thread_id: str, message_id: str, body: wire.MetadataModify, owner: Owner
     ) -> dict[str, Any]:
-        found = await get_message(thread_id, message_id, owner)
-        return await put_metadata("message", owner, found, body)
+        async with state().runner.threads.hold(thread_id):
+            found = await get_message(thread_id, message_id, owner)
+            live = None
+            if body.metadata is not None:
+                live = state().runner.modify(message_id, body.metadata)
+            return await put_metadata("message", owner, live or found, body)
 
     @app.delete("/v1/threads/{thread_id}/messages/{message_id}")
     async def delete_message(thread_id: str, message_id: str, owner: Owner) -> dict[str, Any]:
         await get_message(thread_id, message_id, owner)
         await state().store.delete("message", owner, message_id)
+        await state().store.drop(owner, thread_id, message_id)
         return {"id": message_id, "object": "thread.message.deleted", "deleted": True}
 
     # Runs.
@@ -551,6 +574,7 @@ def create_app(config: Config) -> FastAPI:
         extra_instructions: str | None,
     ) -> Response | dict[str, Any]:
         state().runner.check_idle(thread["id"])
+        await check_messages(owner, additional)
         for message in additional:
             await add_message(owner, thread["id"], message)
         instructions = (
@@ -612,8 +636,14 @@ def create_app(config: Config) -> FastAPI:
     async def modify_run(
         thread_id: str, run_id: str, body: wire.MetadataModify, owner: Owner
     ) -> dict[str, Any]:
-        found = await run_of(owner, thread_id, run_id)
-        return await put_metadata("run", owner, found, body)
+        # Under the thread's lock, and on the running task's copy too: the run's own next
+        # write keeps the change rather than overwriting it.
+        async with state().runner.threads.hold(thread_id):
+            found = await run_of(owner, thread_id, run_id)
+            live = None
+            if body.metadata is not None:
+                live = state().runner.modify(run_id, body.metadata)
+            return await put_metadata("run", owner, live or found, body)
 
     @app.post("/v1/threads/{thread_id}/runs/{run_id}/cancel")
     async def cancel_run(thread_id: str, run_id: str, owner: Owner) -> dict[str, Any]:
@@ -760,6 +790,7 @@ def create_app(config: Config) -> FastAPI:
         sse=_sse,
     )
 
+    app.include_router(conversations.router)
     wrapped = _BodyLimit(_WithMcp(app, mcp_app, owner_of), upload_bytes=config.max_upload_bytes)
     app.state.asgi = wrapped
     return app

@@ -55,7 +55,9 @@ def add_routes(
             return sse(events.follow())
         if body.background:
             return served(response, body.include)
-        await asyncio.shield(task)
+        refusal = await asyncio.shield(task)
+        if refusal is not None:
+            raise refusal
         return served(response, body.include)
 
     @app.get("/v1/responses/{response_id}", response_model=None)
@@ -89,6 +91,7 @@ def add_routes(
         if found["status"] in ("queued", "in_progress"):
             await responder().cancel(who, found)
         await store().delete_children(who, [response_id])
+        await store().forget(who, [response_id])
         await store().delete("response", who, response_id)
         responder().forget(response_id)
         return {"id": response_id, "object": "response.deleted", "deleted": True}

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,18 +30,20 @@ from .. import (
     InterpError,
 )
 from ..adapters import assistants
-from ..adapters.chat import DESCRIPTION, tool_schema, tool_text
+from ..adapters.chat import tool_text
 from ..adapters.responses import call_item
 from . import _wire as wire
 from . import _wire_responses as rwire
 from ._containers import Containers, cfile_id
-from ._errors import APIError, bad_request, file_not_found
-from ._model import (
+from ._errors import APIError, bad_request, file_not_found, not_found
+from ._runs import RunEvents
+from ._store import Store
+from .agent.context import Unit, bounded
+from .agent.model import (
     CODE_TOOL,
     CallStarted,
     CodeDelta,
     Finished,
-    Model,
     TextDelta,
     ToolCall,
     UpstreamError,
@@ -47,13 +51,10 @@ from ._model import (
     code_arguments,
     final_code,
 )
-from ._runs import MAX_MODEL_TURNS, RunEvents, bounded
-from ._store import Store
+from .agent.turn import Agent, Budget, History, PromptTooLong, Settings
 
 log = logging.getLogger("interp.server")
 
-MAX_CHAIN = 256
-"""How far back ``previous_response_id`` is followed."""
 KEPT_EVENTS_S = 600.0
 """How long a background response's events are kept for a stream to (re)join, once it
 has ended. They are kept in memory: a restart of the server drops them."""
@@ -77,14 +78,22 @@ class _State:
     body: rwire.ResponseCreate
     base_url: str
     events: RunEvents
-    chat: list[dict[str, Any]]
     store: bool
+    settings: Settings
+    budget: Budget
+    history: list[str]
+    """The transcripts it continues: its chain's responses, or its conversation."""
+    items: list[dict[str, Any]]
+    """Its input items, as stored."""
+    inputs: list[Unit]
+    units: list[Unit] = field(default_factory=list)
+    """What it has added to the conversation so far."""
     container: dict[str, Any] | None = None
     auto: rwire.AutoContainer | None = None
     files: list[FileSaved] = field(default_factory=list)
     sequence: int = 0
-    results: dict[str, str] = field(default_factory=dict)
-    """Code call item id -> what the model was shown of its execution."""
+    started: bool = False
+    """Something was sent to the client besides the response's creation."""
 
     def emit(self, type_: str, **fields: Any) -> None:
         event = {"type": type_, "sequence_number": self.sequence, **fields}
@@ -101,16 +110,16 @@ class Responder:
         *,
         store: Store,
         engine: Engine,
-        model: Model,
+        agent: Agent,
         containers: Containers,
         default_model: str | None,
     ) -> None:
         self._store = store
         self._engine = engine
-        self._model = model
+        self._agent = agent
         self._containers = containers
         self._default_model = default_model
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[str, asyncio.Task[APIError | None]] = {}
         self._events: dict[str, RunEvents] = {}
         self._cancelling: set[str] = set()
 
@@ -125,35 +134,75 @@ class Responder:
 
     async def start(
         self, owner: str, body: rwire.ResponseCreate, *, base_url: str
-    ) -> tuple[dict[str, Any], RunEvents, asyncio.Task[None]]:
-        """Check the request, store the response and its input, and start it."""
+    ) -> tuple[dict[str, Any], RunEvents, asyncio.Task[APIError | None]]:
+        """Check the request, store the response and its input, and start it. The task
+        ends with the error to answer instead when the model refused the request before
+        anything of it was streamed."""
         store = body.store is not False
         if body.background and not store:
             raise bad_request("background responses need store to be true", param="background")
-        chain = await self._chain(owner, body.previous_response_id)
+        if body.conversation is not None and body.previous_response_id is not None:
+            raise bad_request(
+                "Mutually exclusive parameters: 'previous_response_id' and 'conversation'.",
+                param="conversation",
+            )
+        history: list[str] = []
+        reused: str | None = None
+        if body.previous_response_id is not None:
+            chain = await self._store.chain(owner, body.previous_response_id)
+            if not chain:
+                raise APIError(
+                    404,
+                    f"Previous response with id '{body.previous_response_id[:64]}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+            history = [found for found, _ in chain]
+            reused = chain[0][1]
+        elif body.conversation is not None:
+            conversation = body.conversation_id()
+            if await self._store.get("conversation", owner, conversation) is None:
+                raise not_found("conversation", conversation)
+            history = [conversation]
         tools = await self._tools(owner, body)
-        response = rwire.response(body, model=body.model or self._default_model, tools=tools)
-        items = [_stored_item(item) for item in body.items()]
-        chat = [{"role": "system", "content": body.instructions}] if body.instructions else []
-        for earlier in chain:
-            chat += await self._chat_of(owner, earlier)
-        chat += _chat_items(items, {})
-        code_tool = body.code_tool()
+        model = body.model or self._default_model or ""
+        response = rwire.response(body, model=model, tools=tools)
+        items = [stored_item(item) for item in body.items()]
         state = _State(
             owner=owner,
             response=response,
             body=body,
             base_url=base_url,
             events=RunEvents(replay=bool(body.background)),
-            chat=chat,
             store=store,
+            settings=_settings(body, model),
+            budget=Budget(
+                max_tool_calls=body.max_tool_calls, max_completion_tokens=body.max_output_tokens
+            ),
+            history=history,
+            items=items,
+            inputs=units_of(items, {}),
         )
+        if not state.settings.truncate:
+            # OpenAI refuses an input over the window at once when truncation is disabled.
+            try:
+                await self._agent.request(
+                    state.settings, state.budget, state.inputs, self._history(state), _as_is
+                )
+            except PromptTooLong as exc:
+                raise APIError(
+                    400,
+                    f"The input is over the model's context window: {exc.message}. Set"
+                    " truncation to 'auto' to leave earlier turns out.",
+                    param="input",
+                    code="context_length_exceeded",
+                ) from None
+        code_tool = body.code_tool()
         if code_tool is not None:
             if isinstance(code_tool.container, str):
                 state.container = await self._containers.live(owner, code_tool.container)
             else:
                 state.auto = code_tool.container
-                reused = _chain_container(chain)
                 if reused is not None:
                     # Gone (deleted or expired) since: the next code call makes a new one.
                     with contextlib.suppress(APIError):
@@ -163,6 +212,7 @@ class Responder:
             await self._store.create("response", owner, response)
             for item in items:
                 await self._store.create("input_item", owner, item, parent=response["id"])
+            await self._store.link(owner, response["id"], body.previous_response_id, reused)
         self._events[response["id"]] = state.events
         task = asyncio.create_task(self._drive(state), name=f"interp-{response['id']}")
         self._tasks[response["id"]] = task
@@ -190,23 +240,6 @@ class Responder:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # Before the loop.
-
-    async def _chain(self, owner: str, previous: str | None) -> list[dict[str, Any]]:
-        """The stored responses a request continues, oldest first."""
-        chain: list[dict[str, Any]] = []
-        while previous is not None and len(chain) < MAX_CHAIN:
-            found = await self._store.get("response", owner, previous)
-            if found is None:
-                raise APIError(
-                    404,
-                    f"Previous response with id '{previous[:64]}' not found.",
-                    param="previous_response_id",
-                    code="previous_response_not_found",
-                )
-            chain.append(found)
-            previous = found.get("previous_response_id")
-        chain.reverse()
-        return chain
 
     async def _tools(self, owner: str, body: rwire.ResponseCreate) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
@@ -236,36 +269,43 @@ class Responder:
             )
         return tools
 
-    async def _chat_of(self, owner: str, response: dict[str, Any]) -> list[dict[str, Any]]:
-        """An earlier response as chat messages: its input, then its output."""
-        items = await self._store.all("input_item", owner, parent=response["id"])
-        results = {
-            r["call_id"]: r["text"]
-            for r in await self._store.all("tool_result", owner, parent=response["id"])
-        }
-        return _chat_items(items, results) + _chat_items(response["output"], results)
+    def _history(self, state: _State) -> History:
+        keys, owner = state.history, state.owner
+
+        async def nothing() -> AsyncIterator[Unit]:
+            return
+            yield
+
+        return (lambda: self._store.tail(owner, keys)) if keys else nothing
 
     # The loop.
 
-    async def _drive(self, state: _State) -> None:
+    async def _drive(self, state: _State) -> APIError | None:
         response = state.response
         cancelled = False
         try:
             state.emit_response("response.created")
             state.emit_response("response.in_progress")
-            for _ in range(MAX_MODEL_TURNS):
-                if not await self._turn(state):
-                    break
-            else:
-                response.update(
-                    status="incomplete", incomplete_details={"reason": "max_output_tokens"}
-                )
-            if response["status"] == "in_progress":
-                response.update(status="completed", completed_at=wire.now())
-            await self._save(state)
-            state.emit_response(f"response.{response['status']}")
+            while await self._turn(state):
+                pass
+            await self._end(state, response["status"])
         except UpstreamError as exc:
+            if (
+                exc.status is not None
+                and 400 <= exc.status < 500
+                and exc.status != 429
+                and not state.started
+                and not state.body.stream
+                and not state.body.background
+            ):
+                # Refused before anything was made: answered as the refusal, nothing kept.
+                await self._forget(state)
+                return APIError(400, exc.message, code=exc.code)
             await self._fail(state, exc.code, exc.message)
+        except PromptTooLong as exc:
+            await self._fail(
+                state, "invalid_prompt", f"the input does not fit the model: {exc.message}"
+            )
         except asyncio.CancelledError:
             cancelled = True
         except APIError as exc:
@@ -284,23 +324,72 @@ class Responder:
                 loop.call_later(KEPT_EVENTS_S, self.forget, response["id"])
             else:
                 self.forget(response["id"])
+        return None
+
+    async def _forget(self, state: _State) -> None:
+        if state.store:
+            owner, response_id = state.owner, state.response["id"]
+            await self._store.delete_children(owner, [response_id])
+            await self._store.forget(owner, [response_id])
+            await self._store.delete("response", owner, response_id)
 
     async def _end_cancelled(self, state: _State) -> None:
-        _stop_items(state.response)
         if state.response["id"] in self._cancelling:
             self._cancelling.discard(state.response["id"])
-            state.response["status"] = "cancelled"
-            await self._save(state)
             # The API has no cancelled event: the stream ends with the response, cancelled.
-            state.emit_response("response.incomplete")
+            await self._end(state, "cancelled", event="response.incomplete")
         else:
             await self._fail(state, "server_error", "the server stopped")
 
     async def _fail(self, state: _State, code: str, message: str) -> None:
-        _stop_items(state.response)
-        state.response.update(status="failed", error={"code": code, "message": message})
+        state.response["error"] = {"code": code, "message": message}
+        await self._end(state, "failed")
+
+    async def _end(
+        self, state: _State, status: str, reason: str | None = None, *, event: str | None = None
+    ) -> None:
+        """End the response; what a response that completes (or stops short of its
+        limits) added is kept for the responses that continue it."""
+        response = state.response
+        if status == "in_progress":
+            status = "completed"
+        response["status"] = status
+        if status in ("failed", "cancelled"):
+            _stop_items(response)
+        if status == "completed":
+            response["completed_at"] = wire.now()
+        if reason is not None:
+            response["incomplete_details"] = {"reason": reason}
+        if state.budget.turns:
+            usage = state.budget.usage
+            response["usage"] = rwire.usage(usage["prompt_tokens"], usage["completion_tokens"])
+        if state.store and status in ("completed", "incomplete"):
+            container = state.container["id"] if state.container else None
+            await self._store.append(state.owner, response["id"], [*state.inputs, *state.units])
+            await self._store.link(
+                state.owner, response["id"], state.body.previous_response_id, container
+            )
+            if state.body.conversation is not None:
+                await self._add_to_conversation(state)
         await self._save(state)
-        state.emit_response("response.failed")
+        state.emit_response(event or f"response.{status}")
+
+    async def _add_to_conversation(self, state: _State) -> None:
+        conversation = state.body.conversation_id()
+        if await self._store.get("conversation", state.owner, conversation) is not None:
+            items = [*state.items, *(dict(item) for item in state.response["output"])]
+            await self.add_items(state.owner, conversation, items)
+
+    async def add_items(
+        self, owner: str, conversation_id: str, items: list[dict[str, Any]]
+    ) -> None:
+        """Store items in a conversation and add them to its transcript."""
+        for item in items:
+            key = item_key(conversation_id, item["id"])
+            await self._store.create(
+                "conversation_item", owner, item, parent=conversation_id, key=key
+            )
+        await self._store.append(owner, conversation_id, units_of(items, {}))
 
     async def _save(self, state: _State) -> None:
         if state.store:
@@ -314,7 +403,14 @@ class Responder:
         items: dict[int, dict[str, Any]] = {}
         """Tool call index -> its output item."""
         finished = Finished()
-        async for piece in self._model.stream(self._request(state)):
+        turn = self._agent.turn(
+            state.settings,
+            state.budget,
+            pinned=[*state.inputs, *state.units],
+            history=self._history(state),
+        )
+        async for piece in turn:
+            state.started = True
             if isinstance(piece, TextDelta):
                 if message is None:
                     message = rwire.message_item()
@@ -352,9 +448,19 @@ class Responder:
                 )
             elif isinstance(piece, Finished):
                 finished = piece
-        _add_usage(state.response, finished.usage)
+        reason = state.budget.ended(finished)
         if message is not None:
-            self._close_message(state, message, text)
+            self._close_message(state, message, text, cut=reason is not None)
+        if reason is not None:
+            state.response.update(
+                status="incomplete",
+                incomplete_details={
+                    "reason": "content_filter"
+                    if reason == "content_filter"
+                    else "max_output_tokens"
+                },
+            )
+            return False
         if not finished.calls:
             return False
         for call in finished.calls:
@@ -362,25 +468,21 @@ class Responder:
                 items[call.index]["code"] = final_code(call)
             else:
                 items[call.index]["arguments"] = call.arguments
-        state.chat.append(
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [_chat_call(items[call.index]) for call in finished.calls],
-            }
-        )
+        codes = [call for call in finished.calls if call.name == CODE_TOOL]
+        allowed = state.budget.calls_allowed(len(codes))
+        results: dict[str, str] = {}
         functions = False
         for call in finished.calls:
             item = items[call.index]
             if call.name == CODE_TOOL:
-                await self._execute(state, item)
-                state.chat.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": item["id"],
-                        "content": state.results[item["id"]],
-                    }
-                )
+                if codes.index(call) < allowed:
+                    results[item["id"]] = await self._execute(state, item)
+                else:
+                    limit = state.body.max_tool_calls
+                    results[item["id"]] = (
+                        f"Not run: this response reached max_tool_calls ({limit})."
+                    )
+                    self._skip(state, item)
             else:
                 functions = True
                 item["status"] = "completed"
@@ -398,9 +500,21 @@ class Responder:
                     arguments=call.arguments,
                 )
                 state.emit("response.output_item.done", output_index=index, item=dict(item))
+        state.units += units_of([items[call.index] for call in finished.calls], results)
+        if state.budget.spent and not functions:
+            state.response.update(
+                status="incomplete", incomplete_details={"reason": "max_output_tokens"}
+            )
+            return False
         await self._save(state)
         # Function calls are answered by the caller, in a request of its own.
         return not functions
+
+    def _skip(self, state: _State, item: dict[str, Any]) -> None:
+        """A code call past ``max_tool_calls``: not run, said so."""
+        index = state.response["output"].index(item)
+        item.update(status="incomplete", outputs=[])
+        state.emit("response.output_item.done", output_index=index, item=dict(item))
 
     async def _open_call(self, state: _State, call: ToolCall) -> dict[str, Any]:
         output = state.response["output"]
@@ -446,8 +560,9 @@ class Responder:
             )
         return state.container
 
-    async def _execute(self, state: _State, item: dict[str, Any]) -> None:
-        """Run a code call in the container; the item's status follows the kernel."""
+    async def _execute(self, state: _State, item: dict[str, Any]) -> str:
+        """Run a code call in the container; the item's status follows the kernel. What
+        the model is shown of it."""
         output = state.response["output"]
         index = output.index(item)
         code = item["code"]
@@ -490,22 +605,16 @@ class Responder:
 
         done = call_item(result, image_url=url)
         item.update(status=done["status"], outputs=done["outputs"])
-        text = bounded(tool_text(result))
-        state.results[item["id"]] = text
-        if state.store:
-            await self._store.create(
-                "tool_result",
-                state.owner,
-                {"id": wire.new_id("tr_"), "call_id": item["id"], "text": text},
-                parent=state.response["id"],
-            )
         state.emit(
             "response.code_interpreter_call.completed", output_index=index, item_id=item["id"]
         )
         shown = served({"output": [item]}, state.body.include)["output"][0]
         state.emit("response.output_item.done", output_index=index, item=shown)
+        return bounded(tool_text(result))
 
-    def _close_message(self, state: _State, message: dict[str, Any], text: str) -> None:
+    def _close_message(
+        self, state: _State, message: dict[str, Any], text: str, *, cut: bool = False
+    ) -> None:
         index = state.response["output"].index(message)
         container_id = state.container["id"] if state.container else ""
         annotations = [
@@ -544,42 +653,59 @@ class Responder:
             content_index=0,
             part=part,
         )
-        message.update(status="completed", content=[part])
+        message.update(status="incomplete" if cut else "completed", content=[part])
         state.emit("response.output_item.done", output_index=index, item=dict(message))
-        state.chat.append({"role": "assistant", "content": text})
-
-    def _request(self, state: _State) -> dict[str, Any]:
-        body = state.body
-        tools: list[dict[str, Any]] = []
-        for tool in body.tools:
-            if isinstance(tool, rwire.CodeInterpreterTool):
-                tools.append(tool_schema(CODE_TOOL, DESCRIPTION))
-            else:
-                function = tool.model_dump(exclude_none=True, exclude={"type"})
-                tools.append({"type": "function", "function": function})
-        request: dict[str, Any] = {
-            "model": state.response["model"] or self._default_model,
-            "messages": state.chat,
-        }
-        if tools:
-            request["tools"] = tools
-            choice = body.tool_choice
-            if isinstance(choice, str):
-                request["tool_choice"] = choice
-            elif choice is not None and choice.type == "code_interpreter":
-                request["tool_choice"] = {"type": "function", "function": {"name": CODE_TOOL}}
-            elif choice is not None:
-                request["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
-            request["parallel_tool_calls"] = state.response["parallel_tool_calls"]
-        for name in ("temperature", "top_p"):
-            if getattr(body, name) is not None:
-                request[name] = getattr(body, name)
-        if body.max_output_tokens:
-            request["max_completion_tokens"] = body.max_output_tokens
-        return request
+        state.units.append(Unit([{"role": "assistant", "content": text}], message=True))
 
 
-def _stored_item(item: Any) -> dict[str, Any]:
+def _as_is(unit: Unit) -> list[dict[str, Any]]:
+    return unit.messages
+
+
+def _settings(body: rwire.ResponseCreate, model: str) -> Settings:
+    choice = body.tool_choice
+    text_format = (body.text or {}).get("format") or {}
+    response_format: Any = None
+    if text_format.get("type") == "json_object":
+        response_format = {"type": "json_object"}
+    elif text_format.get("type") == "json_schema":
+        schema = {k: v for k, v in text_format.items() if k != "type"}
+        response_format = {"type": "json_schema", "json_schema": schema}
+    functions = [
+        tool.model_dump(exclude_none=True, exclude={"type"})
+        for tool in body.tools
+        if isinstance(tool, rwire.FunctionTool)
+    ]
+    extra: dict[str, Any] = {}
+    if body.user is not None:
+        extra["user"] = body.user
+    if body.top_logprobs:
+        extra.update(logprobs=True, top_logprobs=body.top_logprobs)
+    return Settings(
+        model=model,
+        instructions=body.instructions,
+        code=body.code_tool() is not None,
+        functions=functions,
+        tool_choice=choice.model_dump(exclude_none=True)
+        if isinstance(choice, rwire.NamedTool)
+        else choice,
+        parallel_tool_calls=body.parallel_tool_calls,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        response_format=response_format,
+        reasoning_effort=(body.reasoning or {}).get("effort"),
+        extra=extra,
+        truncate=body.truncation == "auto",
+    )
+
+
+def item_key(conversation_id: str, item_id: str) -> str:
+    """The store id of a conversation's item (an item's own id may be a response's too)."""
+    digest = hashlib.sha256(f"{conversation_id}\0{item_id}".encode()).hexdigest()[:32]
+    return f"citem_{digest}"
+
+
+def stored_item(item: Any) -> dict[str, Any]:
     """An input item as stored and listed by ``input_items``: an id, a status, parts."""
     data: dict[str, Any] = item.model_dump(exclude_none=True)
     if isinstance(item, rwire.MessageItem):
@@ -606,7 +732,8 @@ def _chat_items(items: list[dict[str, Any]], results: dict[str, str]) -> list[di
         kind = item.get("type", "message")
         if kind == "message":
             role = {"developer": "system"}.get(item["role"], item["role"])
-            chat.append({"role": role, "content": _text_of(item["content"])})
+            content = _content_of(item["content"])
+            chat.append({"role": role, "content": content, "_ref": item.get("id")})
             continue
         if kind == "function_call_output":
             chat.append(
@@ -625,18 +752,27 @@ def _chat_items(items: list[dict[str, Any]], results: dict[str, str]) -> list[di
     return chat
 
 
-def _text_of(content: Any) -> str:
+def _content_of(content: Any) -> str | list[dict[str, Any]]:
+    """A message's content for the chat request: its text, and images given by URL as
+    image parts (a model that takes images sees them; one given by file id is named)."""
     if isinstance(content, str):
         return content
-    parts = []
+    parts: list[str] = []
+    images: list[dict[str, Any]] = []
     for part in content:
         if part.get("type") in ("input_text", "output_text"):
             parts.append(part.get("text", ""))
         elif part.get("type") == "input_file":
             parts.append(f"[file {part.get('filename') or part.get('file_id')}]")
+        elif part.get("image_url"):
+            image = {"url": part["image_url"], "detail": part.get("detail") or "auto"}
+            images.append({"type": "image_url", "image_url": image})
         else:
-            parts.append("[image]")
-    return "\n".join(parts)
+            parts.append(f"[image {part.get('file_id') or ''}]".replace(" ]", "]"))
+    text = "\n".join(parts)
+    if not images:
+        return text
+    return [{"type": "text", "text": text}, *images] if text else images
 
 
 def _logs_of(item: dict[str, Any]) -> str:
@@ -658,23 +794,22 @@ def _stop_items(response: dict[str, Any]) -> None:
             item["status"] = "incomplete"
 
 
-def _chain_container(chain: list[dict[str, Any]]) -> str | None:
-    """The container the latest code call of the chain ran in."""
-    for response in reversed(chain):
-        for item in reversed(response["output"]):
-            if item["type"] == "code_interpreter_call":
-                return str(item["container_id"])
-    return None
+def units_of(items: list[dict[str, Any]], results: dict[str, str]) -> list[Unit]:
+    """Stored input or output items as transcript units: each message one, the calls of a
+    turn with their outputs one."""
+    units: list[Unit] = []
+    calls: list[dict[str, Any]] = []
+    for message in _chat_items(items, results):
+        if message["role"] == "tool" or message.get("tool_calls"):
+            calls.append(message)
+            continue
+        if calls:
+            units.append(Unit(calls))
+            calls = []
+        units.append(Unit([message], message=True, ref=message.pop("_ref", None)))
+    if calls:
+        units.append(Unit(calls))
+    return units
 
 
-def _add_usage(response: dict[str, Any], usage: dict[str, int] | None) -> None:
-    if usage is None:
-        return
-    total = response.get("usage") or rwire.usage()
-    response["usage"] = rwire.usage(
-        total["input_tokens"] + usage.get("prompt_tokens", 0),
-        total["output_tokens"] + usage.get("completion_tokens", 0),
-    )
-
-
-__all__ = ["Responder", "served"]
+__all__ = ["Responder", "item_key", "served", "stored_item", "units_of"]

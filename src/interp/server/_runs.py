@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,16 +28,17 @@ from .. import (
     NoSuchFileError,
 )
 from ..adapters import assistants
-from ..adapters.chat import DESCRIPTION, tool_schema, tool_text
+from ..adapters.chat import tool_text
 from . import _wire as wire
 from ._errors import bad_request
 from ._locks import KeyedLocks
-from ._model import (
+from ._store import Store
+from .agent.context import Unit, bounded
+from .agent.model import (
     CODE_TOOL,
     CallStarted,
     CodeDelta,
     Finished,
-    Model,
     TextDelta,
     ToolCall,
     UpstreamError,
@@ -44,14 +46,10 @@ from ._model import (
     code_arguments,
     final_code,
 )
-from ._store import Store
+from .agent.turn import Agent, Budget, PromptTooLong, Settings
 
 log = logging.getLogger("interp.server")
 
-MAX_MODEL_TURNS = 16
-"""Model requests in one run before it ends ``incomplete``."""
-TOOL_TEXT_BYTES = 8000
-"""What the model is shown of one execution: the head and tail of this many bytes."""
 ACTIVE = ("queued", "in_progress", "requires_action", "cancelling")
 DONE = assistants.sse("done", "[DONE]")
 """How the Assistants API ends a stream."""
@@ -116,41 +114,79 @@ class _Run:
     assistant: dict[str, Any]
     thread: dict[str, Any]
     events: RunEvents
-    additional_messages: list[dict[str, Any]] = field(default_factory=list)
+    budget: Budget
     files: list[FileSaved] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    """The thread's messages as the last model request saw them."""
+    pin: int = 0
+    """Where the transcript's pinned part starts (the newest user message)."""
     saving: asyncio.Future[Any] | None = None
     """A write of the run still in flight."""
-    fresh: bool = False
-    """No step of this run exists yet (a new run's first model request)."""
+    message: dict[str, Any] | None = None
+    message_step: dict[str, Any] | None = None
+    text: str = ""
+    tool_step: dict[str, Any] | None = None
+    """What is open: a reply being written and its step, a tool step."""
 
 
 class Runner:
-    def __init__(self, *, store: Store, engine: Engine, model: Model, default_model: str | None):
+    def __init__(
+        self,
+        *,
+        store: Store,
+        engine: Engine,
+        agent: Agent,
+        default_model: str | None,
+        tool_outputs_timeout: float = 600.0,
+    ):
         self._store = store
         self._engine = engine
-        self._model = model
+        self._agent = agent
         self._default_model = default_model
+        self._outputs_timeout = tool_outputs_timeout
         self._tasks: dict[str, asyncio.Task[None]] = {}
         """Thread id -> its active run's task."""
+        self._waiting: dict[str, tuple[str, asyncio.TimerHandle]] = {}
+        """Thread id -> its run waiting for tool outputs, and that wait's expiry."""
         self.threads = KeyedLocks()
         """Held by what starts a run on a thread, adds to it or deletes it."""
         self._events: dict[str, RunEvents] = {}
+        self._live: dict[str, _Run] = {}
+        """Run id -> the state of a run being driven (its copy of the run is the newest)."""
         self._cancelling: set[str] = set()
         """Threads whose active run a client cancelled, or whose thread it deletes (a task
         cancelled otherwise is the server stopping)."""
         self._placed: dict[str, set[str]] = {}
         """Thread id -> file ids already in its session's /mnt/data."""
+        self._expiring: set[asyncio.Future[None]] = set()
 
     def events(self, run_id: str) -> RunEvents | None:
         return self._events.get(run_id)
 
-    def check_idle(self, thread_id: str) -> None:
+    def check_idle(self, thread_id: str, *, adding: bool = False) -> None:
+        """Refuse what a thread's active run (running, or waiting for tool outputs) forbids:
+        another run, or (``adding``) a new message."""
         task = self._tasks.get(thread_id)
-        if task is not None and not task.done():
-            raise bad_request(f"Thread {thread_id} already has an active run.")
+        waiting = self._waiting.get(thread_id)
+        if (task is None or task.done()) and waiting is None:
+            return
+        live = next((s for s in self._live.values() if s.thread["id"] == thread_id), None)
+        run_id = waiting[0] if waiting else (live.run["id"] if live else "")
+        if adding:
+            raise bad_request(
+                f"Can't add messages to {thread_id} while a run {run_id} is active.",
+                param="thread_id",
+            )
+        raise bad_request(f"Thread {thread_id} already has an active run {run_id}.")
+
+    def modify(self, object_id: str, metadata: dict[str, str]) -> dict[str, Any] | None:
+        """Metadata set on a run (or its reply) while it runs: on the copy its task writes,
+        which is returned (the newest), else ``None``."""
+        for state in self._live.values():
+            for live in (state.run, state.message):
+                if live is not None and live["id"] == object_id:
+                    live["metadata"] = metadata
+                    return live
+        return None
 
     def start(
         self,
@@ -167,13 +203,23 @@ class Runner:
         self.check_idle(thread["id"])
         events = RunEvents()
         self._events[run["id"]] = events
-        state = _Run(owner=owner, run=run, assistant=assistant, thread=thread, events=events)
+        state = _Run(
+            owner=owner,
+            run=run,
+            assistant=assistant,
+            thread=thread,
+            events=events,
+            budget=Budget(max_completion_tokens=run.get("max_completion_tokens")),
+        )
+        if run.get("usage"):
+            state.budget.usage.update(run["usage"])
         state.saving = storing
-        state.fresh = announce
+        self._live[run["id"]] = state
         task = asyncio.create_task(self._drive(state, announce), name=f"interp-run-{run['id']}")
         self._tasks[thread["id"]] = task
 
         def forget(_: asyncio.Task[None]) -> None:
+            self._live.pop(run["id"], None)
             if self._tasks.get(thread["id"]) is task:
                 del self._tasks[thread["id"]]
                 self._cancelling.discard(thread["id"])
@@ -190,6 +236,7 @@ class Runner:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._stop_waiting(thread_id)
 
     async def cancel(self, owner: str, run: dict[str, Any]) -> dict[str, Any]:
         task = self._tasks.get(run["thread_id"])
@@ -200,8 +247,8 @@ class Runner:
         if run["status"] not in ACTIVE:
             raise bad_request(f"Cannot cancel run with status '{run['status']}'.")
         if run["status"] == "requires_action" or task is None or task.done():
-            run.update(status="cancelled", cancelled_at=wire.now(), required_action=None)
-            await self._store.put("run", owner, run)
+            self._stop_waiting(run["thread_id"])
+            await self._end_waiting(owner, run, "cancelled")
             return run
         # The task's own end (``_end_cancelled``) stores the run cancelled. Nothing is
         # stored from this older copy: written after the task's last write, it left the run
@@ -217,10 +264,55 @@ class Runner:
 
     async def close(self) -> None:
         """Stop every run; each is marked failed, saying the server stopped."""
+        for thread_id in list(self._waiting):
+            self._stop_waiting(thread_id)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    # Waiting for tool outputs.
+
+    def _wait_for_outputs(self, state: _Run) -> None:
+        thread_id, run = state.thread["id"], state.run
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, run["expires_at"] - time.time())
+        handle = loop.call_later(delay, self._expire_soon, state.owner, dict(run))
+        self._waiting[thread_id] = (run["id"], handle)
+
+    def _stop_waiting(self, thread_id: str) -> None:
+        waiting = self._waiting.pop(thread_id, None)
+        if waiting is not None:
+            waiting[1].cancel()
+
+    def _expire_soon(self, owner: str, run: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(self._expire(owner, run))
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
+    async def _expire(self, owner: str, run: dict[str, Any]) -> None:
+        """A run whose tool outputs did not come in time ends ``expired``."""
+        async with self.threads.hold(run["thread_id"]):
+            waiting = self._waiting.get(run["thread_id"])
+            if waiting is None or waiting[0] != run["id"]:
+                return  # answered or cancelled meanwhile
+            self._waiting.pop(run["thread_id"], None)
+            found = await self._store.get("run", owner, run["id"])
+            if found is not None and found["status"] == "requires_action":
+                await self._end_waiting(owner, found, "expired")
+
+    async def _end_waiting(self, owner: str, run: dict[str, Any], status: str) -> None:
+        """End a run waiting for tool outputs (``cancelled`` or ``expired``), its step too."""
+        now = wire.now()
+        run.update(status=status, required_action=None)
+        run["cancelled_at" if status == "cancelled" else "expires_at"] = now
+        steps = await self._store.all("step", owner, parent=run["id"])
+        for step in steps:
+            if step["status"] == "in_progress":
+                step.update(status=status)
+                step["cancelled_at" if status == "cancelled" else "expired_at"] = now
+                await self._store.put("step", owner, step)
+        await self._store.put("run", owner, run)
 
     # The loop.
 
@@ -234,18 +326,14 @@ class Runner:
             run.update(status="in_progress", started_at=run["started_at"] or wire.now())
             self._save_soon(state)  # while the model is asked
             emit("thread.run.in_progress", dict(run))
-            for _ in range(MAX_MODEL_TURNS):
-                if not await self._turn(state):
-                    return
-            run.update(
-                status="incomplete",
-                incomplete_details={"reason": "max_completion_tokens"},
-                completed_at=None,
-            )
-            await self._save_run(state)
-            emit("thread.run.incomplete", dict(run))
+            state.pin = await self._store.pin_point(state.owner, state.thread["id"])
+            while await self._turn(state):
+                pass
         except UpstreamError as exc:
             await self._fail(state, exc.code, exc.message)
+        except PromptTooLong as exc:
+            log.info("run %s: %s", run["id"], exc.message)
+            await self._end(state, "incomplete", "max_prompt_tokens")
         except asyncio.CancelledError:
             cancelled = True
         except InterpError as exc:
@@ -263,27 +351,48 @@ class Runner:
             self._events.pop(run["id"], None)
 
     async def _end_cancelled(self, state: _Run) -> None:
-        run = state.run
-        if run["thread_id"] in self._cancelling:
-            self._cancelling.discard(run["thread_id"])
-            run.update(status="cancelled", cancelled_at=wire.now())
-            event = "thread.run.cancelled"
+        if state.run["thread_id"] in self._cancelling:
+            self._cancelling.discard(state.run["thread_id"])
+            await self._end(state, "cancelled")
         else:
-            run.update(
-                status="failed",
-                failed_at=wire.now(),
-                last_error={"code": "server_error", "message": "the server stopped"},
-            )
-            event = "thread.run.failed"
-        await self._save_run(state)
-        state.events.emit(event, dict(run))
+            await self._fail(state, "server_error", "the server stopped")
 
     async def _fail(self, state: _Run, code: str, message: str) -> None:
-        state.run.update(
-            status="failed", failed_at=wire.now(), last_error={"code": code, "message": message}
-        )
+        state.run["last_error"] = {"code": code, "message": message}
+        await self._end(state, "failed")
+
+    async def _end(self, state: _Run, status: str, reason: str | None = None) -> None:
+        """End the run (``completed``, ``incomplete``, ``failed``, ``cancelled``), closing
+        what it left open: its reply keeps the text written so far."""
+        run = state.run
+        run["usage"] = dict(state.budget.usage) if state.budget.turns else run.get("usage")
+        if state.message is not None:
+            details = {
+                "incomplete": "max_tokens",
+                "failed": "run_failed",
+                "cancelled": "run_cancelled",
+            }
+            await self._close_message(state, details.get(status))
+        if state.tool_step is not None:
+            step, now = state.tool_step, wire.now()
+            if status in ("failed", "cancelled"):
+                step.update(status=status)
+                step["failed_at" if status == "failed" else "cancelled_at"] = now
+                if status == "failed":
+                    step["last_error"] = run["last_error"]
+            else:
+                step.update(status="completed", completed_at=now)
+            await self._store.put("step", state.owner, step)
+            state.events.emit(f"thread.run.step.{step['status']}", dict(step))
+            state.tool_step = None
+        now = wire.now()
+        run["status"] = status
+        if status in ("completed", "failed", "cancelled"):
+            run[f"{status}_at"] = now
+        if reason is not None:
+            run["incomplete_details"] = {"reason": reason}
         await self._save_run(state)
-        state.events.emit("thread.run.failed", dict(state.run))
+        state.events.emit(f"thread.run.{status}", dict(run))
 
     def _save_soon(self, state: _Run) -> None:
         """Write the run without waiting; the next write waits for this one."""
@@ -302,45 +411,68 @@ class Runner:
             state.saving = None
         await self._store.put("run", state.owner, state.run)
 
+    def _settings(self, state: _Run) -> Settings:
+        run = state.run
+        strategy = run.get("truncation_strategy") or {}
+        return Settings(
+            model=run["model"] or self._default_model or "",
+            instructions=run.get("instructions") or None,
+            code=any(t["type"] == "code_interpreter" for t in run["tools"]),
+            functions=[t["function"] for t in run["tools"] if t["type"] == "function"],
+            tool_choice=_tool_choice(run.get("tool_choice")),
+            parallel_tool_calls=run.get("parallel_tool_calls", True),
+            temperature=run.get("temperature"),
+            top_p=run.get("top_p"),
+            response_format=run.get("response_format"),
+            reasoning_effort=run.get("reasoning_effort"),
+            max_prompt_tokens=run.get("max_prompt_tokens"),
+            last_messages=strategy.get("last_messages")
+            if strategy.get("type") == "last_messages"
+            else None,
+        )
+
     async def _turn(self, state: _Run) -> bool:
         """One model request and what it asks for; ``True`` if the loop goes on."""
-        run, emit = state.run, state.events.emit
-        request = await self._request(state)
-        message: dict[str, Any] | None = None
-        message_step: dict[str, Any] | None = None
-        tool_step: dict[str, Any] | None = None
-        text = ""
+        run, emit, owner = state.run, state.events.emit, state.owner
+        thread_id = state.thread["id"]
         finished = Finished()
-        async for piece in self._model.stream(request):
+        pinned = await self._store.since(owner, thread_id, state.pin)
+        turn = self._agent.turn(
+            self._settings(state),
+            state.budget,
+            pinned=pinned,
+            history=lambda: self._store.tail(owner, thread_id, before=state.pin),
+            render=self._render,
+        )
+        async for piece in turn:
             if isinstance(piece, TextDelta):
-                if message is None:
-                    message_step, message = await self._open_message(state)
+                if state.message is None:
+                    await self._open_message(state)
+                    assert state.message is not None
                 index = len(state.images)
-                text += piece.text
+                state.text += piece.text
                 part = {"type": "text", "text": {"value": piece.text, "annotations": []}}
-                emit("thread.message.delta", _message_delta(message["id"], index, part))
+                emit("thread.message.delta", _message_delta(state.message["id"], index, part))
             elif isinstance(piece, CallStarted):
-                if message is not None and message_step is not None:
-                    await self._close_message(state, message_step, message, text)
-                    message = message_step = None
-                    text = ""
-                if tool_step is None:
-                    tool_step = wire.step(
+                if state.message is not None:
+                    await self._close_message(state)
+                if state.tool_step is None:
+                    state.tool_step = wire.step(
                         run_obj=run, details={"type": "tool_calls", "tool_calls": []}
                     )
-                    await self._store.create("step", state.owner, tool_step, parent=run["id"])
-                    emit("thread.run.step.created", dict(tool_step))
-                    emit("thread.run.step.in_progress", dict(tool_step))
-                tool_step["step_details"]["tool_calls"].append(_call_object(piece.call))
+                    await self._store.create("step", owner, state.tool_step, parent=run["id"])
+                    emit("thread.run.step.created", dict(state.tool_step))
+                    emit("thread.run.step.in_progress", dict(state.tool_step))
+                state.tool_step["step_details"]["tool_calls"].append(_call_object(piece.call))
                 emit(
                     "thread.run.step.delta",
-                    assistants.step_delta(tool_step["id"], _call_created(piece.call)),
+                    assistants.step_delta(state.tool_step["id"], _call_created(piece.call)),
                 )
-            elif isinstance(piece, CodeDelta) and tool_step is not None:
+            elif isinstance(piece, CodeDelta) and state.tool_step is not None:
                 emit(
                     "thread.run.step.delta",
                     assistants.step_delta(
-                        tool_step["id"],
+                        state.tool_step["id"],
                         {
                             "index": piece.call.index,
                             "type": "code_interpreter",
@@ -350,27 +482,38 @@ class Runner:
                 )
             elif isinstance(piece, Finished):
                 finished = piece
-        _add_usage(run, finished.usage)
-        if message is not None and message_step is not None:
-            await self._close_message(state, message_step, message, text)
-        if not finished.calls or tool_step is None:
-            run.update(status="completed", completed_at=wire.now())
-            await self._save_run(state)
-            emit("thread.run.completed", dict(run))
+        reason = state.budget.ended(finished)
+        if reason == "content_filter":
+            raise UpstreamError("invalid_prompt", "the model's content filter stopped its reply")
+        if reason is not None:
+            await self._end(state, "incomplete", "max_completion_tokens")
             return False
-        _add_usage(tool_step, finished.usage)
-        functions = [call for call in finished.calls if call.name != CODE_TOOL]
+        if state.message is not None:
+            await self._close_message(state)
+        step = state.tool_step
+        if not finished.calls or step is None:
+            await self._end(state, "completed")
+            return False
+        functions = []
+        codes: list[tuple[int, ToolCall]] = []
         for position, call in enumerate(finished.calls):
             if call.name == CODE_TOOL:
-                await self._execute(state, tool_step, position, call)
+                codes.append((position, call))
             else:
-                tool_step["step_details"]["tool_calls"][position]["function"]["arguments"] = (
+                functions.append(call)
+                step["step_details"]["tool_calls"][position]["function"]["arguments"] = (
                     call.arguments
                 )
+        results: dict[str, str] = {}
+        for position, call in codes:
+            results[call.id] = await self._execute(state, step, position, call)
         if functions:
-            await self._store.put("step", state.owner, tool_step)
+            # Code run in this turn is in the transcript with the functions' outputs, as
+            # one unit, when they are submitted.
+            await self._store.put("step", owner, step)
             run.update(
                 status="requires_action",
+                expires_at=int(time.time() + self._outputs_timeout),
                 required_action={
                     "type": "submit_tool_outputs",
                     "submit_tool_outputs": {
@@ -385,18 +528,27 @@ class Runner:
                     },
                 },
             )
+            run["usage"] = dict(state.budget.usage)
+            state.tool_step = None
             await self._save_run(state)
+            self._wait_for_outputs(state)
             emit("thread.run.requires_action", dict(run))
             return False
-        tool_step.update(status="completed", completed_at=wire.now())
-        await self._store.put("step", state.owner, tool_step)
-        emit("thread.run.step.completed", dict(tool_step))
+        await self._store.append(owner, thread_id, [calls_unit(step, results)], ref=step["id"])
+        step.update(status="completed", completed_at=wire.now())
+        await self._store.put("step", owner, step)
+        emit("thread.run.step.completed", dict(step))
+        state.tool_step = None
+        if state.budget.spent:
+            await self._end(state, "incomplete", "max_completion_tokens")
+            return False
         return True
 
     async def _execute(
         self, state: _Run, step: dict[str, Any], position: int, call: ToolCall
-    ) -> None:
-        """Run a code call in the thread's session, streaming its outputs as deltas."""
+    ) -> str:
+        """Run a code call in the thread's session, streaming its outputs as deltas; what
+        the model is shown of it."""
         code = final_code(call)
         session = await self._session(state)
         entry = step["step_details"]["tool_calls"][position]
@@ -405,13 +557,8 @@ class Runner:
         result = None
         async with contextlib.aclosing(self._engine.stream(code, session=session)) as stream:
             async for event in stream:
-                if isinstance(event, LogChunk | ImageSaved):
-                    deltas, cursor = assistants.event_deltas(
-                        event, step_id=step["id"], cursor=cursor, tool_index=position
-                    )
-                    for delta in deltas:
-                        state.events.emit("thread.run.step.delta", delta)
                 if isinstance(event, ImageSaved):
+                    # Stored and listed before its id is sent: a client may fetch it at once.
                     await self._register(state.owner, event.file.id, "assistants_output")
                     state.images.append(event.file.id)
                 elif isinstance(event, FileSaved):
@@ -419,15 +566,16 @@ class Runner:
                     state.files.append(event)
                 elif isinstance(event, ExecutionFinished):
                     result = event.result
+                if isinstance(event, LogChunk | ImageSaved):
+                    deltas, cursor = assistants.event_deltas(
+                        event, step_id=step["id"], cursor=cursor, tool_index=position
+                    )
+                    for delta in deltas:
+                        state.events.emit("thread.run.step.delta", delta)
         if result is None:
             raise UpstreamError("server_error", "the execution ended without a result")
         entry["code_interpreter"]["outputs"] = assistants.outputs(result)
-        await self._store.create(
-            "tool_result",
-            state.owner,
-            {"id": wire.new_id("tr_"), "call_id": call.id, "text": bounded(tool_text(result))},
-            parent=state.run["id"],
-        )
+        return bounded(tool_text(result))
 
     async def submit_tool_outputs(
         self,
@@ -438,7 +586,15 @@ class Runner:
         thread: dict[str, Any],
         outputs: dict[str, str],
     ) -> RunEvents:
-        """Answer a run's function calls and start it again."""
+        """Answer a run's function calls and start it again. Everything is checked before
+        the first write."""
+        if run["status"] == "requires_action" and (run.get("expires_at") or 0) <= time.time():
+            self._stop_waiting(run["thread_id"])
+            await self._end_waiting(owner, run, "expired")
+        if run["status"] != "requires_action":
+            raise bad_request(
+                f'Runs in status "{run["status"]}" do not accept tool outputs.', param="run_id"
+            )
         steps = await self._store.all("step", owner, parent=run["id"])
         step = next((s for s in reversed(steps) if s["type"] == "tool_calls"), None)
         wanted = {
@@ -447,32 +603,25 @@ class Runner:
             .get("submit_tool_outputs", {})
             .get("tool_calls", [])
         }
-        if run["status"] != "requires_action" or step is None:
-            raise bad_request(
-                f'Runs in status "{run["status"]}" do not accept tool outputs.', param="run_id"
-            )
+        if step is None:
+            raise bad_request("This run has no tool calls to answer.", param="run_id")
         missing = wanted - set(outputs)
         if missing or set(outputs) - wanted:
             raise bad_request(
                 f"Expected tool outputs for call_ids {sorted(wanted)}, got {sorted(outputs)}.",
                 param="tool_outputs",
             )
+        self._stop_waiting(run["thread_id"])
+        results: dict[str, str] = {}
         for entry in step["step_details"]["tool_calls"]:
             if entry["type"] == "function" and entry["id"] in outputs:
-                entry["function"]["output"] = outputs[entry["id"]]
-                await self._store.create(
-                    "tool_result",
-                    owner,
-                    {
-                        "id": wire.new_id("tr_"),
-                        "call_id": entry["id"],
-                        "text": outputs[entry["id"]],
-                    },
-                    parent=run["id"],
-                )
+                entry["function"]["output"] = results[entry["id"]] = outputs[entry["id"]]
+            elif entry["type"] == "code_interpreter":
+                results[entry["id"]] = _logs_of(entry)
+        await self._store.append(owner, thread["id"], [calls_unit(step, results)], ref=step["id"])
         step.update(status="completed", completed_at=wire.now())
         await self._store.put("step", owner, step)
-        run.update(status="queued", required_action=None)
+        run.update(status="queued", required_action=None, expires_at=None)
         await self._store.put("run", owner, run)
         events = self.start(
             owner=owner, run=run, assistant=assistant, thread=thread, announce=False
@@ -481,7 +630,7 @@ class Runner:
         events.emit("thread.run.queued", dict(run))
         return events
 
-    async def _open_message(self, state: _Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def _open_message(self, state: _Run) -> None:
         run, emit = state.run, state.events.emit
         message = wire.message(
             thread_id=run["thread_id"],
@@ -497,6 +646,7 @@ class Runner:
         )
         await self._store.create("step", state.owner, step, parent=run["id"])
         await self._store.create("message", state.owner, message, parent=run["thread_id"])
+        state.message, state.message_step, state.text = message, step, ""
         emit("thread.run.step.created", dict(step))
         emit("thread.run.step.in_progress", dict(step))
         emit("thread.message.created", dict(message))
@@ -504,27 +654,42 @@ class Runner:
         for index, file_id in enumerate(state.images):
             part = {"type": "image_file", "image_file": {"file_id": file_id}}
             emit("thread.message.delta", _message_delta(message["id"], index, part))
-        return step, message
 
-    async def _close_message(
-        self, state: _Run, step: dict[str, Any], message: dict[str, Any], text: str
-    ) -> None:
+    async def _close_message(self, state: _Run, incomplete: str | None = None) -> None:
+        """Store the reply being written (``incomplete`` with that reason, if cut short)."""
+        message, step, text = state.message, state.message_step, state.text
+        assert message is not None and step is not None
         images = [
             {"type": "image_file", "image_file": {"file_id": file_id, "detail": "auto"}}
             for file_id in state.images
         ]
         annotations = assistants.file_annotations(text, state.files)
-        message.update(
-            status="completed",
-            completed_at=wire.now(),
-            content=[*images, wire.text_part(text, annotations)],
-        )
+        now = wire.now()
+        message["content"] = [*images, wire.text_part(text, annotations)]
+        if incomplete is None:
+            message.update(status="completed", completed_at=now)
+        else:
+            message.update(
+                status="incomplete", incomplete_at=now, incomplete_details={"reason": incomplete}
+            )
         await self._store.put("message", state.owner, message)
-        state.events.emit("thread.message.completed", dict(message))
-        step.update(status="completed", completed_at=wire.now())
+        await self._store.append(
+            state.owner,
+            state.thread["id"],
+            [Unit([{"role": "assistant", "content": text}], message=True)],
+            ref=message["id"],
+        )
+        state.events.emit(f"thread.message.{message['status']}", dict(message))
+        status = {"run_failed": "failed", "run_cancelled": "cancelled"}.get(
+            incomplete or "", "completed"
+        )
+        step["status"] = status
+        step[f"{status}_at"] = now
         await self._store.put("step", state.owner, step)
-        state.events.emit("thread.run.step.completed", dict(step))
+        state.events.emit(f"thread.run.step.{status}", dict(step))
         state.images = []
+        state.message = state.message_step = None
+        state.text = ""
 
     async def _register(self, owner: str, file_id: str, purpose: str) -> None:
         """A file the code made becomes the owner's: listed, downloadable, kept."""
@@ -563,9 +728,18 @@ class Runner:
         for holder in (state.assistant, state.thread):
             resources = holder.get("tool_resources") or {}
             found += (resources.get("code_interpreter") or {}).get("file_ids", [])
-        for message in state.messages:
-            found += [a["file_id"] for a in message.get("attachments") or []]
+        found += await self._store.attached(state.owner, state.thread["id"])
         return list(dict.fromkeys(found))
+
+    def _render(self, unit: Unit) -> list[dict[str, Any]]:
+        """A unit as sent: attached files named where they are in /mnt/data (a file
+        deleted since is left out)."""
+        names = [name for file_id in unit.files if (name := self._file_name(file_id))]
+        if not names:
+            return unit.messages
+        note = f"[files attached, in /mnt/data: {', '.join(names)}]"
+        first, *rest = unit.messages
+        return [{**first, "content": f"{first['content']}\n{note}".lstrip("\n")}, *rest]
 
     def _file_name(self, file_id: str) -> str | None:
         """Where an attached file is in /mnt/data; ``None`` once it has been deleted."""
@@ -574,88 +748,48 @@ class Runner:
         except NoSuchFileError:
             return None
 
-    async def _request(self, state: _Run) -> dict[str, Any]:
-        run = state.run
-        tools: list[dict[str, Any]] = []
-        for tool in run["tools"]:
-            if tool["type"] == "code_interpreter":
-                tools.append(tool_schema(CODE_TOOL, DESCRIPTION))
-            elif tool["type"] == "function":
-                tools.append({"type": "function", "function": tool["function"]})
-        request: dict[str, Any] = {
-            "model": run["model"] or self._default_model,
-            "messages": await self._history(state),
-        }
-        if tools:
-            request["tools"] = tools
-            choice = run.get("tool_choice")
-            if choice in ("none", "auto", "required"):
-                request["tool_choice"] = choice
-            elif isinstance(choice, dict) and choice.get("type") == "code_interpreter":
-                request["tool_choice"] = {"type": "function", "function": {"name": CODE_TOOL}}
-            elif isinstance(choice, dict) and choice.get("type") == "function":
-                request["tool_choice"] = choice
-            request["parallel_tool_calls"] = run.get("parallel_tool_calls", True)
-        for name in ("temperature", "top_p"):
-            if run.get(name) is not None:
-                request[name] = run[name]
-        if run.get("max_completion_tokens"):
-            request["max_completion_tokens"] = run["max_completion_tokens"]
-        return request
 
-    async def _history(self, state: _Run) -> list[dict[str, Any]]:
-        """The chat messages of the thread: its messages, and each run's tool calls with
-        what they returned, in the order they happened."""
-        owner, run = state.owner, state.run
-        chat: list[dict[str, Any]] = []
-        if run.get("instructions"):
-            chat.append({"role": "system", "content": run["instructions"]})
-        expanded: set[str] = set()
-        messages = state.messages = await self._store.all("message", owner, parent=run["thread_id"])
-        by_id = {m["id"]: m for m in messages}
-        for message in messages:
-            run_id = message.get("run_id")
-            if message["role"] == "assistant" and run_id:
-                if run_id not in expanded:
-                    expanded.add(run_id)
-                    chat += await self._run_history(owner, run_id, by_id)
-                continue
-            chat.append(_chat_message(message, self._file_name))
-        if run["id"] not in expanded and not state.fresh:
-            chat += await self._run_history(owner, run["id"], by_id)
-        state.fresh = False
-        return chat
+def message_unit(message: dict[str, Any]) -> Unit:
+    """A thread's message as the model is sent it (attachments named when it is sent)."""
+    parts = []
+    for part in message["content"]:
+        if part["type"] == "text":
+            parts.append(part["text"]["value"])
+        elif part["type"] == "image_file":
+            parts.append(f"[image {part['image_file']['file_id']}]")
+        elif part["type"] == "image_url":
+            parts.append(f"[image {part['image_url'].get('url', '')[:200]}]")
+    files = [a["file_id"] for a in message.get("attachments") or []]
+    return Unit([{"role": message["role"], "content": "\n".join(parts)}], True, files)
 
-    async def _run_history(
-        self, owner: str, run_id: str, messages: dict[str, dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        results = {
-            r["call_id"]: r["text"]
-            for r in await self._store.all("tool_result", owner, parent=run_id)
-        }
-        chat: list[dict[str, Any]] = []
-        for step in await self._store.all("step", owner, parent=run_id):
-            details = step["step_details"]
-            if details["type"] == "message_creation":
-                message = messages.get(details["message_creation"]["message_id"])
-                if message is not None and message["status"] == "completed":
-                    chat.append(_chat_message(message, self._file_name))
-                continue
-            calls = [c for c in details["tool_calls"] if c["id"] in results]
-            if not calls:
-                continue
-            chat.append(
-                {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [_chat_tool_call(call) for call in calls],
-                }
-            )
-            chat += [
+
+def calls_unit(step: dict[str, Any], results: dict[str, str]) -> Unit:
+    """A tool step's calls and what they returned, kept or dropped together."""
+    calls = [c for c in step["step_details"]["tool_calls"] if c["id"] in results]
+    return Unit(
+        [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [_chat_tool_call(call) for call in calls],
+            },
+            *(
                 {"role": "tool", "tool_call_id": call["id"], "content": results[call["id"]]}
                 for call in calls
-            ]
-        return chat
+            ),
+        ]
+    )
+
+
+def _logs_of(call: dict[str, Any]) -> str:
+    outputs = call["code_interpreter"].get("outputs") or []
+    return "\n".join(o.get("logs", "[image]") for o in outputs) or "(no output)"
+
+
+def _tool_choice(choice: Any) -> Any:
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return {"type": "function", "name": choice["function"]["name"]}
+    return choice
 
 
 def _message_delta(message_id: str, index: int, part: dict[str, Any]) -> dict[str, Any]:
@@ -692,34 +826,4 @@ def _chat_tool_call(call: dict[str, Any]) -> dict[str, Any]:
     return chat_tool_call(call["id"], call["function"]["name"], call["function"]["arguments"])
 
 
-def _chat_message(message: dict[str, Any], name_of: Callable[[str], str | None]) -> dict[str, Any]:
-    parts = []
-    for part in message["content"]:
-        if part["type"] == "text":
-            parts.append(part["text"]["value"])
-        elif part["type"] == "image_file":
-            parts.append(f"[image {part['image_file']['file_id']}]")
-    names = [n for a in message.get("attachments") or [] if (n := name_of(a["file_id"]))]
-    if names:
-        parts.append(f"[files attached, in /mnt/data: {', '.join(names)}]")
-    return {"role": message["role"], "content": "\n".join(parts)}
-
-
-def bounded(text: str, limit: int = TOOL_TEXT_BYTES) -> str:
-    data = text.encode()
-    if len(data) <= limit:
-        return text
-    half = limit // 2
-    head = data[:half].decode(errors="ignore")
-    tail = data[-half:].decode(errors="ignore")
-    return f"{head}\n[... {len(data) - 2 * half} bytes not shown ...]\n{tail}"
-
-
-def _add_usage(holder: dict[str, Any], usage: dict[str, int] | None) -> None:
-    if usage is None:
-        return
-    total = holder.get("usage") or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    holder["usage"] = {key: total.get(key, 0) + usage.get(key, 0) for key in total}
-
-
-__all__ = ["DONE", "RunEvents", "Runner"]
+__all__ = ["DONE", "RunEvents", "Runner", "calls_unit", "message_unit"]

@@ -10,18 +10,33 @@ The schema carries a version; a database of another version is refused.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, delete, event, select, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Index,
+    Integer,
+    String,
+    delete,
+    event,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .._exceptions import ConfigError
+from .agent.context import Unit
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+TAIL_PAGE = 200
+"""Transcript entries read at a time, newest first, while a context is filled."""
 
 Kind = Literal[
     "assistant",
@@ -35,6 +50,8 @@ Kind = Literal[
     "input_item",
     "container",
     "container_file",
+    "conversation",
+    "conversation_item",
 ]
 """``tool_result``: what the model was shown of a tool call (internal, never served)."""
 
@@ -61,6 +78,44 @@ class _Object(_Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
 
     __table_args__ = (Index("interp_objects_find", "owner", "kind", "parent", "seq"),)
+
+
+class _Entry(_Base):
+    """A unit of a conversation's transcript (``agent.context.Unit``): the chat messages a
+    model turn sends for it, kept as the conversation grows, so that a turn reads the tail
+    it needs rather than rebuilding the conversation from its objects."""
+
+    __tablename__ = "interp_transcript"
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    owner: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(64))
+    """The thread, response or conversation it belongs to."""
+    ref: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The object it stands for (a message, a step, an item), to delete it with that."""
+    role: Mapped[str] = mapped_column(String(16))
+    """``user`` for a user's message; ``assistant`` for a reply or calls."""
+    message: Mapped[bool] = mapped_column(Boolean)
+    tokens: Mapped[int] = mapped_column(Integer)
+    files: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    data: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+
+    __table_args__ = (
+        Index("interp_transcript_tail", "owner", "key", "seq"),
+        Index("interp_transcript_ref", "owner", "key", "ref"),
+    )
+
+
+class _Link(_Base):
+    """A stored response and the one it continues: its chain is walked in SQL."""
+
+    __tablename__ = "interp_links"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    previous: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    container: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The container the chain's code ran in last, as of this response."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +155,11 @@ class Store:
                 found = await session.get(_Meta, "schema_version")
                 if found is None:
                     session.add(_Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                elif found.value == "1":
+                    from ._migrate import transcripts
+
+                    await transcripts(session)
+                    found.value = str(SCHEMA_VERSION)
                 elif found.value != str(SCHEMA_VERSION):
                     raise ConfigError(
                         f"the database {self.safe_url} has schema version {found.value};"
@@ -123,10 +183,20 @@ class Store:
         await self._engine.dispose()
 
     async def create(
-        self, kind: Kind, owner: str, obj: dict[str, Any], *, parent: str | None = None
+        self,
+        kind: Kind,
+        owner: str,
+        obj: dict[str, Any],
+        *,
+        parent: str | None = None,
+        key: str | None = None,
     ) -> dict[str, Any]:
+        """Store a new object; ``key``: the id it is found by, when not its own (an item
+        kept both as a response's input and in a conversation)."""
         async with self._sessions.begin() as session:
-            session.add(_Object(id=obj["id"], kind=kind, owner=owner, parent=parent, data=obj))
+            session.add(
+                _Object(id=key or obj["id"], kind=kind, owner=owner, parent=parent, data=obj)
+            )
         return obj
 
     async def get(self, kind: Kind, owner: str, object_id: str) -> dict[str, Any] | None:
@@ -253,3 +323,133 @@ class Store:
                     row.data = data
                     count += 1
         return count
+
+    # The transcript.
+
+    async def append(
+        self, owner: str, key: str, units: Sequence[Unit], *, ref: str | None = None
+    ) -> None:
+        """Add units to the end of a conversation's transcript, in one transaction."""
+        if not units:
+            return
+        async with self._sessions.begin() as session:
+            session.add_all([_entry(owner, key, unit, ref) for unit in units])
+
+    async def link(
+        self, owner: str, response_id: str, previous: str | None, container: str | None
+    ) -> None:
+        """Record a stored response, the one it continues, and its chain's container."""
+        async with self._sessions.begin() as session:
+            found = await session.get(_Link, response_id)
+            if found is None:
+                session.add(
+                    _Link(id=response_id, owner=owner, previous=previous, container=container)
+                )
+            elif found.owner == owner:
+                found.container = container
+
+    async def pin_point(self, owner: str, key: str) -> int:
+        """The position of the conversation's newest user message (0: none)."""
+        async with self._sessions() as session:
+            found = await session.scalar(
+                select(_Entry.seq)
+                .where(_Entry.owner == owner, _Entry.key == key, _Entry.role == "user")
+                .order_by(_Entry.seq.desc())
+                .limit(1)
+            )
+        return found or 0
+
+    async def since(self, owner: str, key: str, seq: int) -> list[Unit]:
+        """The units from position ``seq`` on, oldest first."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(_Entry)
+                .where(_Entry.owner == owner, _Entry.key == key, _Entry.seq >= seq)
+                .order_by(_Entry.seq.asc())
+            )
+            return [_unit(row) for row in rows]
+
+    async def tail(
+        self, owner: str, keys: str | Sequence[str], *, before: int | None = None
+    ) -> AsyncIterator[Unit]:
+        """Units of the conversation(s) before position ``before``, newest first, read a
+        page at a time as they are consumed."""
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        while True:
+            query = select(_Entry).where(_Entry.owner == owner, _Entry.key.in_(keys))
+            if before is not None:
+                query = query.where(_Entry.seq < before)
+            async with self._sessions() as session:
+                rows = list(
+                    await session.scalars(query.order_by(_Entry.seq.desc()).limit(TAIL_PAGE))
+                )
+            for row in rows:
+                yield _unit(row)
+            if len(rows) < TAIL_PAGE:
+                return
+            before = rows[-1].seq
+
+    async def chain(self, owner: str, response_id: str) -> list[tuple[str, str | None]]:
+        """The stored responses a response continues, itself first, newest to oldest, each
+        with its chain's container; ``[]`` if it is not the owner's."""
+        cols = (_Link.id, _Link.previous, _Link.container)
+        walk = (
+            select(*cols, literal(0).label("depth"))
+            .where(_Link.id == response_id, _Link.owner == owner)
+            .cte("walk", recursive=True)
+        )
+        walk = walk.union_all(
+            select(*cols, (walk.c.depth + 1).label("depth")).where(
+                _Link.id == walk.c.previous, _Link.owner == owner
+            )
+        )
+        async with self._sessions() as session:
+            rows = await session.execute(select(walk.c.id, walk.c.container).order_by(walk.c.depth))
+            return [(found, container) for found, container in rows]
+
+    async def attached(self, owner: str, key: str) -> list[str]:
+        """The files attached to the conversation's messages, in order."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(_Entry.files)
+                .where(_Entry.owner == owner, _Entry.key == key, _Entry.files.is_not(None))
+                .order_by(_Entry.seq.asc())
+            )
+            return [file_id for files in rows for file_id in files or ()]
+
+    async def forget(self, owner: str, keys: Sequence[str]) -> None:
+        """Delete the transcripts of ``keys`` (and their links)."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                delete(_Entry).where(_Entry.owner == owner, _Entry.key.in_(list(keys)))
+            )
+            await session.execute(
+                delete(_Link).where(_Link.owner == owner, _Link.id.in_(list(keys)))
+            )
+
+    async def drop(self, owner: str, key: str, ref: str) -> None:
+        """Delete the units of one object (a deleted message or item) from a transcript."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                delete(_Entry).where(_Entry.owner == owner, _Entry.key == key, _Entry.ref == ref)
+            )
+
+
+def _entry(owner: str, key: str, unit: Unit, ref: str | None) -> _Entry:
+    first = unit.messages[0] if unit.messages else {}
+    return _Entry(
+        owner=owner,
+        key=key,
+        ref=unit.ref or ref,
+        role="user" if first.get("role") == "user" else "assistant",
+        message=unit.message,
+        tokens=unit.tokens,
+        files=unit.files or None,
+        data=unit.messages,
+    )
+
+
+def _unit(row: _Entry) -> Unit:
+    return Unit(
+        list(row.data), bool(row.message), list(row.files or ()), seq=row.seq, tokens=row.tokens
+    )

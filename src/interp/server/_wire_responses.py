@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
-from ._model import CODE_TOOL
 from ._wire import FunctionDef, Metadata, new_id, now
+from .agent.model import CODE_TOOL
 
 _ID = Annotated[str, Field(min_length=1, max_length=64)]
 MemoryLimit = Literal["1g", "4g", "16g", "64g"]
@@ -148,6 +148,10 @@ class NamedTool(_Body):
     name: Annotated[str, Field(max_length=64)] | None = None
 
 
+class ConversationRef(_Body):
+    id: _ID
+
+
 class ResponseCreate(_Body):
     model: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     input: (
@@ -174,6 +178,27 @@ class ResponseCreate(_Body):
     text: dict[str, Any] | None = None
     reasoning: dict[str, Any] | None = None
     truncation: Literal["auto", "disabled"] | None = None
+    conversation: _ID | ConversationRef | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    # Accepted for the clients that send them (the Agents SDK's ModelSettings among them)
+    # and not used: they steer OpenAI's own service (caching, tiers, moderation, prompt
+    # templates) and have no counterpart on a chat-completions upstream.
+    prompt: dict[str, Any] | None = None
+    prompt_cache_key: Annotated[str, Field(max_length=256)] | None = None
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    safety_identifier: Annotated[str, Field(max_length=256)] | None = None
+    service_tier: str | None = None
+    stream_options: dict[str, Any] | None = None
+    context_management: list[dict[str, Any]] | None = None
+    background_options: dict[str, Any] | None = None
+    moderation: Any = None
+    access_programs: Any = None
+    image: Any = None
+
+    def conversation_id(self) -> str:
+        found = self.conversation
+        return found.id if isinstance(found, ConversationRef) else str(found)
 
     def items(self) -> list[InputItem]:
         if isinstance(self.input, str):
@@ -182,6 +207,19 @@ class ResponseCreate(_Body):
 
     def code_tool(self) -> CodeInterpreterTool | None:
         return next((t for t in self.tools if isinstance(t, CodeInterpreterTool)), None)
+
+
+class ConversationCreate(_Body):
+    items: Annotated[list[InputItem], Field(max_length=20)] | None = None
+    metadata: Metadata | None = None
+
+
+class ConversationUpdate(_Body):
+    metadata: Metadata
+
+
+class ConversationItemsCreate(_Body):
+    items: Annotated[list[InputItem], Field(min_length=1, max_length=20)]
 
 
 class ExpiresAfter(_Body):
@@ -291,4 +329,13 @@ def container_file(
         "created_at": created_at,
         "path": f"/mnt/data/{name}",
         "source": source,
+    }
+
+
+def conversation(metadata: dict[str, str] | None) -> dict[str, Any]:
+    return {
+        "id": new_id("conv_"),
+        "object": "conversation",
+        "created_at": now(),
+        "metadata": metadata or {},
     }

@@ -1,0 +1,99 @@
+"""Schema 1 -> 2: the transcripts of the threads and responses a schema-1 server stored.
+
+Schema 1 rebuilt a conversation from its objects at every model turn; schema 2 keeps it as
+a transcript. This builds the transcripts once, in the transaction that opens the
+database, the way schema 1 rebuilt them: a thread's messages in order, each run's tool
+calls with what the model was shown of them where its reply stands; a response's input,
+then its output.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ._store import _entry, _Link, _Object
+from .agent.context import Unit
+
+
+async def transcripts(session: AsyncSession) -> None:
+    from ._responses import units_of
+    from ._runs import message_unit
+
+    rows = await session.execute(
+        select(_Object.owner, _Object.kind, _Object.parent, _Object.data)
+        .where(
+            _Object.kind.in_(["message", "run", "step", "tool_result", "response", "input_item"])
+        )
+        .order_by(_Object.seq)
+    )
+    children: dict[tuple[str, str | None], list[dict[str, Any]]] = defaultdict(list)
+    responses: list[tuple[str, dict[str, Any]]] = []
+    threads: dict[str, str] = {}
+    for owner, kind, parent, data in rows:
+        children[(kind, parent)].append(data)
+        if kind == "response":
+            responses.append((owner, data))
+        elif kind == "message":
+            threads.setdefault(parent, owner)
+    for thread_id, owner in threads.items():
+        expanded: set[str] = set()
+        units: list[tuple[Unit, str | None]] = []
+        messages = children[("message", thread_id)]
+        by_id = {m["id"]: m for m in messages}
+        for message in messages:
+            run_id = message.get("run_id")
+            if message["role"] == "assistant" and run_id:
+                if run_id not in expanded:
+                    expanded.add(run_id)
+                    units += _run_units(children, run_id, by_id)
+                continue
+            units.append((message_unit(message), message["id"]))
+        session.add_all([_entry(owner, thread_id, unit, ref) for unit, ref in units])
+    containers: dict[str, str | None] = {}
+    for owner, response in responses:
+        container = next(
+            (
+                i["container_id"]
+                for i in reversed(response["output"])
+                if i["type"] == "code_interpreter_call"
+            ),
+            containers.get(response.get("previous_response_id") or ""),
+        )
+        containers[response["id"]] = container
+        session.add(
+            _Link(
+                id=response["id"],
+                owner=owner,
+                previous=response.get("previous_response_id"),
+                container=container,
+            )
+        )
+        if response.get("status") not in ("completed", "incomplete"):
+            continue
+        results = {r["call_id"]: r["text"] for r in children[("tool_result", response["id"])]}
+        items = [*children[("input_item", response["id"])], *response["output"]]
+        session.add_all([_entry(owner, response["id"], u, None) for u in units_of(items, results)])
+
+
+def _run_units(
+    children: dict[tuple[str, str | None], list[dict[str, Any]]],
+    run_id: str,
+    messages: dict[str, dict[str, Any]],
+) -> list[tuple[Unit, str | None]]:
+    from ._runs import calls_unit, message_unit
+
+    results = {r["call_id"]: r["text"] for r in children[("tool_result", run_id)]}
+    units: list[tuple[Unit, str | None]] = []
+    for step in children[("step", run_id)]:
+        details = step["step_details"]
+        if details["type"] == "message_creation":
+            message = messages.get(details["message_creation"]["message_id"])
+            if message is not None and message["status"] == "completed":
+                units.append((message_unit(message), message["id"]))
+        elif any(call["id"] in results for call in details["tool_calls"]):
+            units.append((calls_unit(step, results), step["id"]))
+    return units

@@ -1,0 +1,41 @@
+"""What a route depends on, as ``Annotated`` dependencies: the owner its key names, and the
+services of the running app (built by the lifespan of ``create_app``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from .. import Engine
+from ._containers import Containers
+from ._responses import Responder
+from ._runs import Runner
+from ._store import Store
+from .agent.model import Model
+
+
+@dataclass
+class Services:
+    store: Store
+    engine: Engine
+    model: Model
+    runner: Runner
+    containers: Containers
+    responder: Responder
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def owner(request: Request) -> str:
+    """The owner the request's key names (``APIError`` 401 without a valid one)."""
+    found: str = request.app.state.owner_of(request)
+    return found
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+Owner = Annotated[str, Depends(owner)]

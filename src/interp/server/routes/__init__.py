@@ -1,0 +1,1 @@
+"""The HTTP routes, one ``APIRouter`` per part of the API (the rest still in ``_api``)."""

@@ -1,0 +1,120 @@
+"""The Conversations API: a conversation is a transcript that responses continue
+(``responses.create(conversation=…)``) and that its items can be read, added and deleted
+through."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from .. import _wire as wire
+from .. import _wire_responses as rwire
+from .._errors import not_found
+from .._responses import item_key, stored_item
+from .._wire import Cursor, ListOrder
+from ..deps import Owner, ServicesDep
+
+router = APIRouter(prefix="/v1/conversations")
+
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+async def _conversation(services: ServicesDep, owner: str, conversation_id: str) -> dict[str, Any]:
+    found = await services.store.get("conversation", owner, conversation_id)
+    if found is None:
+        raise not_found("conversation", conversation_id)
+    return found
+
+
+@router.post("")
+async def create_conversation(
+    body: rwire.ConversationCreate, owner: Owner, services: ServicesDep
+) -> dict[str, Any]:
+    items = [stored_item(item) for item in body.items or []]
+    created = rwire.conversation(body.metadata)
+    await services.store.create("conversation", owner, created)
+    await services.responder.add_items(owner, created["id"], items)
+    return created
+
+
+@router.get("/{conversation_id}")
+async def get_conversation(
+    conversation_id: str, owner: Owner, services: ServicesDep
+) -> dict[str, Any]:
+    return await _conversation(services, owner, conversation_id)
+
+
+@router.post("/{conversation_id}")
+async def update_conversation(
+    conversation_id: str, body: rwire.ConversationUpdate, owner: Owner, services: ServicesDep
+) -> dict[str, Any]:
+    found = await _conversation(services, owner, conversation_id)
+    found["metadata"] = body.metadata
+    return await services.store.put("conversation", owner, found)
+
+
+@router.delete("/{conversation_id}")
+async def delete_conversation(
+    conversation_id: str, owner: Owner, services: ServicesDep
+) -> dict[str, Any]:
+    await _conversation(services, owner, conversation_id)
+    store = services.store
+    await store.delete_children(owner, [conversation_id])
+    await store.forget(owner, [conversation_id])
+    await store.delete("conversation", owner, conversation_id)
+    return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+
+
+@router.post("/{conversation_id}/items")
+async def create_items(
+    conversation_id: str,
+    body: rwire.ConversationItemsCreate,
+    owner: Owner,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    await _conversation(services, owner, conversation_id)
+    items = [stored_item(item) for item in body.items]
+    await services.responder.add_items(owner, conversation_id, items)
+    return wire.page(items, False)
+
+
+@router.get("/{conversation_id}/items")
+async def list_items(
+    conversation_id: str,
+    owner: Owner,
+    services: ServicesDep,
+    limit: Limit = 20,
+    order: ListOrder = "desc",
+    after: Cursor = None,
+) -> dict[str, Any]:
+    await _conversation(services, owner, conversation_id)
+    cursor = item_key(conversation_id, after) if after is not None else None
+    page = await services.store.page(
+        "conversation_item", owner, parent=conversation_id, limit=limit, order=order, after=cursor
+    )
+    return wire.page(page.data, page.has_more)
+
+
+@router.get("/{conversation_id}/items/{item_id}")
+async def get_item(
+    conversation_id: str, item_id: str, owner: Owner, services: ServicesDep
+) -> dict[str, Any]:
+    await _conversation(services, owner, conversation_id)
+    key = item_key(conversation_id, item_id)
+    found = await services.store.get("conversation_item", owner, key)
+    if found is None:
+        raise not_found("item", item_id)
+    return found
+
+
+@router.delete("/{conversation_id}/items/{item_id}")
+async def delete_item(
+    conversation_id: str, item_id: str, owner: Owner, services: ServicesDep
+) -> dict[str, Any]:
+    found = await _conversation(services, owner, conversation_id)
+    key = item_key(conversation_id, item_id)
+    if not await services.store.delete("conversation_item", owner, key):
+        raise not_found("item", item_id)
+    await services.store.drop(owner, conversation_id, item_id)
+    return found
