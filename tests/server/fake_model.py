@@ -10,17 +10,28 @@ their own script:
   raw arguments instead of JSON; ``BROKEN`` sends arguments that are not JSON;
 - ``CALL <name> <json>``: a call of that function tool;
 - ``FAIL <status>``: an HTTP error of that status; ``HANG``: no answer for 30 s;
+  ``DROP``: some text, then the stream ends without a ``finish_reason`` or ``[DONE]``;
 - a question about an equation (the Assistants quickstart's): a ``python`` call solving it
   with sympy;
 - after a tool result: a text reply quoting it (``Result: …``), unless the conversation's
   first user message says ``LOOP``: then another ``python`` call, for ever;
+- ``LONG``: a reply of 40 words;
 - anything else: ``Hello from the fake model.``
+
+With a ``window``, it is a model of that context window as vLLM serves one: it counts a
+request's tokens by its own rule (words and punctuation, as a tokenizer the server does
+not know), refuses one over the window (with ``max_completion_tokens``) as OpenAI and vLLM
+do (400 ``context_length_exceeded``, naming the window), reports the count as
+``usage.prompt_tokens``, advertises the window as ``max_model_len`` in ``/v1/models``
+(unless ``advertise`` is false), and cuts a reply at ``max_completion_tokens`` with
+``finish_reason: "length"``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
@@ -57,14 +68,36 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> str:
     return f"data: {json.dumps(body)}\n\n"
 
 
-def _usage() -> str:
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def count_tokens(value: Any) -> int:
+    """Tokens as this model counts them: words and punctuation marks."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return len(_TOKEN.findall(text))
+
+
+def request_tokens(body: dict[str, Any]) -> int:
+    """A request's prompt tokens: 3 a message, its content and calls, and the tools."""
+    total = count_tokens(body.get("tools") or "")
+    for message in body["messages"]:
+        total += 3 + count_tokens(message.get("content") or "")
+        total += count_tokens(message.get("tool_calls") or "")
+    return total
+
+
+def _usage(prompt: int = 10, completion: int = 5) -> str:
     body = {
         "id": "chatcmpl-fake",
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": MODEL,
         "choices": [],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
     }
     return f"data: {json.dumps(body)}\n\n"
 
@@ -75,8 +108,15 @@ def _pieces(text: str, size: int = 7) -> Iterator[str]:
 
 
 class FakeModel:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, window: int | None = None, advertise: bool = True
+    ) -> None:
+        self.window = window
+        self.advertise = advertise
         self.requests: list[dict[str, Any]] = []
+        """Every request answered (not refused as too long)."""
+        self.refused: list[int] = []
+        """The token counts of requests refused as over the window."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         app = Starlette(
@@ -104,15 +144,31 @@ class FakeModel:
         self._thread.join(10)
 
     async def _models(self, request: Request) -> Response:
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "t"}],
-            }
-        )
+        model: dict[str, Any] = {"id": MODEL, "object": "model", "created": 0, "owned_by": "t"}
+        if self.window is not None and self.advertise:
+            model["max_model_len"] = self.window
+        return JSONResponse({"object": "list", "data": [model]})
 
     async def _complete(self, request: Request) -> Response:
         body = await request.json()
+        if self.window is not None:
+            tokens = request_tokens(body)
+            wanted = tokens + (body.get("max_completion_tokens") or 0)
+            if wanted > self.window:
+                self.refused.append(tokens)
+                message = (
+                    f"This model's maximum context length is {self.window} tokens. However,"
+                    f" you requested {wanted} tokens ({tokens} in the messages). Please"
+                    " reduce the length of the messages."
+                )
+                error = {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }
+                return JSONResponse({"error": error}, status_code=400)
+            body["prompt_tokens"] = tokens
         self.requests.append(body)
         last = body["messages"][-1]
         content = last.get("content") or ""
@@ -127,12 +183,31 @@ class FakeModel:
         users = [m for m in body["messages"] if m["role"] == "user"]
         looping = bool(users) and "LOOP" in (users[0].get("content") or "")
         return StreamingResponse(
-            self._stream(last, content, looping), media_type="text/event-stream"
+            self._stream(last, content, looping, body), media_type="text/event-stream"
         )
 
     async def _stream(
-        self, last: dict[str, Any], content: str, looping: bool = False
+        self, last: dict[str, Any], content: str, looping: bool, body: dict[str, Any]
     ) -> AsyncIterator[str]:
+        usage = _usage()
+        if self.window is not None:
+            reply = "Hello from the fake model."
+            if content == "LONG":
+                reply = " ".join(f"word{i}" for i in range(40))
+            cap = body.get("max_completion_tokens")
+            words = _TOKEN.findall(reply)
+            plain = last["role"] != "tool" and not content.startswith(("RUN:", "CALL "))
+            if plain and cap and len(words) > cap:
+                yield _chunk({"content": " ".join(words[:cap])})
+                yield _chunk({}, "length")
+                yield _usage(body["prompt_tokens"], cap)
+                yield "data: [DONE]\n\n"
+                return
+            usage = _usage(body["prompt_tokens"], len(words))
+        if last["role"] == "user" and content == "DROP":
+            # The upstream's connection ends mid-reply: no finish_reason, no [DONE].
+            yield _chunk({"content": "partial text "})
+            return
         if last["role"] == "tool" and looping:
             last, content = {"role": "user"}, "RUN: print('again')"
         if last["role"] == "tool":
@@ -184,9 +259,13 @@ class FakeModel:
                 }
             )
             yield _chunk({}, "tool_calls")
+        elif last["role"] == "user" and content == "LONG":
+            for i in range(40):
+                yield _chunk({"content": f"word{i} "})
+            yield _chunk({}, "stop")
         else:
             for piece in _pieces("Hello from the fake model."):
                 yield _chunk({"content": piece})
             yield _chunk({}, "stop")
-        yield _usage()
+        yield usage
         yield "data: [DONE]\n\n"
