@@ -12,7 +12,8 @@ import asyncpg
 import pytest
 
 from interp import ConfigError
-from interp.server._store import SCHEMA_VERSION, Store
+from interp.server._store import SCHEMA_VERSION, TAIL_PAGE, Store
+from interp.server.agent.context import Unit
 
 POSTGRES = os.environ.get("INTERP_TEST_POSTGRES_URL")
 
@@ -122,3 +123,155 @@ async def test_a_database_of_another_schema_version_is_refused(db_url: str) -> N
     with pytest.raises(ConfigError, match="schema version"):
         await refused.open()
     await refused.close()
+
+
+async def collect(found: AsyncIterator[Unit]) -> list[Unit]:
+    return [unit async for unit in found]
+
+
+def said(text: str, role: str = "user") -> Unit:
+    return Unit([{"role": role, "content": text}], message=True)
+
+
+async def test_a_transcript_is_read_newest_first_a_page_at_a_time(store: Store) -> None:
+    units = [said(f"m{i}") for i in range(TAIL_PAGE * 2 + 5)]
+    await store.append("alice", "thread_1", units[:10])
+    await store.append("alice", "thread_1", units[10:])
+    await store.append("bob", "thread_1", [said("not alice's")])
+    tail = await collect(store.tail("alice", "thread_1"))
+    assert [u.messages[0]["content"] for u in tail] == [f"m{i}" for i in reversed(range(405))]
+    pin = await store.pin_point("alice", "thread_1")
+    assert pin == tail[0].seq
+    await store.append("alice", "thread_1", [said("reply", "assistant")], ref="msg_r")
+    assert [u.messages[0]["content"] for u in await store.since("alice", "thread_1", pin)] == [
+        "m404",
+        "reply",
+    ]
+    before = await collect(store.tail("alice", "thread_1", before=pin))
+    assert before[0].messages[0]["content"] == "m403"
+    await store.drop("alice", "thread_1", "msg_r")
+    assert len(await store.since("alice", "thread_1", pin)) == 1
+    await store.forget("alice", ["thread_1"])
+    assert await collect(store.tail("alice", "thread_1")) == []
+    assert len(await collect(store.tail("bob", "thread_1"))) == 1
+
+
+async def test_a_chain_of_responses_is_walked_in_one_query(store: Store) -> None:
+    previous = None
+    for i in range(50):
+        container = "cntr_a" if i == 10 else None
+        await store.link("alice", f"resp_{i}", previous, container)
+        previous = f"resp_{i}"
+    await store.link("alice", "resp_branch", "resp_20", None)
+    chain = await store.chain("alice", "resp_49")
+    assert [found for found, _ in chain] == [f"resp_{i}" for i in reversed(range(50))]
+    assert [found for found, _ in await store.chain("alice", "resp_branch")][:2] == [
+        "resp_branch",
+        "resp_20",
+    ]
+    assert dict(chain)["resp_10"] == "cntr_a"
+    assert await store.chain("bob", "resp_49") == []
+
+
+async def test_a_schema_1_database_gets_its_transcripts(db_url: str) -> None:
+    """A thread and a chain stored by a schema-1 server run on with their history."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    first = Store(db_url)
+    await first.open()
+    thread = "thread_old"
+    await first.create("thread", "alice", {"id": thread})
+    messages = [
+        {"id": "msg_1", "role": "user", "content": [text_part("RUN: print(2)")]},
+        {
+            "id": "msg_2",
+            "role": "assistant",
+            "run_id": "run_1",
+            "status": "completed",
+            "content": [text_part("Result: 2")],
+        },
+    ]
+    for message in messages:
+        await first.create("message", "alice", message, parent=thread)
+    await first.create("run", "alice", {"id": "run_1"}, parent=thread)
+    steps = [
+        {
+            "id": "step_1",
+            "step_details": {
+                "type": "tool_calls",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "code_interpreter",
+                        "code_interpreter": {"input": "print(2)", "outputs": []},
+                    }
+                ],
+            },
+        },
+        {
+            "id": "step_2",
+            "step_details": {
+                "type": "message_creation",
+                "message_creation": {"message_id": "msg_2"},
+            },
+        },
+    ]
+    for step in steps:
+        await first.create("step", "alice", step, parent="run_1")
+    await first.create(
+        "tool_result", "alice", {"id": "tr_1", "call_id": "call_1", "text": "2\n"}, parent="run_1"
+    )
+    await first.create(
+        "response",
+        "alice",
+        {
+            "id": "resp_1",
+            "status": "completed",
+            "previous_response_id": None,
+            "output": [
+                {
+                    "id": "msg_o",
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": "hi"}],
+                }
+            ],
+        },
+    )
+    await first.create(
+        "input_item",
+        "alice",
+        {
+            "id": "msg_i",
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "hello"}],
+        },
+        parent="resp_1",
+    )
+    await first.close()
+    engine = create_async_engine(db_url)
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM interp_transcript"))
+        await conn.execute(text("DELETE FROM interp_links"))
+        await conn.execute(text("UPDATE interp_meta SET value = '1' WHERE key = 'schema_version'"))
+    await engine.dispose()
+    again = Store(db_url)
+    await again.open()
+    try:
+        sent = [m for u in reversed(await collect(again.tail("alice", thread))) for m in u.messages]
+        assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant"]
+        assert sent[2]["content"] == "2\n" and sent[3]["content"] == "Result: 2"
+        assert [found for found, _ in await again.chain("alice", "resp_1")] == ["resp_1"]
+        chain = [m for u in await collect(again.tail("alice", "resp_1")) for m in u.messages]
+        assert {m["content"] for m in chain} == {"hello", "hi"}
+    finally:
+        await again.close()
+    reopened = Store(db_url)
+    await reopened.open()  # schema 2 now: opened as it is
+    await reopened.close()
+
+
+def text_part(value: str) -> dict[str, object]:
+    return {"type": "text", "text": {"value": value, "annotations": []}}

@@ -14,7 +14,7 @@ from . import _wire as wire
 from . import _wire_responses as rwire
 from ._containers import Containers, stored_id
 from ._errors import bad_request, file_not_found
-from ._responses import KEPT_EVENTS_S, Responder, served
+from ._responses import KEPT_EVENTS_S, Responder, item_key, served
 from ._store import Kind, Store
 from ._wire import Cursor, Limit, ListOrder
 
@@ -117,8 +117,8 @@ def add_routes(
             parent=response_id,
             limit=limit,
             order=order,
-            after=after,
-            before=before,
+            after=after and item_key(response_id, after),
+            before=before and item_key(response_id, before),
         )
 
     # Containers.

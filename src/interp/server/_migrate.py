@@ -1,4 +1,5 @@
-"""Schema 1 -> 2: the transcripts of the threads and responses a schema-1 server stored.
+"""Schema 1 -> 2: the transcripts of the threads and responses a schema-1 server stored,
+and input items keyed by their response.
 
 Schema 1 rebuilt a conversation from its objects at every model turn; schema 2 keeps it as
 a transcript. This builds the transcripts once, in the transaction that opens the
@@ -20,8 +21,13 @@ from .agent.context import Unit
 
 
 async def transcripts(session: AsyncSession) -> None:
-    from ._responses import units_of
+    from ._responses import item_key, units_of
     from ._runs import message_unit
+
+    # A response's input items are found by a key of the response and the item (the item's
+    # own id is the client's, and may stand in many responses).
+    for row in await session.scalars(select(_Object).where(_Object.kind == "input_item")):
+        row.id = item_key(row.parent or "", row.data["id"])
 
     rows = await session.execute(
         select(_Object.owner, _Object.kind, _Object.parent, _Object.data)

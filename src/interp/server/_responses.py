@@ -211,7 +211,10 @@ class Responder:
         if store:
             await self._store.create("response", owner, response)
             for item in items:
-                await self._store.create("input_item", owner, item, parent=response["id"])
+                # Keyed by the response: a client carrying its history sends ids it got
+                # before, and one item may stand in many responses' input.
+                key = item_key(response["id"], item["id"])
+                await self._store.create("input_item", owner, item, parent=response["id"], key=key)
             await self._store.link(owner, response["id"], body.previous_response_id, reused)
         self._events[response["id"]] = state.events
         task = asyncio.create_task(self._drive(state), name=f"interp-{response['id']}")
@@ -699,9 +702,10 @@ def _settings(body: rwire.ResponseCreate, model: str) -> Settings:
     )
 
 
-def item_key(conversation_id: str, item_id: str) -> str:
-    """The store id of a conversation's item (an item's own id may be a response's too)."""
-    digest = hashlib.sha256(f"{conversation_id}\0{item_id}".encode()).hexdigest()[:32]
+def item_key(holder_id: str, item_id: str) -> str:
+    """The store id of an item of a response's input or of a conversation: an item's own
+    id is the client's to choose, and the same item may be in many of them."""
+    digest = hashlib.sha256(f"{holder_id}\0{item_id}".encode()).hexdigest()[:32]
     return f"citem_{digest}"
 
 
