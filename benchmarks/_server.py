@@ -48,11 +48,12 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> str:
 
 
 async def _complete(request: Request) -> StreamingResponse:
-    """Zero latency: a ``python`` call of ``CODE`` for a user message, text after a tool."""
+    """Zero latency: a ``python`` call of ``CODE`` for a user message, text after a tool
+    or for a user's ``hi`` (a trivial run)."""
     last = (await request.json())["messages"][-1]
 
     async def stream() -> AsyncIterator[str]:
-        if last["role"] == "tool":
+        if last["role"] == "tool" or last.get("content") == "hi":
             yield _chunk({"content": "done"}, "stop")
         else:
             function = {"name": "python", "arguments": json.dumps({"code": CODE})}

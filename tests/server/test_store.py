@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy.exc import SQLAlchemyError
 
 from interp import ConfigError
-from interp.server._store import SCHEMA_VERSION, TAIL_PAGE, Store
+from interp.server._store import SCHEMA_VERSION, TAIL_PAGE, Store, Writes
 from interp.server.agent.context import Unit
 
 POSTGRES = os.environ.get("INTERP_TEST_POSTGRES_URL")
@@ -140,10 +141,10 @@ async def test_a_transcript_is_read_newest_first_a_page_at_a_time(store: Store) 
     await store.append("bob", "thread_1", [said("not alice's")])
     tail = await collect(store.tail("alice", "thread_1"))
     assert [u.messages[0]["content"] for u in tail] == [f"m{i}" for i in reversed(range(405))]
-    pin = await store.pin_point("alice", "thread_1")
-    assert pin == tail[0].seq
+    pin, pinned = await store.pinned("alice", "thread_1")
+    assert pin == tail[0].seq and [u.messages[0]["content"] for u in pinned] == ["m404"]
     await store.append("alice", "thread_1", [said("reply", "assistant")], ref="msg_r")
-    assert [u.messages[0]["content"] for u in await store.since("alice", "thread_1", pin)] == [
+    assert [u.messages[0]["content"] for u in (await store.pinned("alice", "thread_1"))[1]] == [
         "m404",
         "reply",
     ]
@@ -151,6 +152,7 @@ async def test_a_transcript_is_read_newest_first_a_page_at_a_time(store: Store) 
     assert before[0].messages[0]["content"] == "m403"
     await store.drop("alice", "thread_1", "msg_r")
     assert len(await store.since("alice", "thread_1", pin)) == 1
+    assert await store.pinned("alice", "nothing") == (1, [])
     await store.forget("alice", ["thread_1"])
     assert await collect(store.tail("alice", "thread_1")) == []
     assert len(await collect(store.tail("bob", "thread_1"))) == 1
@@ -275,3 +277,29 @@ async def test_a_schema_1_database_gets_its_transcripts(db_url: str) -> None:
 
 def text_part(value: str) -> dict[str, object]:
     return {"type": "text", "text": {"value": value, "annotations": []}}
+
+
+async def test_writes_are_seen_at_once_and_a_bad_unit_fails_alone(store: Store) -> None:
+    """Units queued together are committed together; one that cannot be written (an id
+    taken) fails by itself and the others are kept; reads see what was queued."""
+    first = store.submit(_writes(lambda tx: tx.create("assistant", "alice", {"id": "a_1"})))
+    assert await store.get("assistant", "alice", "a_1") == {"id": "a_1"}
+    assert await store.get("assistant", "bob", "a_1") is None
+    taken = store.submit(_writes(lambda tx: tx.create("assistant", "alice", {"id": "a_1"})))
+    other = store.submit(_writes(lambda tx: tx.create("assistant", "alice", {"id": "a_2"})))
+    await first
+    await other
+    with pytest.raises(SQLAlchemyError):
+        await taken
+    page = await store.page("assistant", "alice", order="asc")
+    assert [found["id"] for found in page.data] == ["a_1", "a_2"]
+    store.submit(_writes(lambda tx: tx.delete("assistant", "alice", "a_2")))
+    assert await store.get("assistant", "alice", "a_2") is None
+    await store.flushed()
+    assert [found["id"] for found in (await store.page("assistant", "alice")).data] == ["a_1"]
+
+
+def _writes(build: Callable[[Writes], object]) -> Writes:
+    writes = Writes()
+    build(writes)
+    return writes

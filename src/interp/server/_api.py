@@ -43,7 +43,7 @@ from ._errors import APIError, bad_request, file_not_found, not_found
 from ._mcp import build as build_mcp
 from ._responses import Responder
 from ._runs import DONE, Runner, message_unit
-from ._store import Kind, Store
+from ._store import Kind, Store, Writes
 from ._wire import Cursor, Limit, ListOrder
 from .agent.context import Windows
 from .agent.model import Model, UpstreamError
@@ -348,8 +348,10 @@ def create_app(config: Config) -> FastAPI:
         attached = [a.file_id for m in messages for a in m.attachments or []]
         await check_files(owner, list(dict.fromkeys(attached)), "attachments")
 
-    async def add_message(owner: str, thread_id: str, body: wire.MessageCreate) -> dict[str, Any]:
-        """Store a message (its files checked already) and add it to the transcript."""
+    def add_message(
+        tx: Writes, owner: str, thread_id: str, body: wire.MessageCreate
+    ) -> dict[str, Any]:
+        """A message (its files checked already), stored and in the transcript."""
         message = wire.message(
             thread_id=thread_id,
             role=body.role,
@@ -357,9 +359,8 @@ def create_app(config: Config) -> FastAPI:
             attachments=[a.model_dump() for a in body.attachments or []],
             metadata=body.metadata,
         )
-        store = state().store
-        await store.create("message", owner, message, parent=thread_id)
-        await store.append(owner, thread_id, [message_unit(message)], ref=message["id"])
+        tx.create("message", owner, message, parent=thread_id)
+        tx.append(owner, thread_id, [message_unit(message)], ref=message["id"])
         return message
 
     async def listing(
@@ -445,9 +446,10 @@ def create_app(config: Config) -> FastAPI:
     async def new_thread(owner: str, body: wire.ThreadCreate) -> dict[str, Any]:
         await files_of(owner, body.tool_resources, "tool_resources")
         await check_messages(owner, body.messages)
-        created = await state().store.create("thread", owner, wire.thread(body))
-        for message in body.messages:
-            await add_message(owner, created["id"], message)
+        async with state().store.transaction() as tx:
+            created = tx.create("thread", owner, wire.thread(body))
+            for message in body.messages:
+                add_message(tx, owner, created["id"], message)
         return created
 
     @app.post("/v1/threads")
@@ -491,10 +493,11 @@ def create_app(config: Config) -> FastAPI:
             await thread_of(owner, thread_id)
             await runner.stop(thread_id)
             runs = await store.all("run", owner, parent=thread_id)
-            await store.delete_children(owner, [r["id"] for r in runs])
-            await store.delete_children(owner, [thread_id])
-            await store.forget(owner, [thread_id])
-            await store.delete("thread", owner, thread_id)
+            async with store.transaction() as tx:
+                tx.delete_children(owner, [r["id"] for r in runs])
+                tx.delete_children(owner, [thread_id])
+                tx.forget(owner, [thread_id])
+                tx.delete("thread", owner, thread_id)
             if state().engine.has_session(thread_id):
                 await state().engine.close_session(thread_id)
         return {"id": thread_id, "object": "thread.deleted", "deleted": True}
@@ -509,7 +512,8 @@ def create_app(config: Config) -> FastAPI:
             await thread_of(owner, thread_id)
             state().runner.check_idle(thread_id, adding=True)
             await check_messages(owner, [body])
-            return await add_message(owner, thread_id, body)
+            async with state().store.transaction() as tx:
+                return add_message(tx, owner, thread_id, body)
 
     @app.get("/v1/threads/{thread_id}/messages")
     async def list_messages(
@@ -575,8 +579,6 @@ def create_app(config: Config) -> FastAPI:
     ) -> Response | dict[str, Any]:
         state().runner.check_idle(thread["id"])
         await check_messages(owner, additional)
-        for message in additional:
-            await add_message(owner, thread["id"], message)
         instructions = (
             body.instructions if body.instructions is not None else assistant.get("instructions")
         )
@@ -587,16 +589,16 @@ def create_app(config: Config) -> FastAPI:
         )
         if run["model"] is None:
             run["model"] = config.model
-        storing = asyncio.ensure_future(
-            state().store.create("run", owner, dict(run), parent=thread["id"])
-        )
-        events = state().runner.start(
-            owner=owner, run=run, assistant=assistant, thread=thread, storing=storing
-        )
+        # The run and its messages, in one unit: not waited for by a stream (until it is
+        # committed, what reads the run or the thread's transcript finds it all the same).
+        async with state().store.transaction(wait=not body.stream) as tx:
+            for message in additional:
+                add_message(tx, owner, thread["id"], message)
+            tx.create("run", owner, dict(run), parent=thread["id"])
+        events = state().runner.start(owner=owner, run=run, assistant=assistant, thread=thread)
         if not body.stream:
-            await storing  # a client may ask for it at once
             return dict(run)
-        return _sse(_once_done(storing, events.follow(DONE)))
+        return _sse(events.follow(DONE))
 
     @app.post("/v1/threads/{thread_id}/runs", response_model=None)
     async def create_run(
@@ -794,15 +796,6 @@ def create_app(config: Config) -> FastAPI:
     wrapped = _BodyLimit(_WithMcp(app, mcp_app, owner_of), upload_bytes=config.max_upload_bytes)
     app.state.asgi = wrapped
     return app
-
-
-async def _once_done(first: asyncio.Future[Any], texts: AsyncIterator[str]) -> AsyncIterator[str]:
-    """``texts`` (subscribed already, so none is missed), sent once ``first`` is done: a
-    client acting on ``thread.run.created`` at once finds the run stored, while the run's
-    model request, already on its way, does not wait for the write."""
-    await asyncio.shield(first)
-    async for text in texts:
-        yield text
 
 
 def _sse(stream: AsyncIterator[str]) -> StreamingResponse:

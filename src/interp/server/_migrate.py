@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ._store import _entry, _Link, _Object
+from ._store import _Entry, _entry, _Link, _Object
 from .agent.context import Unit
 
 
@@ -58,7 +58,7 @@ async def transcripts(session: AsyncSession) -> None:
                     units += _run_units(children, run_id, by_id)
                 continue
             units.append((message_unit(message), message["id"]))
-        session.add_all([_entry(owner, thread_id, unit, ref) for unit, ref in units])
+        session.add_all([_Entry(**_entry(owner, thread_id, unit, ref)) for unit, ref in units])
     containers: dict[str, str | None] = {}
     for owner, response in responses:
         container = next(
@@ -82,7 +82,8 @@ async def transcripts(session: AsyncSession) -> None:
             continue
         results = {r["call_id"]: r["text"] for r in children[("tool_result", response["id"])]}
         items = [*children[("input_item", response["id"])], *response["output"]]
-        session.add_all([_entry(owner, response["id"], u, None) for u in units_of(items, results)])
+        entries = [_entry(owner, response["id"], u, None) for u in units_of(items, results)]
+        session.add_all([_Entry(**entry) for entry in entries])
 
 
 def _run_units(

@@ -209,13 +209,14 @@ class Responder:
                         found = await self._containers.get(owner, reused)
                         state.container = found if found["status"] == "running" else None
         if store:
-            await self._store.create("response", owner, response)
-            for item in items:
-                # Keyed by the response: a client carrying its history sends ids it got
-                # before, and one item may stand in many responses' input.
-                key = item_key(response["id"], item["id"])
-                await self._store.create("input_item", owner, item, parent=response["id"], key=key)
-            await self._store.link(owner, response["id"], body.previous_response_id, reused)
+            async with self._store.transaction(wait=False) as tx:
+                tx.create("response", owner, dict(response))
+                for item in items:
+                    # Keyed by the response: a client carrying its history sends ids it got
+                    # before, and one item may stand in many responses' input.
+                    key = item_key(response["id"], item["id"])
+                    tx.create("input_item", owner, item, parent=response["id"], key=key)
+                tx.link(owner, response["id"], body.previous_response_id, reused)
         self._events[response["id"]] = state.events
         task = asyncio.create_task(self._drive(state), name=f"interp-{response['id']}")
         self._tasks[response["id"]] = task
@@ -332,9 +333,10 @@ class Responder:
     async def _forget(self, state: _State) -> None:
         if state.store:
             owner, response_id = state.owner, state.response["id"]
-            await self._store.delete_children(owner, [response_id])
-            await self._store.forget(owner, [response_id])
-            await self._store.delete("response", owner, response_id)
+            async with self._store.transaction() as tx:
+                tx.delete_children(owner, [response_id])
+                tx.forget(owner, [response_id])
+                tx.delete("response", owner, response_id)
 
     async def _end_cancelled(self, state: _State) -> None:
         if state.response["id"] in self._cancelling:
@@ -366,15 +368,16 @@ class Responder:
         if state.budget.turns:
             usage = state.budget.usage
             response["usage"] = rwire.usage(usage["prompt_tokens"], usage["completion_tokens"])
-        if state.store and status in ("completed", "incomplete"):
-            container = state.container["id"] if state.container else None
-            await self._store.append(state.owner, response["id"], [*state.inputs, *state.units])
-            await self._store.link(
-                state.owner, response["id"], state.body.previous_response_id, container
-            )
-            if state.body.conversation is not None:
-                await self._add_to_conversation(state)
-        await self._save(state)
+        if state.body.conversation is not None and status in ("completed", "incomplete"):
+            await self._add_to_conversation(state)
+        if state.store:
+            async with self._store.transaction() as tx:
+                if status in ("completed", "incomplete"):
+                    container = state.container["id"] if state.container else None
+                    added = [*state.inputs, *state.units]
+                    tx.append(state.owner, response["id"], added)
+                    tx.relink(state.owner, response["id"], container)
+                tx.put("response", state.owner, response)
         state.emit_response(event or f"response.{status}")
 
     async def _add_to_conversation(self, state: _State) -> None:
@@ -387,16 +390,17 @@ class Responder:
         self, owner: str, conversation_id: str, items: list[dict[str, Any]]
     ) -> None:
         """Store items in a conversation and add them to its transcript."""
-        for item in items:
-            key = item_key(conversation_id, item["id"])
-            await self._store.create(
-                "conversation_item", owner, item, parent=conversation_id, key=key
-            )
-        await self._store.append(owner, conversation_id, units_of(items, {}))
+        async with self._store.transaction() as tx:
+            for item in items:
+                key = item_key(conversation_id, item["id"])
+                tx.create("conversation_item", owner, item, parent=conversation_id, key=key)
+            tx.append(owner, conversation_id, units_of(items, {}))
 
     async def _save(self, state: _State) -> None:
+        """Queue a write of the response (the writer keeps the order of writes)."""
         if state.store:
-            await self._store.put("response", state.owner, state.response)
+            async with self._store.transaction(wait=False) as tx:
+                tx.put("response", state.owner, state.response)
 
     async def _turn(self, state: _State) -> bool:
         """One model request and what it asks for; ``True`` if the loop goes on."""

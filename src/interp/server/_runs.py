@@ -32,7 +32,7 @@ from ..adapters.chat import tool_text
 from . import _wire as wire
 from ._errors import bad_request
 from ._locks import KeyedLocks
-from ._store import Store
+from ._store import Store, Writes
 from .agent.context import Unit, bounded
 from .agent.model import (
     CODE_TOOL,
@@ -119,8 +119,6 @@ class _Run:
     images: list[str] = field(default_factory=list)
     pin: int = 0
     """Where the transcript's pinned part starts (the newest user message)."""
-    saving: asyncio.Future[Any] | None = None
-    """A write of the run still in flight."""
     message: dict[str, Any] | None = None
     message_step: dict[str, Any] | None = None
     text: str = ""
@@ -196,10 +194,8 @@ class Runner:
         assistant: dict[str, Any],
         thread: dict[str, Any],
         announce: bool = True,
-        storing: asyncio.Future[Any] | None = None,
     ) -> RunEvents:
-        """Start driving ``run``; its events from the start. ``storing``: the run's first
-        write, if still in flight (the run's next writes wait for it)."""
+        """Start driving ``run`` (stored, or queued to be); its events from the start."""
         self.check_idle(thread["id"])
         events = RunEvents()
         self._events[run["id"]] = events
@@ -213,7 +209,6 @@ class Runner:
         )
         if run.get("usage"):
             state.budget.usage.update(run["usage"])
-        state.saving = storing
         self._live[run["id"]] = state
         task = asyncio.create_task(self._drive(state, announce), name=f"interp-run-{run['id']}")
         self._tasks[thread["id"]] = task
@@ -307,12 +302,13 @@ class Runner:
         run.update(status=status, required_action=None)
         run["cancelled_at" if status == "cancelled" else "expires_at"] = now
         steps = await self._store.all("step", owner, parent=run["id"])
-        for step in steps:
-            if step["status"] == "in_progress":
-                step.update(status=status)
-                step["cancelled_at" if status == "cancelled" else "expired_at"] = now
-                await self._store.put("step", owner, step)
-        await self._store.put("run", owner, run)
+        async with self._store.transaction() as tx:
+            for step in steps:
+                if step["status"] == "in_progress":
+                    step.update(status=status)
+                    step["cancelled_at" if status == "cancelled" else "expired_at"] = now
+                    tx.put("step", owner, step)
+            tx.put("run", owner, run)
 
     # The loop.
 
@@ -326,7 +322,6 @@ class Runner:
             run.update(status="in_progress", started_at=run["started_at"] or wire.now())
             self._save_soon(state)  # while the model is asked
             emit("thread.run.in_progress", dict(run))
-            state.pin = await self._store.pin_point(state.owner, state.thread["id"])
             while await self._turn(state):
                 pass
         except UpstreamError as exc:
@@ -342,9 +337,6 @@ class Runner:
             log.exception("run %s failed", run["id"])
             await self._fail(state, "server_error", f"the server failed: {type(exc).__name__}")
         finally:
-            if state.saving is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(state.saving)
             if cancelled:
                 await asyncio.shield(self._end_cancelled(state))
             state.events.close()
@@ -373,43 +365,33 @@ class Runner:
                 "cancelled": "run_cancelled",
             }
             await self._close_message(state, details.get(status))
-        if state.tool_step is not None:
-            step, now = state.tool_step, wire.now()
-            if status in ("failed", "cancelled"):
-                step.update(status=status)
-                step["failed_at" if status == "failed" else "cancelled_at"] = now
-                if status == "failed":
-                    step["last_error"] = run["last_error"]
-            else:
-                step.update(status="completed", completed_at=now)
-            await self._store.put("step", state.owner, step)
-            state.events.emit(f"thread.run.step.{step['status']}", dict(step))
-            state.tool_step = None
         now = wire.now()
-        run["status"] = status
-        if status in ("completed", "failed", "cancelled"):
-            run[f"{status}_at"] = now
-        if reason is not None:
-            run["incomplete_details"] = {"reason": reason}
-        await self._save_run(state)
+        async with self._store.transaction() as tx:
+            step = state.tool_step
+            if step is not None:
+                if status in ("failed", "cancelled"):
+                    step.update(status=status)
+                    step["failed_at" if status == "failed" else "cancelled_at"] = now
+                    if status == "failed":
+                        step["last_error"] = run["last_error"]
+                else:
+                    step.update(status="completed", completed_at=now)
+                tx.put("step", state.owner, step)
+                state.events.emit(f"thread.run.step.{step['status']}", dict(step))
+                state.tool_step = None
+            run["status"] = status
+            if status in ("completed", "failed", "cancelled"):
+                run[f"{status}_at"] = now
+            if reason is not None:
+                run["incomplete_details"] = {"reason": reason}
+            tx.put("run", state.owner, run)
         state.events.emit(f"thread.run.{status}", dict(run))
 
     def _save_soon(self, state: _Run) -> None:
-        """Write the run without waiting; the next write waits for this one."""
-        previous, snapshot = state.saving, dict(state.run)
-
-        async def save() -> None:
-            if previous is not None:
-                await previous
-            await self._store.put("run", state.owner, snapshot)
-
-        state.saving = asyncio.ensure_future(save())
-
-    async def _save_run(self, state: _Run) -> None:
-        if state.saving is not None:
-            await state.saving
-            state.saving = None
-        await self._store.put("run", state.owner, state.run)
+        """Queue a write of the run (the writer keeps the order of writes)."""
+        writes = Writes()
+        writes.put("run", state.owner, state.run)
+        self._store.submit(writes)
 
     def _settings(self, state: _Run) -> Settings:
         run = state.run
@@ -436,7 +418,7 @@ class Runner:
         run, emit, owner = state.run, state.events.emit, state.owner
         thread_id = state.thread["id"]
         finished = Finished()
-        pinned = await self._store.since(owner, thread_id, state.pin)
+        state.pin, pinned = await self._store.pinned(owner, thread_id)
         turn = self._agent.turn(
             self._settings(state),
             state.budget,
@@ -460,7 +442,8 @@ class Runner:
                     state.tool_step = wire.step(
                         run_obj=run, details={"type": "tool_calls", "tool_calls": []}
                     )
-                    await self._store.create("step", owner, state.tool_step, parent=run["id"])
+                    async with self._store.transaction(wait=False) as tx:
+                        tx.create("step", owner, state.tool_step, parent=run["id"])
                     emit("thread.run.step.created", dict(state.tool_step))
                     emit("thread.run.step.in_progress", dict(state.tool_step))
                 state.tool_step["step_details"]["tool_calls"].append(_call_object(piece.call))
@@ -510,7 +493,8 @@ class Runner:
         if functions:
             # Code run in this turn is in the transcript with the functions' outputs, as
             # one unit, when they are submitted.
-            await self._store.put("step", owner, step)
+            async with self._store.transaction(wait=False) as tx:
+                tx.put("step", owner, step)
             run.update(
                 status="requires_action",
                 expires_at=int(time.time() + self._outputs_timeout),
@@ -530,13 +514,14 @@ class Runner:
             )
             run["usage"] = dict(state.budget.usage)
             state.tool_step = None
-            await self._save_run(state)
+            await self._store.put("run", owner, run)
             self._wait_for_outputs(state)
             emit("thread.run.requires_action", dict(run))
             return False
-        await self._store.append(owner, thread_id, [calls_unit(step, results)], ref=step["id"])
         step.update(status="completed", completed_at=wire.now())
-        await self._store.put("step", owner, step)
+        async with self._store.transaction(wait=False) as tx:
+            tx.append(owner, thread_id, [calls_unit(step, results)], ref=step["id"])
+            tx.put("step", owner, step)
         emit("thread.run.step.completed", dict(step))
         state.tool_step = None
         if state.budget.spent:
@@ -618,11 +603,12 @@ class Runner:
                 entry["function"]["output"] = results[entry["id"]] = outputs[entry["id"]]
             elif entry["type"] == "code_interpreter":
                 results[entry["id"]] = _logs_of(entry)
-        await self._store.append(owner, thread["id"], [calls_unit(step, results)], ref=step["id"])
         step.update(status="completed", completed_at=wire.now())
-        await self._store.put("step", owner, step)
         run.update(status="queued", required_action=None, expires_at=None)
-        await self._store.put("run", owner, run)
+        async with self._store.transaction() as tx:
+            tx.append(owner, thread["id"], [calls_unit(step, results)], ref=step["id"])
+            tx.put("step", owner, step)
+            tx.put("run", owner, run)
         events = self.start(
             owner=owner, run=run, assistant=assistant, thread=thread, announce=False
         )
@@ -644,8 +630,9 @@ class Runner:
             run_obj=run,
             details={"type": "message_creation", "message_creation": {"message_id": message["id"]}},
         )
-        await self._store.create("step", state.owner, step, parent=run["id"])
-        await self._store.create("message", state.owner, message, parent=run["thread_id"])
+        async with self._store.transaction(wait=False) as tx:
+            tx.create("step", state.owner, step, parent=run["id"])
+            tx.create("message", state.owner, message, parent=run["thread_id"])
         state.message, state.message_step, state.text = message, step, ""
         emit("thread.run.step.created", dict(step))
         emit("thread.run.step.in_progress", dict(step))
@@ -672,20 +659,17 @@ class Runner:
             message.update(
                 status="incomplete", incomplete_at=now, incomplete_details={"reason": incomplete}
             )
-        await self._store.put("message", state.owner, message)
-        await self._store.append(
-            state.owner,
-            state.thread["id"],
-            [Unit([{"role": "assistant", "content": text}], message=True)],
-            ref=message["id"],
-        )
-        state.events.emit(f"thread.message.{message['status']}", dict(message))
         status = {"run_failed": "failed", "run_cancelled": "cancelled"}.get(
             incomplete or "", "completed"
         )
         step["status"] = status
         step[f"{status}_at"] = now
-        await self._store.put("step", state.owner, step)
+        async with self._store.transaction(wait=False) as tx:
+            tx.put("message", state.owner, message)
+            reply = Unit([{"role": "assistant", "content": text}], message=True)
+            tx.append(state.owner, state.thread["id"], [reply], ref=message["id"])
+            tx.put("step", state.owner, step)
+        state.events.emit(f"thread.message.{message['status']}", dict(message))
         state.events.emit(f"thread.run.step.{status}", dict(step))
         state.images = []
         state.message = state.message_step = None
@@ -694,17 +678,16 @@ class Runner:
     async def _register(self, owner: str, file_id: str, purpose: str) -> None:
         """A file the code made becomes the owner's: listed, downloadable, kept."""
         info = await self._engine.keep_file(file_id)
-        await self._store.create(
-            "file",
-            owner,
-            wire.file_object(
-                file_id=info.id,
-                name=info.name,
-                size=info.bytes,
-                created_at=int(info.created_at.timestamp()),
-                purpose=purpose,
-            ),
+        created = wire.file_object(
+            file_id=info.id,
+            name=info.name,
+            size=info.bytes,
+            created_at=int(info.created_at.timestamp()),
+            purpose=purpose,
         )
+        # Not waited for: until it is committed, reads of the file find it all the same.
+        async with self._store.transaction(wait=False) as tx:
+            tx.create("file", owner, created)
 
     async def _session(self, state: _Run) -> str:
         """The thread's engine session, its files in /mnt/data (put back after expiry)."""

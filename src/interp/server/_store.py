@@ -9,7 +9,11 @@ The schema carries a version; a database of another version is refused.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,18 +25,28 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    bindparam,
     delete,
     event,
+    func,
+    insert,
     literal,
     select,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .._exceptions import ConfigError
 from .agent.context import Unit
+
+log = logging.getLogger("interp.server")
 
 SCHEMA_VERSION = 2
 TAIL_PAGE = 200
@@ -133,25 +147,177 @@ def _sqlite_wal(connection: Any, record: Any) -> None:
     cursor.close()
 
 
+class Writes:
+    """A unit of work: what one request (or one step of a run) changes, committed all
+    together or not at all (``Store.transaction``)."""
+
+    def __init__(self) -> None:
+        self.objects: list[dict[str, Any]] = []
+        self.entries: list[dict[str, Any]] = []
+        self.links: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []
+        self.relinks: list[dict[str, Any]] = []
+        self.deletes: list[Any] = []
+        self.shown: list[tuple[tuple[str, str], str, dict[str, Any] | None]] = []
+        """What reads see before the commit: (kind, id), owner, the object or ``None``."""
+        self.keys: set[tuple[str, str]] = set()
+        """The transcripts it changes: (owner, key)."""
+        self.bulk = False
+        """It deletes objects it cannot name (a parent's children)."""
+
+    def create(
+        self,
+        kind: Kind,
+        owner: str,
+        obj: dict[str, Any],
+        *,
+        parent: str | None = None,
+        key: str | None = None,
+    ) -> dict[str, Any]:
+        """A new object; ``key``: the id it is found by, when not its own (an item kept
+        both as a response's input and in a conversation)."""
+        found_by = key or obj["id"]
+        row = {"id": found_by, "kind": kind, "owner": owner, "parent": parent, "data": obj}
+        self.objects.append(row)
+        self.shown.append(((kind, found_by), owner, obj))
+        return obj
+
+    def put(self, kind: Kind, owner: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Replace a stored object's JSON (its id, kind and owner stay)."""
+        data = dict(obj)
+        self.updates.append({"b_id": obj["id"], "b_kind": kind, "b_owner": owner, "data": data})
+        self.shown.append(((kind, obj["id"]), owner, data))
+        return obj
+
+    def delete(self, kind: Kind, owner: str, object_id: str) -> None:
+        self.deletes.append(
+            delete(_Object).where(
+                _Object.id == object_id, _Object.kind == kind, _Object.owner == owner
+            )
+        )
+        self.shown.append(((kind, object_id), owner, None))
+
+    def delete_children(self, owner: str, parents: Sequence[str]) -> None:
+        """Delete what belongs to ``parents`` (a thread's messages and runs, a run's steps)."""
+        if parents:
+            self.deletes.append(
+                delete(_Object).where(_Object.owner == owner, _Object.parent.in_(list(parents)))
+            )
+            self.bulk = True
+
+    def append(
+        self, owner: str, key: str, units: Sequence[Unit], *, ref: str | None = None
+    ) -> None:
+        """Add units to the end of a conversation's transcript."""
+        self.entries += [_entry(owner, key, unit, ref) for unit in units]
+        self.keys.add((owner, key))
+
+    def link(
+        self, owner: str, response_id: str, previous: str | None, container: str | None
+    ) -> None:
+        """Record a stored response, the one it continues, and its chain's container."""
+        row = {"id": response_id, "owner": owner, "previous": previous, "container": container}
+        self.links.append(row)
+        self.keys.add((owner, response_id))
+
+    def relink(self, owner: str, response_id: str, container: str | None) -> None:
+        """The chain's container as of a response, once it has run."""
+        self.relinks.append({"b_id": response_id, "b_owner": owner, "container": container})
+        self.keys.add((owner, response_id))
+
+    def forget(self, owner: str, keys: Sequence[str]) -> None:
+        """Delete the transcripts of ``keys`` (and their links)."""
+        keys = list(keys)
+        self.deletes.append(delete(_Entry).where(_Entry.owner == owner, _Entry.key.in_(keys)))
+        self.deletes.append(delete(_Link).where(_Link.owner == owner, _Link.id.in_(keys)))
+        self.keys |= {(owner, key) for key in keys}
+
+    def drop(self, owner: str, key: str, ref: str) -> None:
+        """Delete the units of one object (a deleted message or item) from a transcript."""
+        self.deletes.append(
+            delete(_Entry).where(_Entry.owner == owner, _Entry.key == key, _Entry.ref == ref)
+        )
+        self.keys.add((owner, key))
+
+    async def execute(self, conn: AsyncConnection) -> None:
+        """Write it (with others, in one transaction: see ``Store``)."""
+        for table, rows in ((_Object, self.objects), (_Entry, self.entries), (_Link, self.links)):
+            if rows:
+                await conn.execute(insert(table), rows)
+        if self.updates:
+            await conn.execute(_UPDATE_OBJECT, self.updates)
+        if self.relinks:
+            await conn.execute(_UPDATE_LINK, self.relinks)
+        for statement in self.deletes:
+            await conn.execute(statement)
+
+    def merge(self, other: Writes) -> None:
+        for name in ("objects", "entries", "links", "updates", "relinks", "deletes"):
+            getattr(self, name).extend(getattr(other, name))
+
+
+_UPDATE_OBJECT = (
+    update(_Object)
+    .where(
+        _Object.id == bindparam("b_id"),
+        _Object.kind == bindparam("b_kind"),
+        _Object.owner == bindparam("b_owner"),
+    )
+    .values(data=bindparam("data"))
+)
+_UPDATE_LINK = (
+    update(_Link)
+    .where(_Link.id == bindparam("b_id"), _Link.owner == bindparam("b_owner"))
+    .values(container=bindparam("container"))
+)
+
+
+@dataclass
+class _Pending:
+    writes: Writes
+    done: asyncio.Future[None]
+
+
 class Store:
+    """The database, read directly and written by one writer task.
+
+    Every change is a unit of work (``transaction()``) handed to the writer, which commits
+    whatever has queued up in one transaction: many requests' writes cost one commit and a
+    few statements (the inserts of a batch in one ``executemany``, then its updates, then
+    its deletes). That order is the units' own as long as no id is updated before it is
+    created or created again after a delete, which the server never does; a batch that
+    fails for any reason is written again one unit per transaction, in order, so one bad
+    unit fails alone. Until its commit, an object written is what ``get`` returns, and the
+    reads of lists and transcripts wait for the writes that concern them: a request sees
+    what the requests before it wrote.
+    """
+
     def __init__(self, url: str) -> None:
         self.url = url
         sqlite = url.startswith("sqlite")
-        # SQLite: a writer waits for another rather than failing at once, and readers never
-        # wait for writers (WAL).
+        # SQLite: a writer waits for another (another process) rather than failing at
+        # once, and readers never wait for writers (WAL).
         self._engine: AsyncEngine = create_async_engine(
             url, connect_args={"timeout": 30} if sqlite else {}
         )
         if sqlite:
             event.listen(self._engine.sync_engine, "connect", _sqlite_wal)
-        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+        self._queue: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._last: asyncio.Future[None] | None = None
+        self._shown: dict[tuple[str, str], tuple[str, dict[str, Any] | None, Writes]] = {}
+        self._keys: Counter[tuple[str, str]] = Counter()
+        self._bulk = 0
+        self._objects = 0
 
     async def open(self) -> None:
-        """Create the schema if new; refuse a database of another schema version."""
+        """Create the schema if new, migrate one of schema 1; refuse another version."""
         try:
             async with self._engine.begin() as conn:
                 await conn.run_sync(_Base.metadata.create_all)
-            async with self._sessions.begin() as session:
+            sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+            async with sessions.begin() as session:
                 found = await session.get(_Meta, "schema_version")
                 if found is None:
                     session.add(_Meta(key="schema_version", value=str(SCHEMA_VERSION)))
@@ -173,6 +339,7 @@ class Store:
                 f"{str(exc).splitlines()[0][:200]}",
                 field="db",
             ) from None
+        self._writer = asyncio.create_task(self._write_loop(), name="interp-store-writer")
 
     @property
     def safe_url(self) -> str:
@@ -180,7 +347,92 @@ class Store:
         return self._engine.url.render_as_string(hide_password=True)
 
     async def close(self) -> None:
+        """Write what is queued, then close."""
+        if self._writer is not None:
+            await self.flushed()
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
         await self._engine.dispose()
+
+    # Writes.
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, *, wait: bool = True) -> AsyncIterator[Writes]:
+        """A unit of work, queued when the block ends without an exception; with ``wait``,
+        the block's end waits for its commit (and raises what failed it)."""
+        writes = Writes()
+        yield writes
+        done = self.submit(writes)
+        if wait:
+            await done
+
+    def submit(self, writes: Writes) -> asyncio.Future[None]:
+        """Queue a unit of work; the future is done once it is committed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for found_by, owner, obj in writes.shown:
+            self._shown[found_by] = (owner, obj, writes)
+        for key in writes.keys:
+            self._keys[key] += 1
+        self._bulk += writes.bulk
+        self._objects += bool(writes.objects or writes.updates or writes.deletes)
+        self._queue.append(_Pending(writes, done))
+        self._last = done
+        self._wake.set()
+        return done
+
+    async def flushed(self) -> None:
+        """Return once everything queued so far is committed (or failed)."""
+        if self._last is not None and not self._last.done():
+            await asyncio.wait([self._last])
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    await self._commit([p.writes for p in batch])
+                    failures: list[BaseException | None] = [None] * len(batch)
+                except SQLAlchemyError as exc:
+                    failures = [exc] if len(batch) == 1 else await self._one_by_one(batch)
+                for pending, failure in zip(batch, failures, strict=True):
+                    self._settled(pending.writes)
+                    if failure is None:
+                        pending.done.set_result(None)
+                    else:
+                        pending.done.set_exception(failure)
+                        # Nobody may wait for it: read it so that it is not logged as lost.
+                        pending.done.add_done_callback(_logged)
+
+    async def _one_by_one(self, batch: list[_Pending]) -> list[BaseException | None]:
+        failures: list[BaseException | None] = []
+        for pending in batch:
+            try:
+                await self._commit([pending.writes])
+                failures.append(None)
+            except SQLAlchemyError as exc:
+                failures.append(exc)
+        return failures
+
+    async def _commit(self, batch: list[Writes]) -> None:
+        merged = Writes()
+        for writes in batch:
+            merged.merge(writes)
+        async with self._engine.begin() as conn:
+            await merged.execute(conn)
+
+    def _settled(self, writes: Writes) -> None:
+        for found_by, _, _ in writes.shown:
+            if found_by in self._shown and self._shown[found_by][2] is writes:
+                del self._shown[found_by]
+        for key in writes.keys:
+            self._keys[key] -= 1
+            if not self._keys[key]:
+                del self._keys[key]
+        self._bulk -= writes.bulk
+        self._objects -= bool(writes.objects or writes.updates or writes.deletes)
 
     async def create(
         self,
@@ -191,50 +443,70 @@ class Store:
         parent: str | None = None,
         key: str | None = None,
     ) -> dict[str, Any]:
-        """Store a new object; ``key``: the id it is found by, when not its own (an item
-        kept both as a response's input and in a conversation)."""
-        async with self._sessions.begin() as session:
-            session.add(
-                _Object(id=key or obj["id"], kind=kind, owner=owner, parent=parent, data=obj)
-            )
+        async with self.transaction() as tx:
+            tx.create(kind, owner, obj, parent=parent, key=key)
         return obj
 
+    async def put(self, kind: Kind, owner: str, obj: dict[str, Any]) -> dict[str, Any]:
+        async with self.transaction() as tx:
+            tx.put(kind, owner, obj)
+        return obj
+
+    async def delete(self, kind: Kind, owner: str, object_id: str) -> bool:
+        """Delete an object; whether there was one."""
+        if await self.get(kind, owner, object_id) is None:
+            return False
+        async with self.transaction() as tx:
+            tx.delete(kind, owner, object_id)
+        return True
+
+    async def delete_children(self, owner: str, parents: Sequence[str]) -> None:
+        async with self.transaction() as tx:
+            tx.delete_children(owner, parents)
+
+    async def append(
+        self, owner: str, key: str, units: Sequence[Unit], *, ref: str | None = None
+    ) -> None:
+        async with self.transaction() as tx:
+            tx.append(owner, key, units, ref=ref)
+
+    async def link(
+        self, owner: str, response_id: str, previous: str | None, container: str | None
+    ) -> None:
+        async with self.transaction() as tx:
+            tx.link(owner, response_id, previous, container)
+
+    async def forget(self, owner: str, keys: Sequence[str]) -> None:
+        async with self.transaction() as tx:
+            tx.forget(owner, keys)
+
+    async def drop(self, owner: str, key: str, ref: str) -> None:
+        async with self.transaction() as tx:
+            tx.drop(owner, key, ref)
+
+    # Reads.
+
+    async def _objects_written(self) -> None:
+        if self._objects:
+            await self.flushed()
+
+    async def _transcript_written(self, owner: str, keys: Sequence[str]) -> None:
+        if any((owner, key) in self._keys for key in keys):
+            await self.flushed()
+
     async def get(self, kind: Kind, owner: str, object_id: str) -> dict[str, Any] | None:
-        async with self._sessions() as session:
-            row = await session.scalar(
+        shown = self._shown.get((kind, object_id))
+        if shown is not None:
+            return dict(shown[1]) if shown[0] == owner and shown[1] is not None else None
+        if self._bulk:
+            await self.flushed()
+        async with self._engine.connect() as conn:
+            row = await conn.scalar(
                 select(_Object.data).where(
                     _Object.id == object_id, _Object.kind == kind, _Object.owner == owner
                 )
             )
         return dict(row) if row is not None else None
-
-    async def put(self, kind: Kind, owner: str, obj: dict[str, Any]) -> dict[str, Any]:
-        """Replace a stored object's JSON (its id, kind and owner stay)."""
-        async with self._sessions.begin() as session:
-            await session.execute(
-                update(_Object)
-                .where(_Object.id == obj["id"], _Object.kind == kind, _Object.owner == owner)
-                .values(data=obj)
-            )
-        return obj
-
-    async def delete(self, kind: Kind, owner: str, object_id: str) -> bool:
-        async with self._sessions.begin() as session:
-            result = await session.execute(
-                delete(_Object).where(
-                    _Object.id == object_id, _Object.kind == kind, _Object.owner == owner
-                )
-            )
-        return bool(getattr(result, "rowcount", 0))
-
-    async def delete_children(self, owner: str, parents: Sequence[str]) -> None:
-        """Delete what belongs to ``parents`` (a thread's messages and runs, a run's steps)."""
-        if not parents:
-            return
-        async with self._sessions.begin() as session:
-            await session.execute(
-                delete(_Object).where(_Object.owner == owner, _Object.parent.in_(list(parents)))
-            )
 
     async def page(
         self,
@@ -248,14 +520,15 @@ class Store:
         before: str | None = None,
     ) -> Page:
         """A page in creation order, OpenAI's way: ``after``/``before`` are object ids."""
+        await self._objects_written()
         query = select(_Object.data).where(_Object.kind == kind, _Object.owner == owner)
         if parent is not None:
             query = query.where(_Object.parent == parent)
-        async with self._sessions() as session:
+        async with self._engine.connect() as conn:
             for cursor, later in ((after, order == "asc"), (before, order == "desc")):
                 if cursor is None:
                     continue
-                seq = await session.scalar(
+                seq = await conn.scalar(
                     select(_Object.seq).where(
                         _Object.id == cursor, _Object.kind == kind, _Object.owner == owner
                     )
@@ -267,7 +540,7 @@ class Store:
             if before is not None:
                 # Nearest the cursor first, then back into the requested order.
                 ordering = _Object.seq.desc() if order == "asc" else _Object.seq.asc()
-            rows = list(await session.scalars(query.order_by(ordering).limit(limit + 1)))
+            rows = list(await conn.scalars(query.order_by(ordering).limit(limit + 1)))
         has_more = len(rows) > limit
         rows = rows[:limit]
         if before is not None:
@@ -276,8 +549,9 @@ class Store:
 
     async def all(self, kind: Kind, owner: str, *, parent: str) -> list[dict[str, Any]]:
         """Every object of a parent, oldest first."""
-        async with self._sessions() as session:
-            rows = await session.scalars(
+        await self._objects_written()
+        async with self._engine.connect() as conn:
+            rows = await conn.scalars(
                 select(_Object.data)
                 .where(_Object.kind == kind, _Object.owner == owner, _Object.parent == parent)
                 .order_by(_Object.seq.asc())
@@ -286,8 +560,9 @@ class Store:
 
     async def every(self, kind: Kind) -> list[tuple[str, dict[str, Any]]]:
         """Every object of a kind, of every owner, oldest first: (owner, object)."""
-        async with self._sessions() as session:
-            rows = await session.execute(
+        await self._objects_written()
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
                 select(_Object.owner, _Object.data)
                 .where(_Object.kind == kind)
                 .order_by(_Object.seq.asc())
@@ -298,71 +573,64 @@ class Store:
         """Mark runs and responses a crash left unfinished as failed; return how many."""
         unfinished = ("queued", "in_progress", "cancelling", "requires_action")
         now = int(time.time())
-        count = 0
-        async with self._sessions.begin() as session:
-            rows = await session.scalars(
-                select(_Object).where(_Object.kind.in_(["run", "response"]))
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(_Object.owner, _Object.kind, _Object.data).where(
+                    _Object.kind.in_(["run", "response"])
+                )
             )
-            for row in rows:
-                data = dict(row.data)
-                if row.kind == "response" and data.get("status") in ("queued", "in_progress"):
-                    data["status"] = "failed"
-                    data["error"] = {
-                        "code": "server_error",
-                        "message": "the server stopped while this response was in progress",
-                    }
-                    row.data = data
-                    count += 1
-                elif data.get("status") in unfinished:
-                    data["status"] = "failed"
-                    data["failed_at"] = now
-                    data["last_error"] = {
-                        "code": "server_error",
-                        "message": "the server stopped while this run was in progress",
-                    }
-                    row.data = data
-                    count += 1
-        return count
+            found = [(owner, kind, dict(data)) for owner, kind, data in rows]
+        writes = Writes()
+        for owner, kind, data in found:
+            if kind == "response" and data.get("status") in ("queued", "in_progress"):
+                data["status"] = "failed"
+                data["error"] = {
+                    "code": "server_error",
+                    "message": "the server stopped while this response was in progress",
+                }
+                writes.put("response", owner, data)
+            elif kind == "run" and data.get("status") in unfinished:
+                data["status"] = "failed"
+                data["failed_at"] = now
+                data["last_error"] = {
+                    "code": "server_error",
+                    "message": "the server stopped while this run was in progress",
+                }
+                writes.put("run", owner, data)
+        await self.submit(writes)
+        return len(writes.updates)
 
     # The transcript.
 
-    async def append(
-        self, owner: str, key: str, units: Sequence[Unit], *, ref: str | None = None
-    ) -> None:
-        """Add units to the end of a conversation's transcript, in one transaction."""
-        if not units:
-            return
-        async with self._sessions.begin() as session:
-            session.add_all([_entry(owner, key, unit, ref) for unit in units])
-
-    async def link(
-        self, owner: str, response_id: str, previous: str | None, container: str | None
-    ) -> None:
-        """Record a stored response, the one it continues, and its chain's container."""
-        async with self._sessions.begin() as session:
-            found = await session.get(_Link, response_id)
-            if found is None:
-                session.add(
-                    _Link(id=response_id, owner=owner, previous=previous, container=container)
+    async def pinned(self, owner: str, key: str) -> tuple[int, list[Unit]]:
+        """The conversation's newest user message and what follows it, oldest first, with
+        where it starts (past the end when there is no user message)."""
+        await self._transcript_written(owner, [key])
+        newest_user = (
+            select(func.max(_Entry.seq))
+            .where(_Entry.owner == owner, _Entry.key == key, _Entry.role == "user")
+            .scalar_subquery()
+        )
+        async with self._engine.connect() as conn:
+            rows = list(
+                await conn.execute(
+                    select(_Entry)
+                    .where(_Entry.owner == owner, _Entry.key == key, _Entry.seq >= newest_user)
+                    .order_by(_Entry.seq.asc())
                 )
-            elif found.owner == owner:
-                found.container = container
-
-    async def pin_point(self, owner: str, key: str) -> int:
-        """The position of the conversation's newest user message (0: none)."""
-        async with self._sessions() as session:
-            found = await session.scalar(
-                select(_Entry.seq)
-                .where(_Entry.owner == owner, _Entry.key == key, _Entry.role == "user")
-                .order_by(_Entry.seq.desc())
-                .limit(1)
             )
-        return found or 0
+            if not rows:
+                end = await conn.scalar(
+                    select(func.max(_Entry.seq)).where(_Entry.owner == owner, _Entry.key == key)
+                )
+                return (end or 0) + 1, []
+        return rows[0].seq, [_unit(row) for row in rows]
 
     async def since(self, owner: str, key: str, seq: int) -> list[Unit]:
         """The units from position ``seq`` on, oldest first."""
-        async with self._sessions() as session:
-            rows = await session.scalars(
+        await self._transcript_written(owner, [key])
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
                 select(_Entry)
                 .where(_Entry.owner == owner, _Entry.key == key, _Entry.seq >= seq)
                 .order_by(_Entry.seq.asc())
@@ -375,14 +643,13 @@ class Store:
         """Units of the conversation(s) before position ``before``, newest first, read a
         page at a time as they are consumed."""
         keys = [keys] if isinstance(keys, str) else list(keys)
+        await self._transcript_written(owner, keys)
         while True:
             query = select(_Entry).where(_Entry.owner == owner, _Entry.key.in_(keys))
             if before is not None:
                 query = query.where(_Entry.seq < before)
-            async with self._sessions() as session:
-                rows = list(
-                    await session.scalars(query.order_by(_Entry.seq.desc()).limit(TAIL_PAGE))
-                )
+            async with self._engine.connect() as conn:
+                rows = list(await conn.execute(query.order_by(_Entry.seq.desc()).limit(TAIL_PAGE)))
             for row in rows:
                 yield _unit(row)
             if len(rows) < TAIL_PAGE:
@@ -392,6 +659,8 @@ class Store:
     async def chain(self, owner: str, response_id: str) -> list[tuple[str, str | None]]:
         """The stored responses a response continues, itself first, newest to oldest, each
         with its chain's container; ``[]`` if it is not the owner's."""
+        if any(found == owner for found, _ in self._keys):
+            await self.flushed()
         cols = (_Link.id, _Link.previous, _Link.container)
         walk = (
             select(*cols, literal(0).label("depth"))
@@ -403,41 +672,31 @@ class Store:
                 _Link.id == walk.c.previous, _Link.owner == owner
             )
         )
-        async with self._sessions() as session:
-            rows = await session.execute(select(walk.c.id, walk.c.container).order_by(walk.c.depth))
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(walk.c.id, walk.c.container).order_by(walk.c.depth))
             return [(found, container) for found, container in rows]
 
     async def attached(self, owner: str, key: str) -> list[str]:
         """The files attached to the conversation's messages, in order."""
-        async with self._sessions() as session:
-            rows = await session.scalars(
+        await self._transcript_written(owner, [key])
+        async with self._engine.connect() as conn:
+            rows = await conn.scalars(
                 select(_Entry.files)
                 .where(_Entry.owner == owner, _Entry.key == key, _Entry.files.is_not(None))
                 .order_by(_Entry.seq.asc())
             )
             return [file_id for files in rows for file_id in files or ()]
 
-    async def forget(self, owner: str, keys: Sequence[str]) -> None:
-        """Delete the transcripts of ``keys`` (and their links)."""
-        async with self._sessions.begin() as session:
-            await session.execute(
-                delete(_Entry).where(_Entry.owner == owner, _Entry.key.in_(list(keys)))
-            )
-            await session.execute(
-                delete(_Link).where(_Link.owner == owner, _Link.id.in_(list(keys)))
-            )
 
-    async def drop(self, owner: str, key: str, ref: str) -> None:
-        """Delete the units of one object (a deleted message or item) from a transcript."""
-        async with self._sessions.begin() as session:
-            await session.execute(
-                delete(_Entry).where(_Entry.owner == owner, _Entry.key == key, _Entry.ref == ref)
-            )
+def _logged(done: asyncio.Future[None]) -> None:
+    exc = done.exception()
+    if exc is not None:
+        log.error("a write to the store failed: %s", str(exc).splitlines()[0][:300])
 
 
-def _entry(owner: str, key: str, unit: Unit, ref: str | None) -> _Entry:
+def _entry(owner: str, key: str, unit: Unit, ref: str | None) -> dict[str, Any]:
     first = unit.messages[0] if unit.messages else {}
-    return _Entry(
+    return dict(
         owner=owner,
         key=key,
         ref=unit.ref or ref,
@@ -449,7 +708,7 @@ def _entry(owner: str, key: str, unit: Unit, ref: str | None) -> _Entry:
     )
 
 
-def _unit(row: _Entry) -> Unit:
+def _unit(row: Any) -> Unit:
     return Unit(
         list(row.data), bool(row.message), list(row.files or ()), seq=row.seq, tokens=row.tokens
     )
