@@ -605,8 +605,13 @@ def create_app(config: Config) -> FastAPI:
         thread_id: str, body: wire.RunCreate, owner: Owner
     ) -> Response | dict[str, Any]:
         async with state().runner.threads.hold(thread_id):
-            thread = await thread_of(owner, thread_id)
-            assistant = await find("assistant", owner, body.assistant_id, "assistant")
+            thread, assistant = await state().store.get_many(
+                owner, [("thread", thread_id), ("assistant", body.assistant_id)]
+            )
+            if thread is None:
+                raise not_found("thread", thread_id)
+            if assistant is None:
+                raise not_found("assistant", body.assistant_id)
             return await begin_run(
                 owner,
                 thread,

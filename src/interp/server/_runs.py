@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -46,7 +47,7 @@ from .agent.model import (
     code_arguments,
     final_code,
 )
-from .agent.turn import Agent, Budget, PromptTooLong, Settings
+from .agent.turn import Agent, Budget, History, PromptTooLong, Settings
 
 log = logging.getLogger("interp.server")
 
@@ -366,7 +367,9 @@ class Runner:
             }
             await self._close_message(state, details.get(status))
         now = wire.now()
-        async with self._store.transaction() as tx:
+        # Not waited for: reads find the run ended before the commit, and closing the
+        # store writes what is queued.
+        async with self._store.transaction(wait=False) as tx:
             step = state.tool_step
             if step is not None:
                 if status in ("failed", "cancelled"):
@@ -418,12 +421,12 @@ class Runner:
         run, emit, owner = state.run, state.events.emit, state.owner
         thread_id = state.thread["id"]
         finished = Finished()
-        state.pin, pinned = await self._store.pinned(owner, thread_id)
+        pinned, history = await self._recent(state)
         turn = self._agent.turn(
             self._settings(state),
             state.budget,
             pinned=pinned,
-            history=lambda: self._store.tail(owner, thread_id, before=state.pin),
+            history=history,
             render=self._render,
         )
         async for piece in turn:
@@ -528,6 +531,33 @@ class Runner:
             await self._end(state, "incomplete", "max_completion_tokens")
             return False
         return True
+
+    async def _recent(self, state: _Run) -> tuple[list[Unit], History]:
+        """The pinned part of the thread's transcript (its newest user message and what
+        follows; without one, what this run added) and its history, from one read of its
+        newest units."""
+        owner, thread_id = state.owner, state.thread["id"]
+        recent = self._store.tail(owner, thread_id)
+        newest: list[Unit] = []
+        async for unit in recent:
+            newest.append(unit)
+            if unit.messages[0].get("role") == "user":
+                break
+        else:
+            if not state.pin:  # the run's first turn: what follows is its own
+                state.pin = (newest[0].seq + 1) if newest else 1
+            pinned = [unit for unit in reversed(newest) if unit.seq >= state.pin]
+            earlier = [unit for unit in newest if unit.seq < state.pin]
+            return pinned, functools.partial(_replay, earlier)
+        newest.reverse()
+        state.pin = newest[0].seq
+        rest = [recent]
+
+        def history() -> AsyncIterator[Unit]:
+            # The rest of this read first; a second fit (a retry) reads again.
+            return rest.pop() if rest else self._store.tail(owner, thread_id, before=state.pin)
+
+        return newest, history
 
     async def _execute(
         self, state: _Run, step: dict[str, Any], position: int, call: ToolCall
@@ -762,6 +792,11 @@ def calls_unit(step: dict[str, Any], results: dict[str, str]) -> Unit:
             ),
         ]
     )
+
+
+async def _replay(units: list[Unit]) -> AsyncIterator[Unit]:
+    for unit in units:
+        yield unit
 
 
 def _logs_of(call: dict[str, Any]) -> str:

@@ -25,12 +25,13 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    and_,
     bindparam,
     delete,
     event,
-    func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -508,6 +509,32 @@ class Store:
             )
         return dict(row) if row is not None else None
 
+    async def get_many(
+        self, owner: str, wanted: Sequence[tuple[Kind, str]]
+    ) -> list[dict[str, Any] | None]:
+        """Objects of an owner by kind and id, in one query; ``None`` for each not found."""
+        found: dict[tuple[str, str], dict[str, Any] | None] = {}
+        missing = []
+        for kind, object_id in wanted:
+            shown = self._shown.get((kind, object_id))
+            if shown is None:
+                missing.append((kind, object_id))
+            elif shown[0] == owner and shown[1] is not None:
+                found[kind, object_id] = dict(shown[1])
+        if missing:
+            if self._bulk:
+                await self.flushed()
+            where = or_(*(and_(_Object.kind == k, _Object.id == i) for k, i in missing))
+            async with self._engine.connect() as conn:
+                rows = await conn.execute(
+                    select(_Object.kind, _Object.id, _Object.data).where(
+                        _Object.owner == owner, where
+                    )
+                )
+                for kind, object_id, data in rows:
+                    found[kind, object_id] = dict(data)
+        return [found.get(key) for key in wanted]
+
     async def page(
         self,
         kind: Kind,
@@ -601,41 +628,6 @@ class Store:
         return len(writes.updates)
 
     # The transcript.
-
-    async def pinned(self, owner: str, key: str) -> tuple[int, list[Unit]]:
-        """The conversation's newest user message and what follows it, oldest first, with
-        where it starts (past the end when there is no user message)."""
-        await self._transcript_written(owner, [key])
-        newest_user = (
-            select(func.max(_Entry.seq))
-            .where(_Entry.owner == owner, _Entry.key == key, _Entry.role == "user")
-            .scalar_subquery()
-        )
-        async with self._engine.connect() as conn:
-            rows = list(
-                await conn.execute(
-                    select(_Entry)
-                    .where(_Entry.owner == owner, _Entry.key == key, _Entry.seq >= newest_user)
-                    .order_by(_Entry.seq.asc())
-                )
-            )
-            if not rows:
-                end = await conn.scalar(
-                    select(func.max(_Entry.seq)).where(_Entry.owner == owner, _Entry.key == key)
-                )
-                return (end or 0) + 1, []
-        return rows[0].seq, [_unit(row) for row in rows]
-
-    async def since(self, owner: str, key: str, seq: int) -> list[Unit]:
-        """The units from position ``seq`` on, oldest first."""
-        await self._transcript_written(owner, [key])
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                select(_Entry)
-                .where(_Entry.owner == owner, _Entry.key == key, _Entry.seq >= seq)
-                .order_by(_Entry.seq.asc())
-            )
-            return [_unit(row) for row in rows]
 
     async def tail(
         self, owner: str, keys: str | Sequence[str], *, before: int | None = None

@@ -156,7 +156,7 @@ async def fit(
     dropped = False
     passed = 0
     async for unit in history:
-        forced = bool(needed & unit.calls())
+        forced = bool(needed) and bool(needed & unit.calls())
         counted = limits.last_messages is not None and messages >= limits.last_messages
         if not forced and (counted or used + unit.tokens > allowed):
             dropped = True
@@ -168,7 +168,8 @@ async def fit(
         chosen.append(unit)
         used += unit.tokens
         messages += unit.message
-        needed -= unit.calls()
+        if needed:
+            needed -= unit.calls()
     chosen.reverse()
     return Fitted(_consistent([*chosen, *pinned]), used, dropped)
 
@@ -199,6 +200,9 @@ def _consistent(units: Iterable[Unit]) -> list[Unit]:
     called: set[str] = set()
     kept = []
     for unit in units:
+        if unit.message:  # a message: no call, no output
+            kept.append(unit)
+            continue
         called |= unit.calls()
         if unit.answers() - called:
             messages = [
