@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import psutil
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -82,7 +84,9 @@ def _model() -> Iterator[str]:
 
 
 @contextmanager
-def _serve(data_dir: Path, model_url: str) -> Iterator[str]:
+def _serve(
+    data_dir: Path, model_url: str, **settings: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = _free_port()
     # No preloading on either side: this measures the server, and kernels without it
     # refill between samples.
@@ -91,6 +95,7 @@ def _serve(data_dir: Path, model_url: str) -> Iterator[str]:
         "INTERP_DATA_DIR": str(data_dir),
         "INTERP_POOL_SIZE": "4",
         "INTERP_PRELOAD": "[]",
+        **settings,
     }
     command = [sys.executable, "-m", "interp", "serve", "--port", str(port)]
     process = subprocess.Popen(
@@ -110,7 +115,7 @@ def _serve(data_dir: Path, model_url: str) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("interp serve did not start") from None
                 time.sleep(0.1)
-        yield url
+        yield url, process
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -163,7 +168,7 @@ async def server(data_dir: Path, plan: Plan) -> list[Measurement]:
         group="server",
     )
     n = max(30, plan.execute // 10)
-    with _model() as model_url, _serve(data_dir / "serve", model_url) as url:
+    with _model() as model_url, _serve(data_dir / "serve", model_url) as (url, _):
         client = openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=0)
         async with engine_for(data_dir / "engine", pool_size=2, preload=[]) as engine:
             await engine.warm(timeout=120)
@@ -181,7 +186,10 @@ async def server(data_dir: Path, plan: Plan) -> list[Measurement]:
                 await asyncio.sleep(0.7)  # the server's pool refills between samples
             throughput = await _runs_per_second(client, assistant.id, plan)
         await client.close()
-    return [ours, base, added, throughput]
+    results = [ours, base, added, throughput]
+    results += await _trivial_runs(data_dir / "trivial", plan)
+    results += await _long_thread(data_dir / "long", plan)
+    return results
 
 
 async def _engine_first_output(engine: Any) -> float:
@@ -197,7 +205,7 @@ async def _engine_first_output(engine: Any) -> float:
 
 
 async def _runs_per_second(
-    client: openai.AsyncOpenAI, assistant_id: str, plan: Plan, width: int = 4
+    client: openai.AsyncOpenAI, assistant_id: str, plan: Plan, width: int = 4, content: str = "go"
 ) -> Measurement:
     m = Measurement(f"server_runs[{width}]", f"serve: {width} threads running at once",
                     group="server")  # fmt: skip
@@ -207,7 +215,7 @@ async def _runs_per_second(
     async def loop(thread_id: str) -> None:
         while time.perf_counter() < deadline:
             await client.beta.threads.messages.create(
-                thread_id=thread_id, role="user", content="go"
+                thread_id=thread_id, role="user", content=content
             )
             t0 = time.perf_counter()
             stream = await client.beta.threads.runs.create(
@@ -221,3 +229,163 @@ async def _runs_per_second(
     await asyncio.gather(*(loop(t) for t in threads))
     m.values["runs_per_s"] = len(m.samples) / (time.perf_counter() - t0)
     return m
+
+
+async def _trivial_runs(data_dir: Path, plan: Plan) -> list[Measurement]:
+    """A trivial streamed run (one model turn, a text reply, no code) against the same
+    model request sent by the same client directly, paired; and such runs with 16
+    clients at once."""
+    ours = Measurement("server_trivial_run", "serve: trivial streamed run, new thread",
+                       group="server")  # fmt: skip
+    base = Measurement("model_direct", "the model's own streamed reply, same client",
+                       baseline=True, group="server")  # fmt: skip
+    added = Measurement("server_trivial_overhead",
+                        "serve: trivial run minus the model's reply (paired samples)",
+                        group="server")  # fmt: skip
+    n = max(40, plan.execute // 3)
+    with _model() as model_url, _serve(data_dir, model_url) as (url, _):
+        client = openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=0)
+        direct = openai.AsyncOpenAI(base_url=model_url, api_key="bench", max_retries=0)
+        assistant = await client.beta.assistants.create(model="m", tools=[])
+        for i in range(n + 5):
+            thread = await client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+            t0 = time.perf_counter()
+            stream = await client.beta.threads.runs.create(
+                thread_id=thread.id, assistant_id=assistant.id, stream=True
+            )
+            async for _ in stream:
+                pass
+            server_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            chunks = await direct.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            async for _ in chunks:
+                pass
+            model_s = time.perf_counter() - t0
+            if i >= 5:  # the first ones warm both up
+                ours.samples.append(server_s)
+                base.samples.append(model_s)
+                added.samples.append(server_s - model_s)
+        wide = await _runs_per_second(client, assistant.id, plan, width=16, content="hi")
+        await direct.close()
+        await client.close()
+    return [ours, base, added, wide]
+
+
+LONG_THREAD = 100_000
+WINDOW = 32_768
+
+
+async def _long_thread(data_dir: Path, plan: Plan) -> list[Measurement]:
+    """Run start (request to the reply's first text) on a 100 000-message thread beside a
+    2-message one, with the model's window at 32 768 tokens; the server's RSS after; and
+    the latency of a ping (``GET /v1/models``) every 10 ms while those runs go on: the
+    event loop's lag, at most."""
+    short = Measurement("run_start_short_thread", "serve: run start, 2-message thread",
+                        baseline=True, group="server")  # fmt: skip
+    long = Measurement(
+        "run_start_long_thread", f"serve: run start, {LONG_THREAD:,}-message thread", group="server"
+    )
+    ping = Measurement(
+        "ping_during_long_runs",
+        "serve: GET /v1/models every 10 ms during those runs",
+        group="server",
+    )
+    thread_id = await _fill_thread(data_dir / "serve", LONG_THREAD)
+    n = max(10, plan.warm // 2)
+    settings = {"INTERP_MODEL_CONTEXT_TOKENS": str(WINDOW)}
+    with _model() as model_url, _serve(data_dir / "serve", model_url, **settings) as (url, proc):
+        client = openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=0)
+        assistant = await client.beta.assistants.create(model="m", tools=[])
+        two = await client.beta.threads.create(
+            messages=[{"role": "user", "content": "hello"}, {"role": "user", "content": "hi"}]
+        )
+        for target in (two.id, thread_id):  # the first of each warms up
+            await _run_start(client, target, assistant.id)
+        # Pinged from a process of its own: this one's loop has its own pauses.
+        pinger = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _PINGER, f"{url}/models", stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            for _ in range(n):
+                for target, into in ((two.id, short), (thread_id, long)):
+                    into.samples.append(await _run_start(client, target, assistant.id))
+        finally:
+            pinger.send_signal(signal.SIGINT)
+            out, _ = await pinger.communicate()
+        ping.samples = json.loads(out)
+        long.values["server_rss_mib"] = psutil.Process(proc.pid).memory_info().rss / 1024**2
+        ping.values["p99_ms"] = statistics.quantiles(ping.samples, n=100)[98] * 1000
+        await client.close()
+    return [short, long, ping]
+
+
+async def _run_start(client: openai.AsyncOpenAI, thread_id: str, assistant_id: str) -> float:
+    """From asking for a run to the first text of its reply; the run goes on to its end."""
+    first: float | None = None
+    t0 = time.perf_counter()
+    stream = await client.beta.threads.runs.create(
+        thread_id=thread_id, assistant_id=assistant_id, stream=True
+    )
+    async for event in stream:
+        if first is None and event.event == "thread.message.delta":
+            first = time.perf_counter() - t0
+    if first is None:
+        raise RuntimeError("the run wrote no reply")
+    # The next run on the thread answers this message again.
+    await client.beta.threads.messages.create(thread_id=thread_id, role="user", content="hi")
+    return first
+
+
+_PINGER = """
+import json, sys, time, urllib.request
+found = []
+try:
+    while True:
+        t0 = time.perf_counter()
+        urllib.request.urlopen(sys.argv[1], timeout=30).read()
+        found.append(time.perf_counter() - t0)
+        time.sleep(0.01)
+except KeyboardInterrupt:
+    print(json.dumps(found))
+"""
+"""``GET`` a URL every 10 ms until interrupted, then print the latencies (JSON)."""
+
+
+async def _fill_thread(data_dir: Path, messages: int) -> str:
+    """A thread of ``messages`` user messages of about 25 words each, written to the
+    server's database as its routes would write them (in one transaction: the API would
+    take minutes), the last one ``hi``."""
+    from interp.server._runs import message_unit
+    from interp.server._store import Store, Writes
+    from interp.server._wire import ThreadCreate, message, text_part, thread
+
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+    store = Store(f"sqlite+aiosqlite:///{data_dir / 'server.db'}")
+    await store.open()
+    try:
+        writes = Writes()
+        created = writes.create("thread", "local", thread(ThreadCreate()))
+        words = [
+            "the",
+            "quarterly",
+            "table",
+            "lists",
+            "each",
+            "region",
+            "with",
+            "its",
+            "sales",
+            "and",
+            "margin",
+        ]
+        for i in range(messages):
+            text = "hi" if i == messages - 1 else f"note {i}: " + " ".join(words * 2)
+            found = message(thread_id=created["id"], role="user", content=[text_part(text)])
+            writes.create("message", "local", found, parent=created["id"])
+            writes.append("local", created["id"], [message_unit(found)], ref=found["id"])
+        await store.submit(writes)
+    finally:
+        await store.close()
+    return str(created["id"])
