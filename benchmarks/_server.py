@@ -247,21 +247,25 @@ async def _trivial_runs(data_dir: Path, plan: Plan) -> list[Measurement]:
         client = openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=0)
         direct = openai.AsyncOpenAI(base_url=model_url, api_key="bench", max_retries=0)
         assistant = await client.beta.assistants.create(model="m", tools=[])
+        # Both read raw, to the end of the stream: what the server adds, not what the
+        # SDK's parsing of its events costs the client.
+        runs = client.beta.threads.runs.with_streaming_response
+        completions = direct.chat.completions.with_streaming_response
         for i in range(n + 5):
             thread = await client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
             t0 = time.perf_counter()
-            stream = await client.beta.threads.runs.create(
+            async with runs.create(
                 thread_id=thread.id, assistant_id=assistant.id, stream=True
-            )
-            async for _ in stream:
-                pass
+            ) as answer:
+                async for _ in answer.iter_bytes():
+                    pass
             server_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            chunks = await direct.chat.completions.create(
+            async with completions.create(
                 model="m", messages=[{"role": "user", "content": "hi"}], stream=True
-            )
-            async for _ in chunks:
-                pass
+            ) as answer:
+                async for _ in answer.iter_bytes():
+                    pass
             model_s = time.perf_counter() - t0
             if i >= 5:  # the first ones warm both up
                 ours.samples.append(server_s)

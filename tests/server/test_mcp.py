@@ -192,7 +192,7 @@ async def test_mcp_over_http_needs_the_servers_key(fake_model: FakeModel, tmp_pa
                 "POST",
                 "/mcp",
                 b"{}",
-                {"content-type": "application/json", **headers},
+                {"content-type": "application/json", "content-length": "2", **headers},
                 under_api=False,
             )
             assert status == 401 and body["error"]["code"] == "invalid_api_key"

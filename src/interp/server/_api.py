@@ -195,8 +195,9 @@ class _WithMcp:
         await self.mcp(inner, receive, send)
 
 
-def create_app(config: Config) -> FastAPI:
-    """The ASGI app; the engine, store and model client live for the app's lifespan."""
+def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
+    """The ASGI app; the engine (``engine``, else one made from ``config``), store and
+    model client live for the app's lifespan."""
     holder: dict[str, Services] = {}
     mcp = build_mcp(lambda: holder["state"].engine)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=config.host)
@@ -209,11 +210,11 @@ def create_app(config: Config) -> FastAPI:
         failed = await store.fail_unfinished_runs()
         if failed:
             log.warning("%d runs left in progress by a stop were marked failed", failed)
-        engine = Engine(config)
+        sandbox = engine or Engine(config)
         try:
-            await engine.start()
+            await sandbox.start()
         except BaseException:
-            await engine.close()
+            await sandbox.close()
             await store.close()
             raise
         model = Model(
@@ -228,22 +229,22 @@ def create_app(config: Config) -> FastAPI:
         agent = Agent(model, windows)
         runner = Runner(
             store=store,
-            engine=engine,
+            engine=sandbox,
             agent=agent,
             default_model=config.model,
             tool_outputs_timeout=config.tool_outputs_timeout,
         )
-        containers = Containers(store=store, engine=engine)
+        containers = Containers(store=store, engine=sandbox)
         responder = Responder(
             store=store,
-            engine=engine,
+            engine=sandbox,
             agent=agent,
             containers=containers,
             default_model=config.model,
         )
         containers.start()
         holder["state"] = app.state.services = Services(
-            store, engine, model, runner, containers, responder
+            store, sandbox, model, runner, containers, responder
         )
         # What start-up made lives as long as the server: out of the collector's full
         # passes, which otherwise walk it all (a pause of about 200 ms a pass, once a long
@@ -258,7 +259,7 @@ def create_app(config: Config) -> FastAPI:
             await containers.close()
             await runner.close()
             await model.close()
-            await engine.close()
+            await sandbox.close()
             await store.close()
 
     # No redirect of a path with a trailing slash: an id ending in an encoded "/" (or a

@@ -216,6 +216,7 @@ def assistant(body: AssistantCreate) -> dict[str, Any]:
         "temperature": body.temperature if body.temperature is not None else 1.0,
         "top_p": body.top_p if body.top_p is not None else 1.0,
         "response_format": body.response_format or "auto",
+        "reasoning_effort": body.reasoning_effort,
     }
 
 
@@ -297,6 +298,7 @@ def run(
         "max_completion_tokens": body.max_completion_tokens,
         "truncation_strategy": body.truncation_strategy or {"type": "auto", "last_messages": None},
         "response_format": body.response_format or assistant_obj.get("response_format", "auto"),
+        "reasoning_effort": body.reasoning_effort or assistant_obj.get("reasoning_effort"),
         "tool_choice": body.tool_choice or "auto",
         "parallel_tool_calls": body.parallel_tool_calls
         if body.parallel_tool_calls is not None

@@ -1,0 +1,278 @@
+"""The rules of both doors, in seconds and without Docker: the app in this process behind
+``httpx``'s ASGI transport, an engine without kernels (``fake_engine``), the scripted model
+and the real ``openai`` client. The live-server suites run the same doors on real kernels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import httpx2
+import openai
+import pytest
+
+from interp import Config, Engine
+from interp.server import create_app
+
+from .fake_engine import FakeEngine
+from .fake_model import MODEL, FakeModel
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning"),
+]
+
+WINDOW = 4096
+KEY_A, KEY_B = "door-key-alice", "door-key-bob"
+
+
+@pytest.fixture(scope="module")
+def fake_model() -> AsyncIterator[FakeModel]:
+    with FakeModel(window=WINDOW) as model:
+        yield model
+
+
+class Doors:
+    def __init__(self, app: Any, engine: FakeEngine) -> None:
+        self.app = app
+        self.engine = engine
+        self.clients: list[openai.AsyncOpenAI] = []
+
+    def client(self, key: str = KEY_A) -> openai.AsyncOpenAI:
+        transport = httpx2.ASGITransport(app=self.app.state.asgi)
+        http = httpx2.AsyncClient(transport=transport, base_url="http://doors")
+        made = openai.AsyncOpenAI(
+            base_url="http://doors/v1", api_key=key, http_client=http, max_retries=0
+        )
+        self.clients.append(made)
+        return made
+
+
+@pytest.fixture
+async def doors(fake_model: FakeModel, tmp_path: Path) -> AsyncIterator[Doors]:
+    config = Config(
+        data_dir=tmp_path / "data",
+        model_base_url=fake_model.url,
+        model=MODEL,
+        api_keys=[KEY_A, KEY_B],
+        tool_outputs_timeout=1,
+    )
+    engine = FakeEngine(tmp_path / "files")
+    app = create_app(config, engine=cast(Engine, engine))
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def lifespan() -> None:
+        # In a task of its own: its task groups are entered and left by the same task.
+        async with app.router.lifespan_context(app):
+            started.set()
+            await stop.wait()
+
+    running = asyncio.create_task(lifespan())
+    await asyncio.wait(
+        [running, asyncio.create_task(started.wait())], return_when="FIRST_COMPLETED"
+    )
+    found = Doors(app, engine)
+    yield found
+    for client in found.clients:
+        await client.close()
+    stop.set()
+    await running
+
+
+async def code_assistant(client: openai.AsyncOpenAI, **extra: Any) -> str:
+    created = await client.beta.assistants.create(
+        model=MODEL, tools=[{"type": "code_interpreter"}], **extra
+    )
+    return created.id
+
+
+async def test_a_run_is_the_threads_only_active_one_and_its_messages_wait(
+    doors: Doors,
+) -> None:
+    client = doors.client()
+    helper = await code_assistant(client)
+    thread = await client.beta.threads.create(
+        messages=[{"role": "user", "content": "RUN: SLEEP 0.5"}]
+    )
+    run = await client.beta.threads.runs.create(thread_id=thread.id, assistant_id=helper)
+    with pytest.raises(openai.BadRequestError, match="active run"):
+        await client.beta.threads.runs.create(thread_id=thread.id, assistant_id=helper)
+    with pytest.raises(openai.BadRequestError, match="Can't add messages"):
+        await client.beta.threads.messages.create(thread_id=thread.id, role="user", content="x")
+    done = await client.beta.threads.runs.poll(
+        thread_id=thread.id, run_id=run.id, poll_interval_ms=20
+    )
+    assert done.status == "completed", done.last_error
+    await client.beta.threads.messages.create(thread_id=thread.id, role="user", content="x")
+    assert doors.engine.ran == [(thread.id, "SLEEP 0.5")]
+
+
+async def test_tool_outputs_that_do_not_come_expire_the_run(doors: Doors) -> None:
+    client = doors.client()
+    helper = await client.beta.assistants.create(
+        model=MODEL,
+        tools=[{"type": "function", "function": {"name": "lookup", "parameters": {}}}],
+    )
+    thread = await client.beta.threads.create(
+        messages=[{"role": "user", "content": 'CALL lookup {"q": 1}'}]
+    )
+    waiting = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=20
+    )
+    assert waiting.status == "requires_action"
+    with pytest.raises(openai.BadRequestError, match="active run"):
+        await client.beta.threads.runs.create(thread_id=thread.id, assistant_id=helper.id)
+    for _ in range(100):  # expires 1 s after it began to wait (tool_outputs_timeout)
+        expired = await client.beta.threads.runs.retrieve(thread_id=thread.id, run_id=waiting.id)
+        if expired.status != "requires_action":
+            break
+        await asyncio.sleep(0.05)
+    assert expired.status == "expired"
+    steps = await client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=waiting.id)
+    assert [s.status for s in steps.data] == ["expired"]
+    again = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=20
+    )
+    assert again.status == "requires_action"  # the thread took a new run
+
+
+async def test_another_keys_objects_are_not_found(doors: Doors) -> None:
+    alice, bob = doors.client(KEY_A), doors.client(KEY_B)
+    helper = await code_assistant(alice)
+    thread = await alice.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    response = await alice.responses.create(model=MODEL, input="hi")
+    conversation = await alice.conversations.create()
+    for attempt in (
+        bob.beta.assistants.retrieve(helper),
+        bob.beta.threads.retrieve(thread.id),
+        bob.beta.threads.runs.create(thread_id=thread.id, assistant_id=helper),
+        bob.responses.retrieve(response.id),
+        bob.responses.create(model=MODEL, input="hi", previous_response_id=response.id),
+        bob.conversations.retrieve(conversation.id),
+        bob.conversations.items.list(conversation.id),
+    ):
+        with pytest.raises(openai.NotFoundError):
+            await attempt
+
+
+async def test_unknown_fields_are_refused_and_what_clients_send_is_accepted(
+    doors: Doors, fake_model: FakeModel
+) -> None:
+    client = doors.client()
+    with pytest.raises(openai.BadRequestError, match="no_such_field"):
+        await client.responses.create(model=MODEL, input="hi", extra_body={"no_such_field": 1})
+    start = len(fake_model.requests)
+    answer = await client.responses.create(
+        model=MODEL,
+        input="hi",
+        text={"format": {"type": "json_schema", "name": "reply", "schema": {"type": "object"}}},
+        reasoning={"effort": "low"},
+        top_logprobs=2,
+        service_tier="auto",
+        prompt_cache_key="k",
+        prompt_cache_retention="24h",
+        safety_identifier="user-1",
+        user="user-1",
+    )
+    assert answer.status == "completed"
+    sent = fake_model.requests[start]
+    assert sent["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "reply", "schema": {"type": "object"}},
+    }
+    assert sent["reasoning_effort"] == "low" and sent["top_logprobs"] == 2
+    assert sent["user"] == "user-1" and "service_tier" not in sent
+    helper = await client.beta.assistants.create(
+        model=MODEL, response_format={"type": "json_object"}
+    )
+    thread = await client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    start = len(fake_model.requests)
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=helper.id, reasoning_effort="high", poll_interval_ms=20
+    )
+    assert run.status == "completed", run.last_error
+    sent = fake_model.requests[start]
+    assert sent["response_format"] == {"type": "json_object"}
+    assert sent["reasoning_effort"] == "high"
+
+
+async def test_history_a_client_carries_back_is_accepted_turn_after_turn(doors: Doors) -> None:
+    """The 'carry the history yourself' pattern: input = earlier input + output, ids and
+    all. Turn 3 had been a 500 (the ids were stored as they came)."""
+    client = doors.client()
+    history: list[Any] = []
+    for turn in range(4):
+        history.append({"role": "user", "content": f"turn {turn}"})
+        response = await client.responses.create(model=MODEL, input=history)
+        assert response.status == "completed"
+        history += [item.model_dump(exclude_none=True) for item in response.output]
+    items = await client.responses.input_items.list(response.id, order="asc", limit=3)
+    assert [i.type for i in items.data] == ["message"] * 3
+    rest = await client.responses.input_items.list(
+        response.id, order="asc", after=items.data[-1].id
+    )
+    assert len(items.data) + len(rest.data) == len(history) - 1
+
+
+async def test_a_request_the_model_refuses_is_a_400_and_nothing_is_kept(
+    doors: Doors, fake_model: FakeModel
+) -> None:
+    client = doors.client()
+    with pytest.raises(openai.BadRequestError, match="scripted failure"):
+        await client.responses.create(model=MODEL, input="FAIL 400")
+    listed = await client.conversations.create()  # the server goes on
+    assert listed.id.startswith("conv_")
+    # A stream already begun ends failed, as OpenAI's does.
+    stream = await client.responses.create(model=MODEL, input="FAIL 400", stream=True)
+    kinds = [event.type async for event in stream]
+    assert kinds[-1] == "response.failed"
+
+
+async def test_a_conversation_carries_its_turns_and_its_items_can_be_deleted(
+    doors: Doors, fake_model: FakeModel
+) -> None:
+    client = doors.client()
+    conversation = await client.conversations.create(
+        items=[{"type": "message", "role": "user", "content": "remember 7"}],
+        metadata={"topic": "t"},
+    )
+    first = await client.responses.create(model=MODEL, input="hi", conversation=conversation.id)
+    start = len(fake_model.requests)
+    await client.responses.create(model=MODEL, input="and again", conversation=conversation.id)
+    sent = [m["content"] for m in fake_model.requests[start]["messages"]]
+    assert sent == ["remember 7", "hi", "Hello from the fake model.", "and again"]
+    items = await client.conversations.items.list(conversation.id, order="asc")
+    assert [i.type for i in items.data] == ["message"] * 5
+    await client.conversations.items.delete(items.data[0].id, conversation_id=conversation.id)
+    start = len(fake_model.requests)
+    await client.responses.create(model=MODEL, input="last", conversation=conversation.id)
+    assert "remember 7" not in [m["content"] for m in fake_model.requests[start]["messages"]]
+    with pytest.raises(openai.BadRequestError, match="Mutually exclusive"):
+        await client.responses.create(
+            model=MODEL, input="x", conversation=conversation.id, previous_response_id=first.id
+        )
+    deleted = await client.conversations.delete(conversation.id)
+    assert deleted.deleted
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.create(model=MODEL, input="x", conversation=conversation.id)
+
+
+async def test_a_background_response_cancelled_mid_code_closes_its_items(doors: Doors) -> None:
+    client = doors.client()
+    response = await client.responses.create(
+        model=MODEL,
+        input="RUN: SLEEP 5",
+        tools=[{"type": "code_interpreter", "container": {"type": "auto"}}],
+        background=True,
+    )
+    for _ in range(200):
+        found = await client.responses.retrieve(response.id)
+        if found.output:
+            break
+        await asyncio.sleep(0.01)
+    cancelled = await client.responses.cancel(response.id)
+    assert cancelled.status == "cancelled"
+    assert all(item.status == "incomplete" for item in cancelled.output)  # type: ignore[union-attr]
