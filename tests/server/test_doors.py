@@ -6,7 +6,7 @@ and the real ``openai`` client. The live-server suites run the same doors on rea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,7 +30,7 @@ KEY_A, KEY_B = "door-key-alice", "door-key-bob"
 
 
 @pytest.fixture(scope="module")
-def fake_model() -> AsyncIterator[FakeModel]:
+def fake_model() -> Iterator[FakeModel]:
     with FakeModel(window=WINDOW) as model:
         yield model
 
@@ -246,7 +246,9 @@ async def test_a_conversation_carries_its_turns_and_its_items_can_be_deleted(
     assert sent == ["remember 7", "hi", "Hello from the fake model.", "and again"]
     items = await client.conversations.items.list(conversation.id, order="asc")
     assert [i.type for i in items.data] == ["message"] * 5
-    await client.conversations.items.delete(items.data[0].id, conversation_id=conversation.id)
+    first_item = items.data[0].id
+    assert first_item is not None
+    await client.conversations.items.delete(first_item, conversation_id=conversation.id)
     start = len(fake_model.requests)
     await client.responses.create(model=MODEL, input="last", conversation=conversation.id)
     assert "remember 7" not in [m["content"] for m in fake_model.requests[start]["messages"]]
