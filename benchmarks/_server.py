@@ -28,7 +28,8 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from interp import LogChunk
+from interp import Config, LogChunk
+from interp.server import asgi_app
 
 from ._scenarios import Measurement, Plan, engine_for
 
@@ -283,18 +284,12 @@ WINDOW = 32_768
 
 async def _long_thread(data_dir: Path, plan: Plan) -> list[Measurement]:
     """Run start (request to the reply's first text) on a 100 000-message thread beside a
-    2-message one, with the model's window at 32 768 tokens; the server's RSS after; and
-    the latency of a ping (``GET /v1/models``) every 10 ms while those runs go on: the
-    event loop's lag, at most."""
+    2-message one, with the model's window at 32 768 tokens, and the server's RSS after;
+    then the server's event-loop lag while such runs go on."""
     short = Measurement("run_start_short_thread", "serve: run start, 2-message thread",
                         baseline=True, group="server")  # fmt: skip
     long = Measurement(
         "run_start_long_thread", f"serve: run start, {LONG_THREAD:,}-message thread", group="server"
-    )
-    ping = Measurement(
-        "ping_during_long_runs",
-        "serve: GET /v1/models every 10 ms during those runs",
-        group="server",
     )
     thread_id = await _fill_thread(data_dir / "serve", LONG_THREAD)
     n = max(10, plan.warm // 2)
@@ -307,22 +302,75 @@ async def _long_thread(data_dir: Path, plan: Plan) -> list[Measurement]:
         )
         for target in (two.id, thread_id):  # the first of each warms up
             await _run_start(client, target, assistant.id)
-        # Pinged from a process of its own: this one's loop has its own pauses.
-        pinger = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _PINGER, f"{url}/models", stdout=asyncio.subprocess.PIPE
-        )
-        try:
-            for _ in range(n):
-                for target, into in ((two.id, short), (thread_id, long)):
-                    into.samples.append(await _run_start(client, target, assistant.id))
-        finally:
-            pinger.send_signal(signal.SIGINT)
-            out, _ = await pinger.communicate()
-        ping.samples = json.loads(out)
+        for _ in range(n):
+            for target, into in ((two.id, short), (thread_id, long)):
+                into.samples.append(await _run_start(client, target, assistant.id))
         long.values["server_rss_mib"] = psutil.Process(proc.pid).memory_info().rss / 1024**2
-        ping.values["p99_ms"] = statistics.quantiles(ping.samples, n=100)[98] * 1000
         await client.close()
-    return [short, long, ping]
+    lag = await _loop_lag(data_dir / "serve", thread_id, n)
+    return [short, long, lag]
+
+
+async def _loop_lag(data_dir: Path, thread_id: str, runs: int) -> Measurement:
+    """The server's event-loop lag while a client (a process of its own) runs the long
+    thread: the server runs in this process for that, so that a task on its loop can
+    measure how late a 5 ms sleep wakes up."""
+    lag = Measurement(
+        "loop_lag_long_runs", "serve: event-loop lag during runs on that thread", group="server"
+    )
+    with _model() as model_url:
+        config = Config(
+            data_dir=data_dir,
+            model_base_url=model_url,
+            model="m",
+            model_context_tokens=WINDOW,
+            pool_size=0,
+            preload=[],
+        )
+        port = _free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(asgi_app(config), host="127.0.0.1", port=port, log_level="error")
+        )
+        serving = asyncio.create_task(server.serve())
+        while not server.started:  # noqa: ASYNC110 (uvicorn says so by a flag only)
+            await asyncio.sleep(0.01)
+
+        async def monitor() -> None:
+            while True:
+                t0 = time.perf_counter()
+                await asyncio.sleep(0.005)
+                lag.samples.append(time.perf_counter() - t0 - 0.005)
+
+        watching = asyncio.create_task(monitor())
+        try:
+            client = await asyncio.create_subprocess_exec(
+                sys.executable, "-W", "ignore", "-c", _LONG_RUNS,
+                f"http://127.0.0.1:{port}/v1", thread_id, str(runs),
+            )  # fmt: skip
+            if await client.wait():
+                raise RuntimeError("the runs on the long thread failed")
+        finally:
+            watching.cancel()
+            server.should_exit = True
+            await serving
+    lag.values["p99_ms"] = statistics.quantiles(lag.samples, n=100)[98] * 1000
+    return lag
+
+
+_LONG_RUNS = """
+import sys, openai
+url, thread_id, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+client = openai.OpenAI(base_url=url, api_key="bench", max_retries=0)
+assistant = client.beta.assistants.create(model="m", tools=[])
+for _ in range(runs):
+    with client.beta.threads.runs.create(
+        thread_id=thread_id, assistant_id=assistant.id, stream=True
+    ) as stream:
+        for _ in stream:
+            pass
+    client.beta.threads.messages.create(thread_id=thread_id, role="user", content="hi")
+"""
+"""Runs on the long thread, one after the other, from a process of its own."""
 
 
 async def _run_start(client: openai.AsyncOpenAI, thread_id: str, assistant_id: str) -> float:
@@ -340,21 +388,6 @@ async def _run_start(client: openai.AsyncOpenAI, thread_id: str, assistant_id: s
     # The next run on the thread answers this message again.
     await client.beta.threads.messages.create(thread_id=thread_id, role="user", content="hi")
     return first
-
-
-_PINGER = """
-import json, sys, time, urllib.request
-found = []
-try:
-    while True:
-        t0 = time.perf_counter()
-        urllib.request.urlopen(sys.argv[1], timeout=30).read()
-        found.append(time.perf_counter() - t0)
-        time.sleep(0.01)
-except KeyboardInterrupt:
-    print(json.dumps(found))
-"""
-"""``GET`` a URL every 10 ms until interrupted, then print the latencies (JSON)."""
 
 
 async def _fill_thread(data_dir: Path, messages: int) -> str:

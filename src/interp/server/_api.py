@@ -738,13 +738,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             path = Path(scratch) / "upload"
             name = await spool(file, path)
             info = await state().engine.create_file(name, path)
-        created = wire.file_object(
-            file_id=info.id,
-            name=info.name,
-            size=info.bytes,
-            created_at=int(info.created_at.timestamp()),
-            purpose=purpose,
-        )
+        created = wire.file_object(info, purpose=purpose)
         return await state().store.create("file", owner, created)
 
     @app.get("/v1/files")

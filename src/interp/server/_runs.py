@@ -708,13 +708,7 @@ class Runner:
     async def _register(self, owner: str, file_id: str, purpose: str) -> None:
         """A file the code made becomes the owner's: listed, downloadable, kept."""
         info = await self._engine.keep_file(file_id)
-        created = wire.file_object(
-            file_id=info.id,
-            name=info.name,
-            size=info.bytes,
-            created_at=int(info.created_at.timestamp()),
-            purpose=purpose,
-        )
+        created = wire.file_object(info, purpose=purpose)
         # Not waited for: until it is committed, reads of the file find it all the same.
         async with self._store.transaction(wait=False) as tx:
             tx.create("file", owner, created)

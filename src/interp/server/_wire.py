@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .._models import FileInfo
 from ._errors import bad_request
 
 ListOrder = Annotated[Literal["asc", "desc"], Query()]
@@ -329,15 +330,14 @@ def step(
     }
 
 
-def file_object(
-    *, file_id: str, name: str, size: int, created_at: int, purpose: str
-) -> dict[str, Any]:
+def file_object(info: FileInfo, *, purpose: str) -> dict[str, Any]:
+    """A stored file as ``/v1/files`` serves it."""
     return {
-        "id": file_id,
+        "id": info.id,
         "object": "file",
-        "bytes": size,
-        "created_at": created_at,
-        "filename": name,
+        "bytes": info.bytes,
+        "created_at": int(info.created_at.timestamp()),
+        "filename": info.name,
         "purpose": purpose,
         "status": "processed",
         "status_details": None,

@@ -206,9 +206,9 @@ class Agent:
             raise PromptTooLong(
                 f"the input is over the model's context window of {window} tokens", window=True
             )
-        messages = system if settings.instructions else []
+        messages = list(system) if settings.instructions else []
         for unit in fitted.units:
-            messages = [*messages, *render(unit)]
+            messages += render(unit)
         request: dict[str, Any] = {"model": settings.model, "messages": messages}
         if tools:
             request["tools"] = tools
