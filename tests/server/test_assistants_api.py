@@ -228,8 +228,23 @@ def test_files_deleted_after_they_were_given_leave_their_runs_working(
 
 
 def test_downloads_racing_a_files_delete_get_it_whole_or_a_404(server: Server) -> None:
+    """A download begun before a delete is sent whole; one asked after it is a 404; and
+    downloads racing deletes get one or the other. (Each order is made to happen: a count
+    of 404s among racing downloads depends on the scheduler, and once was 0 in 100.)"""
     client = server.client()
-    body = bytes(range(256)) * 8192  # 2 MiB
+    body = bytes(range(256)) * 8192 * 4  # 8 MiB: more than the sockets' buffers hold
+
+    def upload() -> str:
+        return client.files.create(file=("race.bin", io.BytesIO(body)), purpose="assistants").id
+
+    file_id = upload()
+    with client.files.with_streaming_response.content(file_id) as begun:
+        chunks = begun.iter_bytes(64 * 1024)
+        first = next(chunks)
+        client.files.delete(file_id)
+        assert first + b"".join(chunks) == body
+    with pytest.raises(openai.NotFoundError):
+        client.files.content(file_id)
     outcomes: list[str] = []
 
     def download(file_id: str) -> None:
@@ -242,10 +257,8 @@ def test_downloads_racing_a_files_delete_get_it_whole_or_a_404(server: Server) -
         outcomes.append("whole")
 
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        for _ in range(20):
-            file_id = client.files.create(
-                file=("race.bin", io.BytesIO(body)), purpose="assistants"
-            ).id
+        for _ in range(10):
+            file_id = upload()
             racing: list[concurrent.futures.Future[Any]] = [
                 pool.submit(download, file_id) for _ in range(5)
             ]
@@ -254,7 +267,7 @@ def test_downloads_racing_a_files_delete_get_it_whole_or_a_404(server: Server) -
                 future.result()  # any other status (a 400 or a 500) raises here
             with pytest.raises(openai.NotFoundError):
                 client.files.content(file_id)
-    assert len(outcomes) == 100 and "404" in outcomes, outcomes
+    assert len(outcomes) == 50
     assert "Traceback" not in server.logs()
 
 

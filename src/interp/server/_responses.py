@@ -1,13 +1,15 @@
-"""The Responses API's loop: input items -> the model -> code in a container -> output items.
+"""The Responses door: responses (and conversations) driven by the one agent loop.
 
-A response is a task of its own, like an Assistants run: its events go to stream
-subscribers as they happen (each with a rising ``sequence_number``) and every change is
-stored (when ``store`` is not false). Events follow the work: a code call's item is added
-when the model starts writing it, its code streams as the model writes it, it turns
-``interpreting`` when the kernel starts running it and ``completed`` when it has finished;
+``Responder`` keeps the door's rules: chains along ``previous_response_id`` and
+conversations, ``store=false``, background responses and their cancel, ``include``, the
+containers of ``auto`` tools (made at the first code call, never for a response that runs
+none, and reused along the chain), a request the model refuses answered as OpenAI's 400.
+``ResponseSink`` turns what the loop reports into output items and events, each with a
+rising ``sequence_number``, as they happen: a code call's item is added when the model
+starts writing it, its code streams as it is written, it turns ``interpreting`` when the
+kernel starts running it and ``completed`` when it has finished;
 ``response.output_item.done`` carries the whole item, with its outputs when the request
-``include``s them. The container of an ``auto`` tool is made at the first code call (never
-for a response that runs none) and reused along ``previous_response_id``.
+``include``s them.
 """
 
 from __future__ import annotations
@@ -17,40 +19,21 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from .. import (
-    Engine,
-    ExecutionFinished,
-    ExecutionStarted,
-    FileSaved,
-    ImageFile,
-    ImageSaved,
-    InterpError,
-)
+from .. import Engine, ExecutionResult, ExecutionStarted, FileSaved, ImageFile, ImageSaved
+from .._models import Event
 from ..adapters import assistants
-from ..adapters.chat import tool_text
 from ..adapters.responses import call_item
 from . import _wire as wire
 from . import _wire_responses as rwire
 from ._containers import Containers, cfile_id
 from ._errors import APIError, bad_request, file_not_found, not_found
-from ._runs import RunEvents
-from ._store import Store
-from .agent.context import Unit, bounded
-from .agent.model import (
-    CODE_TOOL,
-    CallStarted,
-    CodeDelta,
-    Finished,
-    TextDelta,
-    ToolCall,
-    UpstreamError,
-    chat_tool_call,
-    code_arguments,
-    final_code,
-)
+from ._store import Store, Writes
+from .agent.context import Unit
+from .agent.events import RunEvents
+from .agent.loop import Ending, Runs, drive
+from .agent.model import CODE_TOOL, ToolCall, chat_tool_call, code_arguments
 from .agent.turn import Agent, Budget, History, PromptTooLong, Settings
 
 log = logging.getLogger("interp.server")
@@ -71,39 +54,6 @@ def _without_outputs(item: dict[str, Any]) -> dict[str, Any]:
     return {**item, "outputs": None} if item["type"] == "code_interpreter_call" else item
 
 
-@dataclass
-class _State:
-    owner: str
-    response: dict[str, Any]
-    body: rwire.ResponseCreate
-    base_url: str
-    events: RunEvents
-    store: bool
-    settings: Settings
-    budget: Budget
-    history: list[str]
-    """The transcripts it continues: its chain's responses, or its conversation."""
-    items: list[dict[str, Any]]
-    """Its input items, as stored."""
-    inputs: list[Unit]
-    units: list[Unit] = field(default_factory=list)
-    """What it has added to the conversation so far."""
-    container: dict[str, Any] | None = None
-    auto: rwire.AutoContainer | None = None
-    files: list[FileSaved] = field(default_factory=list)
-    sequence: int = 0
-    started: bool = False
-    """Something was sent to the client besides the response's creation."""
-
-    def emit(self, type_: str, **fields: Any) -> None:
-        event = {"type": type_, "sequence_number": self.sequence, **fields}
-        self.sequence += 1
-        self.events.emit(type_, event)
-
-    def emit_response(self, type_: str) -> None:
-        self.emit(type_, response=served(self.response, self.body.include))
-
-
 class Responder:
     def __init__(
         self,
@@ -114,14 +64,13 @@ class Responder:
         containers: Containers,
         default_model: str | None,
     ) -> None:
-        self._store = store
+        self.store = store
         self._engine = engine
         self._agent = agent
-        self._containers = containers
+        self.containers = containers
         self._default_model = default_model
-        self._tasks: dict[str, asyncio.Task[APIError | None]] = {}
+        self._runs = Runs()
         self._events: dict[str, RunEvents] = {}
-        self._cancelling: set[str] = set()
 
     def events(self, response_id: str) -> RunEvents | None:
         """The response's events: while it runs, and for ``KEPT_EVENTS_S`` after a
@@ -149,7 +98,7 @@ class Responder:
         history: list[str] = []
         reused: str | None = None
         if body.previous_response_id is not None:
-            chain = await self._store.chain(owner, body.previous_response_id)
+            chain = await self.store.chain(owner, body.previous_response_id)
             if not chain:
                 raise APIError(
                     404,
@@ -161,34 +110,30 @@ class Responder:
             reused = chain[0][1]
         elif body.conversation is not None:
             conversation = body.conversation_id()
-            if await self._store.get("conversation", owner, conversation) is None:
+            if await self.store.get("conversation", owner, conversation) is None:
                 raise not_found("conversation", conversation)
             history = [conversation]
         tools = await self._tools(owner, body)
         model = body.model or self._default_model or ""
         response = rwire.response(body, model=model, tools=tools)
         items = [stored_item(item) for item in body.items()]
-        state = _State(
+        sink = ResponseSink(
+            self,
             owner=owner,
             response=response,
             body=body,
             base_url=base_url,
-            events=RunEvents(replay=bool(body.background)),
-            store=store,
-            settings=_settings(body, model),
+            history=history,
+            items=items,
             budget=Budget(
                 max_tool_calls=body.max_tool_calls, max_completion_tokens=body.max_output_tokens
             ),
-            history=history,
-            items=items,
-            inputs=units_of(items, {}),
         )
-        if not state.settings.truncate:
+        settings, budget = _settings(body, model), sink.budget
+        if not settings.truncate:
             # OpenAI refuses an input over the window at once when truncation is disabled.
             try:
-                await self._agent.request(
-                    state.settings, state.budget, state.inputs, self._history(state), _as_is
-                )
+                await self._agent.request(settings, budget, sink.inputs, sink.history, _as_is)
             except PromptTooLong as exc:
                 raise APIError(
                     400,
@@ -200,16 +145,16 @@ class Responder:
         code_tool = body.code_tool()
         if code_tool is not None:
             if isinstance(code_tool.container, str):
-                state.container = await self._containers.live(owner, code_tool.container)
+                sink.container = await self.containers.live(owner, code_tool.container)
             else:
-                state.auto = code_tool.container
+                sink.auto = code_tool.container
                 if reused is not None:
                     # Gone (deleted or expired) since: the next code call makes a new one.
                     with contextlib.suppress(APIError):
-                        found = await self._containers.get(owner, reused)
-                        state.container = found if found["status"] == "running" else None
+                        found = await self.containers.get(owner, reused)
+                        sink.container = found if found["status"] == "running" else None
         if store:
-            async with self._store.transaction(wait=False) as tx:
+            async with self.store.transaction(wait=False) as tx:
                 tx.create("response", owner, dict(response))
                 for item in items:
                     # Keyed by the response: a client carrying its history sends ids it got
@@ -217,33 +162,57 @@ class Responder:
                     key = item_key(response["id"], item["id"])
                     tx.create("input_item", owner, item, parent=response["id"], key=key)
                 tx.link(owner, response["id"], body.previous_response_id, reused)
-        self._events[response["id"]] = state.events
-        task = asyncio.create_task(self._drive(state), name=f"interp-{response['id']}")
-        self._tasks[response["id"]] = task
-        task.add_done_callback(lambda _: self._tasks.pop(response["id"], None))
-        return response, state.events, task
+        self._events[response["id"]] = sink.events
+        task = self._runs.start(
+            response["id"], self._drive(sink, settings, budget), name=f"interp-{response['id']}"
+        )
+        return response, sink.events, task
+
+    async def _drive(
+        self, sink: ResponseSink, settings: Settings, budget: Budget
+    ) -> APIError | None:
+        response_id = sink.response["id"]
+        try:
+            sink.emit_response("response.created")
+            sink.emit_response("response.in_progress")
+            await drive(
+                self._agent,
+                self._engine,
+                settings,
+                budget,
+                sink,
+                cancelled=lambda: self._runs.cancelling(response_id),
+                started=lambda: sink.started,
+            )
+        finally:
+            sink.events.close()
+            if sink.body.background:
+                loop = asyncio.get_running_loop()
+                loop.call_later(KEPT_EVENTS_S, self.forget, response_id)
+            else:
+                self.forget(response_id)
+        return sink.refusal
 
     async def cancel(self, owner: str, response: dict[str, Any]) -> dict[str, Any]:
-        task = self._tasks.get(response["id"])
-        if task is None or task.done():
+        if self._runs.task(response["id"]) is None:
             if response["status"] in ("queued", "in_progress"):
                 raise bad_request("This response is no longer running and cannot be cancelled.")
             return response
-        self._cancelling.add(response["id"])
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        # Still there if the response ended on its own before the cancel reached it.
-        self._cancelling.discard(response["id"])
-        return await self._store.get("response", owner, response["id"]) or response
+        await self._runs.stop(response["id"])
+        return await self.store.get("response", owner, response["id"]) or response
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._runs.close()
 
-    # Before the loop.
+    async def add_items(
+        self, owner: str, conversation_id: str, items: list[dict[str, Any]]
+    ) -> None:
+        """Store items in a conversation and add them to its transcript."""
+        async with self.store.transaction() as tx:
+            for item in items:
+                key = item_key(conversation_id, item["id"])
+                tx.create("conversation_item", owner, item, parent=conversation_id, key=key)
+            tx.append(owner, conversation_id, units_of(items, {}))
 
     async def _tools(self, owner: str, body: rwire.ResponseCreate) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
@@ -252,7 +221,7 @@ class Responder:
             if isinstance(tool, rwire.CodeInterpreterTool):
                 if isinstance(tool.container, rwire.AutoContainer):
                     for file_id in tool.container.file_ids:
-                        if await self._store.get("file", owner, file_id) is None:
+                        if await self.store.get("file", owner, file_id) is None:
                             raise file_not_found(file_id, param="tools")
                 tools.append(tool.model_dump(exclude_none=True))
             else:
@@ -273,261 +242,157 @@ class Responder:
             )
         return tools
 
-    def _history(self, state: _State) -> History:
-        keys, owner = state.history, state.owner
 
-        async def nothing() -> AsyncIterator[Unit]:
-            return
-            yield
+class ResponseSink:
+    """One response as the loop drives it: its output items, its events (each numbered),
+    what it adds to its conversation."""
 
-        return (lambda: self._store.tail(owner, keys)) if keys else nothing
-
-    # The loop.
-
-    async def _drive(self, state: _State) -> APIError | None:
-        response = state.response
-        cancelled = False
-        try:
-            state.emit_response("response.created")
-            state.emit_response("response.in_progress")
-            while await self._turn(state):
-                pass
-            await self._end(state, response["status"])
-        except UpstreamError as exc:
-            if (
-                exc.status is not None
-                and 400 <= exc.status < 500
-                and exc.status != 429
-                and not state.started
-                and not state.body.stream
-                and not state.body.background
-            ):
-                # Refused before anything was made: answered as the refusal, nothing kept.
-                await self._forget(state)
-                return APIError(400, exc.message, code=exc.code)
-            await self._fail(state, exc.code, exc.message)
-        except PromptTooLong as exc:
-            await self._fail(
-                state, "invalid_prompt", f"the input does not fit the model: {exc.message}"
-            )
-        except asyncio.CancelledError:
-            cancelled = True
-        except APIError as exc:
-            await self._fail(state, "server_error", exc.message)
-        except InterpError as exc:
-            await self._fail(state, "server_error", f"the sandbox failed: {exc}")
-        except Exception as exc:
-            log.exception("response %s failed", response["id"])
-            await self._fail(state, "server_error", f"the server failed: {type(exc).__name__}")
-        finally:
-            if cancelled:
-                await asyncio.shield(self._end_cancelled(state))
-            state.events.close()
-            if state.body.background:
-                loop = asyncio.get_running_loop()
-                loop.call_later(KEPT_EVENTS_S, self.forget, response["id"])
-            else:
-                self.forget(response["id"])
-        return None
-
-    async def _forget(self, state: _State) -> None:
-        if state.store:
-            owner, response_id = state.owner, state.response["id"]
-            async with self._store.transaction() as tx:
-                tx.delete_children(owner, [response_id])
-                tx.forget(owner, [response_id])
-                tx.delete("response", owner, response_id)
-
-    async def _end_cancelled(self, state: _State) -> None:
-        if state.response["id"] in self._cancelling:
-            self._cancelling.discard(state.response["id"])
-            # The API has no cancelled event: the stream ends with the response, cancelled.
-            await self._end(state, "cancelled", event="response.incomplete")
-        else:
-            await self._fail(state, "server_error", "the server stopped")
-
-    async def _fail(self, state: _State, code: str, message: str) -> None:
-        state.response["error"] = {"code": code, "message": message}
-        await self._end(state, "failed")
-
-    async def _end(
-        self, state: _State, status: str, reason: str | None = None, *, event: str | None = None
+    def __init__(
+        self,
+        responder: Responder,
+        *,
+        owner: str,
+        response: dict[str, Any],
+        body: rwire.ResponseCreate,
+        base_url: str,
+        history: list[str],
+        items: list[dict[str, Any]],
+        budget: Budget,
     ) -> None:
-        """End the response; what a response that completes (or stops short of its
-        limits) added is kept for the responses that continue it."""
-        response = state.response
-        if status == "in_progress":
-            status = "completed"
-        response["status"] = status
-        if status in ("failed", "cancelled"):
-            _stop_items(response)
-        if status == "completed":
-            response["completed_at"] = wire.now()
-        if reason is not None:
-            response["incomplete_details"] = {"reason": reason}
-        if state.budget.turns:
-            usage = state.budget.usage
-            response["usage"] = rwire.usage(usage["prompt_tokens"], usage["completion_tokens"])
-        if state.body.conversation is not None and status in ("completed", "incomplete"):
-            await self._add_to_conversation(state)
-        if state.store:
-            async with self._store.transaction() as tx:
-                if status in ("completed", "incomplete"):
-                    container = state.container["id"] if state.container else None
-                    added = [*state.inputs, *state.units]
-                    tx.append(state.owner, response["id"], added)
-                    tx.relink(state.owner, response["id"], container)
-                tx.put("response", state.owner, response)
-        state.emit_response(event or f"response.{status}")
+        self.responder = responder
+        self.budget = budget
+        self.store = responder.store
+        self.owner = owner
+        self.response = response
+        self.body = body
+        self.base_url = base_url
+        self.events = RunEvents(replay=bool(body.background))
+        self.keep = body.store is not False
+        self.keys = history
+        """The transcripts it continues: its chain's responses, or its conversation."""
+        self.items = items
+        """Its input items, as stored."""
+        self.inputs = units_of(items, {})
+        self.units: list[Unit] = []
+        """What it has added to the conversation so far."""
+        self.container: dict[str, Any] | None = None
+        self.auto: rwire.AutoContainer | None = None
+        self.files: list[FileSaved] = []
+        self.sequence = 0
+        self.started = False
+        """Something was sent to the client besides the response's creation."""
+        self.refusal: APIError | None = None
+        self.message: dict[str, Any] | None = None
+        self.text = ""
+        self.calls: dict[str, dict[str, Any]] = {}
+        """The model's call id -> its output item."""
 
-    async def _add_to_conversation(self, state: _State) -> None:
-        conversation = state.body.conversation_id()
-        if await self._store.get("conversation", state.owner, conversation) is not None:
-            items = [*state.items, *(dict(item) for item in state.response["output"])]
-            await self.add_items(state.owner, conversation, items)
+    def emit(self, type_: str, **fields: Any) -> None:
+        event = {"type": type_, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        self.events.emit(type_, event)
 
-    async def add_items(
-        self, owner: str, conversation_id: str, items: list[dict[str, Any]]
-    ) -> None:
-        """Store items in a conversation and add them to its transcript."""
-        async with self._store.transaction() as tx:
-            for item in items:
-                key = item_key(conversation_id, item["id"])
-                tx.create("conversation_item", owner, item, parent=conversation_id, key=key)
-            tx.append(owner, conversation_id, units_of(items, {}))
+    def emit_response(self, type_: str) -> None:
+        self.emit(type_, response=served(self.response, self.body.include))
 
-    async def _save(self, state: _State) -> None:
+    def history(self) -> AsyncIterator[Unit]:
+        if not self.keys:
+            return _replay([])
+        return self.store.tail(self.owner, self.keys)
+
+    def save(self) -> None:
         """Queue a write of the response (the writer keeps the order of writes)."""
-        if state.store:
-            async with self._store.transaction(wait=False) as tx:
-                tx.put("response", state.owner, state.response)
+        if self.keep:
+            writes = Writes()
+            writes.put("response", self.owner, self.response)
+            self.store.submit(writes)
 
-    async def _turn(self, state: _State) -> bool:
-        """One model request and what it asks for; ``True`` if the loop goes on."""
-        output = state.response["output"]
-        message: dict[str, Any] | None = None
-        text = ""
-        items: dict[int, dict[str, Any]] = {}
-        """Tool call index -> its output item."""
-        finished = Finished()
-        turn = self._agent.turn(
-            state.settings,
-            state.budget,
-            pinned=[*state.inputs, *state.units],
-            history=self._history(state),
+    # The loop's reports.
+
+    async def context(self) -> tuple[list[Unit], History]:
+        return [*self.inputs, *self.units], self.history
+
+    def render(self, unit: Unit) -> list[dict[str, Any]]:
+        return unit.messages
+
+    async def text_delta(self, text: str) -> None:
+        self.started = True
+        output = self.response["output"]
+        if self.message is None:
+            self.message = rwire.message_item()
+            output.append(self.message)
+            index = len(output) - 1
+            self.emit("response.output_item.added", output_index=index, item=self.message)
+            self.emit(
+                "response.content_part.added",
+                output_index=index,
+                item_id=self.message["id"],
+                content_index=0,
+                part=rwire.output_text(""),
+            )
+        self.text += text
+        self.emit(
+            "response.output_text.delta",
+            output_index=output.index(self.message),
+            item_id=self.message["id"],
+            content_index=0,
+            delta=text,
+            logprobs=[],
         )
-        async for piece in turn:
-            state.started = True
-            if isinstance(piece, TextDelta):
-                if message is None:
-                    message = rwire.message_item()
-                    output.append(message)
-                    index = len(output) - 1
-                    state.emit("response.output_item.added", output_index=index, item=message)
-                    state.emit(
-                        "response.content_part.added",
-                        output_index=index,
-                        item_id=message["id"],
-                        content_index=0,
-                        part=rwire.output_text(""),
-                    )
-                text += piece.text
-                state.emit(
-                    "response.output_text.delta",
-                    output_index=output.index(message),
-                    item_id=message["id"],
-                    content_index=0,
-                    delta=piece.text,
-                    logprobs=[],
-                )
-            elif isinstance(piece, CallStarted):
-                if message is not None:
-                    self._close_message(state, message, text)
-                    message, text = None, ""
-                items[piece.call.index] = await self._open_call(state, piece.call)
-            elif isinstance(piece, CodeDelta) and piece.call.index in items:
-                item = items[piece.call.index]
-                state.emit(
-                    "response.code_interpreter_call_code.delta",
-                    output_index=output.index(item),
-                    item_id=item["id"],
-                    delta=piece.text,
-                )
-            elif isinstance(piece, Finished):
-                finished = piece
-        reason = state.budget.ended(finished)
-        if message is not None:
-            self._close_message(state, message, text, cut=reason is not None)
-        if reason is not None:
-            state.response.update(
-                status="incomplete",
-                incomplete_details={
-                    "reason": "content_filter"
-                    if reason == "content_filter"
-                    else "max_output_tokens"
-                },
-            )
-            return False
-        if not finished.calls:
-            return False
-        for call in finished.calls:
-            if call.name == CODE_TOOL:
-                items[call.index]["code"] = final_code(call)
-            else:
-                items[call.index]["arguments"] = call.arguments
-        codes = [call for call in finished.calls if call.name == CODE_TOOL]
-        allowed = state.budget.calls_allowed(len(codes))
-        results: dict[str, str] = {}
-        functions = False
-        for call in finished.calls:
-            item = items[call.index]
-            if call.name == CODE_TOOL:
-                if codes.index(call) < allowed:
-                    results[item["id"]] = await self._execute(state, item)
-                else:
-                    limit = state.body.max_tool_calls
-                    results[item["id"]] = (
-                        f"Not run: this response reached max_tool_calls ({limit})."
-                    )
-                    self._skip(state, item)
-            else:
-                functions = True
-                item["status"] = "completed"
-                index = output.index(item)
-                state.emit(
-                    "response.function_call_arguments.delta",
-                    output_index=index,
-                    item_id=item["id"],
-                    delta=call.arguments,
-                )
-                state.emit(
-                    "response.function_call_arguments.done",
-                    output_index=index,
-                    item_id=item["id"],
-                    arguments=call.arguments,
-                )
-                state.emit("response.output_item.done", output_index=index, item=dict(item))
-        state.units += units_of([items[call.index] for call in finished.calls], results)
-        if state.budget.spent and not functions:
-            state.response.update(
-                status="incomplete", incomplete_details={"reason": "max_output_tokens"}
-            )
-            return False
-        await self._save(state)
-        # Function calls are answered by the caller, in a request of its own.
-        return not functions
 
-    def _skip(self, state: _State, item: dict[str, Any]) -> None:
-        """A code call past ``max_tool_calls``: not run, said so."""
-        index = state.response["output"].index(item)
-        item.update(status="incomplete", outputs=[])
-        state.emit("response.output_item.done", output_index=index, item=dict(item))
+    async def text_done(self, *, cut: bool) -> None:
+        message, text = self.message, self.text
+        if message is None:
+            return
+        index = self.response["output"].index(message)
+        container_id = self.container["id"] if self.container else ""
+        annotations = [
+            {
+                "type": "container_file_citation",
+                "container_id": container_id,
+                "file_id": cfile_id(a["file_path"]["file_id"]),
+                "filename": a["text"].rsplit("/", 1)[-1],
+                "start_index": a["start_index"],
+                "end_index": a["end_index"],
+            }
+            for a in assistants.file_annotations(text, self.files)
+        ]
+        for number, annotation in enumerate(annotations):
+            self.emit(
+                "response.output_text.annotation.added",
+                output_index=index,
+                item_id=message["id"],
+                content_index=0,
+                annotation_index=number,
+                annotation=annotation,
+            )
+        part = rwire.output_text(text, annotations)
+        self.emit(
+            "response.output_text.done",
+            output_index=index,
+            item_id=message["id"],
+            content_index=0,
+            text=text,
+            logprobs=[],
+        )
+        self.emit(
+            "response.content_part.done",
+            output_index=index,
+            item_id=message["id"],
+            content_index=0,
+            part=part,
+        )
+        message.update(status="incomplete" if cut else "completed", content=[part])
+        self.emit("response.output_item.done", output_index=index, item=dict(message))
+        self.units.append(Unit([{"role": "assistant", "content": text}], message=True))
+        self.message, self.text = None, ""
 
-    async def _open_call(self, state: _State, call: ToolCall) -> dict[str, Any]:
-        output = state.response["output"]
+    async def call_started(self, call: ToolCall) -> None:
+        self.started = True
+        output = self.response["output"]
         item: dict[str, Any]
         if call.name == CODE_TOOL:
-            container = await self._container(state)
+            container = await self._container()
             item = {
                 "id": wire.new_id("ci_"),
                 "type": "code_interpreter_call",
@@ -546,123 +411,178 @@ class Responder:
                 "arguments": "",
             }
         output.append(item)
+        self.calls[call.id] = item
         index = len(output) - 1
-        state.emit("response.output_item.added", output_index=index, item=dict(item))
+        self.emit("response.output_item.added", output_index=index, item=dict(item))
         if call.name == CODE_TOOL:
-            state.emit(
+            self.emit(
                 "response.code_interpreter_call.in_progress", output_index=index, item_id=item["id"]
             )
-        return item
 
-    async def _container(self, state: _State) -> dict[str, Any]:
+    async def code_delta(self, call: ToolCall, text: str) -> None:
+        item = self.calls.get(call.id)
+        if item is not None:
+            self.emit(
+                "response.code_interpreter_call_code.delta",
+                output_index=self.response["output"].index(item),
+                item_id=item["id"],
+                delta=text,
+            )
+
+    async def _container(self) -> dict[str, Any]:
         """The response's container; an ``auto`` one is made at its first code call."""
-        if state.container is None:
-            auto = state.auto or rwire.AutoContainer(type="auto")
-            state.container = await self._containers.create(
-                state.owner,
-                name=f"auto container of {state.response['id']}",
+        if self.container is None:
+            auto = self.auto or rwire.AutoContainer(type="auto")
+            self.container = await self.responder.containers.create(
+                self.owner,
+                name=f"auto container of {self.response['id']}",
                 file_ids=list(auto.file_ids),
                 memory_limit=auto.memory_limit,
                 param="tools",
             )
-        return state.container
+        return self.container
 
-    async def _execute(self, state: _State, item: dict[str, Any]) -> str:
-        """Run a code call in the container; the item's status follows the kernel. What
-        the model is shown of it."""
-        output = state.response["output"]
-        index = output.index(item)
-        code = item["code"]
-        state.emit(
+    async def session(self) -> str:
+        container = await self._container()
+        containers = self.responder.containers
+        await containers.live(self.owner, container["id"])
+        return await containers.session(self.owner, container["id"])
+
+    async def code_running(self, call: ToolCall, code: str) -> None:
+        item = self.calls[call.id]
+        item["code"] = code
+        self.emit(
             "response.code_interpreter_call_code.done",
-            output_index=index,
+            output_index=self.response["output"].index(item),
             item_id=item["id"],
             code=code,
         )
-        container = state.container
-        assert container is not None
-        await self._containers.live(state.owner, container["id"])
-        session = await self._containers.session(state.owner, container["id"])
-        result = None
-        async with contextlib.aclosing(self._engine.stream(code, session=session)) as stream:
-            async for event in stream:
-                if isinstance(event, ExecutionStarted):
-                    item["status"] = "interpreting"
-                    state.emit(
-                        "response.code_interpreter_call.interpreting",
-                        output_index=index,
-                        item_id=item["id"],
-                    )
-                    await self._save(state)  # a client polling a background response sees it
-                elif isinstance(event, ImageSaved):
-                    await self._containers.add_output(state.owner, session, event.file.id)
-                elif isinstance(event, FileSaved):
-                    await self._containers.add_output(state.owner, session, event.file.id)
-                    state.files.append(event)
-                elif isinstance(event, ExecutionFinished):
-                    result = event.result
-        if result is None:
-            raise UpstreamError("server_error", "the execution ended without a result")
-        await self._containers.touch(state.owner, session)
+
+    async def code_output(self, call: ToolCall, event: Event) -> None:
+        item, containers = self.calls[call.id], self.responder.containers
+        assert self.container is not None
+        session = self.container["id"]
+        if isinstance(event, ExecutionStarted):
+            item["status"] = "interpreting"
+            self.emit(
+                "response.code_interpreter_call.interpreting",
+                output_index=self.response["output"].index(item),
+                item_id=item["id"],
+            )
+            self.save()  # a client polling a background response sees it
+        elif isinstance(event, ImageSaved):
+            await containers.add_output(self.owner, session, event.file.id)
+        elif isinstance(event, FileSaved):
+            await containers.add_output(self.owner, session, event.file.id)
+            self.files.append(event)
+
+    async def code_done(self, call: ToolCall, result: ExecutionResult) -> None:
+        item = self.calls[call.id]
+        assert self.container is not None
+        session = self.container["id"]
+        await self.responder.containers.touch(self.owner, session)
+        base = self.base_url
 
         def url(image: ImageFile) -> str:
-            return (
-                f"{state.base_url}v1/containers/{session}/files/{cfile_id(image.file_id)}/content"
-            )
+            return f"{base}v1/containers/{session}/files/{cfile_id(image.file_id)}/content"
 
         done = call_item(result, image_url=url)
         item.update(status=done["status"], outputs=done["outputs"])
-        state.emit(
+        index = self.response["output"].index(item)
+        self.emit(
             "response.code_interpreter_call.completed", output_index=index, item_id=item["id"]
         )
-        shown = served({"output": [item]}, state.body.include)["output"][0]
-        state.emit("response.output_item.done", output_index=index, item=shown)
-        return bounded(tool_text(result))
+        shown = served({"output": [item]}, self.body.include)["output"][0]
+        self.emit("response.output_item.done", output_index=index, item=shown)
 
-    def _close_message(
-        self, state: _State, message: dict[str, Any], text: str, *, cut: bool = False
-    ) -> None:
-        index = state.response["output"].index(message)
-        container_id = state.container["id"] if state.container else ""
-        annotations = [
-            {
-                "type": "container_file_citation",
-                "container_id": container_id,
-                "file_id": cfile_id(a["file_path"]["file_id"]),
-                "filename": a["text"].rsplit("/", 1)[-1],
-                "start_index": a["start_index"],
-                "end_index": a["end_index"],
-            }
-            for a in assistants.file_annotations(text, state.files)
-        ]
-        for number, annotation in enumerate(annotations):
-            state.emit(
-                "response.output_text.annotation.added",
+    async def code_skipped(self, call: ToolCall, note: str) -> None:
+        item = self.calls[call.id]
+        item.update(code=call.code, status="incomplete", outputs=[])
+        index = self.response["output"].index(item)
+        self.emit("response.output_item.done", output_index=index, item=dict(item))
+
+    async def calls_done(self, calls: list[ToolCall], shown: dict[str, str]) -> None:
+        output = self.response["output"]
+        for call in calls:
+            if call.name == CODE_TOOL:
+                continue
+            item = self.calls[call.id]
+            item.update(arguments=call.arguments, status="completed")
+            index = output.index(item)
+            self.emit(
+                "response.function_call_arguments.delta",
                 output_index=index,
-                item_id=message["id"],
-                content_index=0,
-                annotation_index=number,
-                annotation=annotation,
+                item_id=item["id"],
+                delta=call.arguments,
             )
-        part = rwire.output_text(text, annotations)
-        state.emit(
-            "response.output_text.done",
-            output_index=index,
-            item_id=message["id"],
-            content_index=0,
-            text=text,
-            logprobs=[],
-        )
-        state.emit(
-            "response.content_part.done",
-            output_index=index,
-            item_id=message["id"],
-            content_index=0,
-            part=part,
-        )
-        message.update(status="incomplete" if cut else "completed", content=[part])
-        state.emit("response.output_item.done", output_index=index, item=dict(message))
-        state.units.append(Unit([{"role": "assistant", "content": text}], message=True))
+            self.emit(
+                "response.function_call_arguments.done",
+                output_index=index,
+                item_id=item["id"],
+                arguments=call.arguments,
+            )
+            self.emit("response.output_item.done", output_index=index, item=dict(item))
+        # A code item is its own call's id for the model (its output says so).
+        results = {self.calls[c]["id"]: text for c, text in shown.items()}
+        self.units += units_of([self.calls[call.id] for call in calls], results)
+        self.save()
+
+    async def functions_pending(self, calls: list[ToolCall]) -> None:
+        """Function calls are answered by the caller, in a request of its own."""
+
+    async def ended(self, ending: Ending) -> None:
+        answered = not self.body.stream and not self.body.background
+        if ending.status == "failed" and ending.refused and answered:
+            # Refused before anything was made: answered as the refusal, nothing kept.
+            self.refusal = APIError(400, ending.message or "", code=ending.code)
+            await self._forget()
+            return
+        if ending.reason == "prompt":
+            message = f"the input does not fit the model: {ending.message}"
+            ending = Ending("failed", code="invalid_prompt", message=message)
+        response = self.response
+        if ending.status == "failed":
+            response["error"] = {"code": ending.code, "message": ending.message}
+        status = "completed" if ending.status == "requires_action" else ending.status
+        if ending.status == "incomplete":
+            reason = "content_filter" if ending.reason == "content_filter" else "max_output_tokens"
+            response["incomplete_details"] = {"reason": reason}
+        await self._end(status)
+
+    async def _end(self, status: str) -> None:
+        """End the response; what a response that completes (or stops short of its
+        limits) added is kept for the responses that continue it."""
+        response = self.response
+        response["status"] = status
+        if status in ("failed", "cancelled"):
+            _stop_items(response)
+        if status == "completed":
+            response["completed_at"] = wire.now()
+        if self.budget.turns:
+            usage = self.budget.usage
+            response["usage"] = rwire.usage(usage["prompt_tokens"], usage["completion_tokens"])
+        if self.body.conversation is not None and status in ("completed", "incomplete"):
+            conversation = self.body.conversation_id()
+            if await self.store.get("conversation", self.owner, conversation) is not None:
+                items = [*self.items, *(dict(item) for item in response["output"])]
+                await self.responder.add_items(self.owner, conversation, items)
+        if self.keep:
+            async with self.store.transaction() as tx:
+                if status in ("completed", "incomplete"):
+                    container = self.container["id"] if self.container else None
+                    tx.append(self.owner, response["id"], [*self.inputs, *self.units])
+                    tx.relink(self.owner, response["id"], container)
+                tx.put("response", self.owner, response)
+        # The API has no cancelled event: the stream ends with the response, cancelled.
+        self.emit_response("response.incomplete" if status == "cancelled" else f"response.{status}")
+
+    async def _forget(self) -> None:
+        if self.keep:
+            owner, response_id = self.owner, self.response["id"]
+            async with self.store.transaction() as tx:
+                tx.delete_children(owner, [response_id])
+                tx.forget(owner, [response_id])
+                tx.delete("response", owner, response_id)
 
 
 def _as_is(unit: Unit) -> list[dict[str, Any]]:
@@ -820,4 +740,9 @@ def units_of(items: list[dict[str, Any]], results: dict[str, str]) -> list[Unit]
     return units
 
 
-__all__ = ["Responder", "item_key", "served", "stored_item", "units_of"]
+async def _replay(units: list[Unit]) -> AsyncIterator[Unit]:
+    for unit in units:
+        yield unit
+
+
+__all__ = ["Responder", "ResponseSink", "item_key", "served", "stored_item", "units_of"]

@@ -1,0 +1,64 @@
+"""A run's events, fanned out to the clients that stream it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ...adapters import assistants
+
+
+class RunEvents:
+    """A run's (or a response's) events as SSE text, fanned out to its stream subscribers
+    as they happen. Each is written out when sent: the objects in it go on changing.
+
+    With ``replay`` (a background response's), the events sent are kept, by their
+    ``sequence_number``, for a subscriber that joins later (``follow(after=…)``)."""
+
+    def __init__(self, *, replay: bool = False) -> None:
+        self._queues: set[asyncio.Queue[str | None]] = set()
+        self._sent: list[tuple[int, str]] | None = [] if replay else None
+        self.closed = False
+
+    def emit(self, event: str, data: Any) -> None:
+        text = assistants.sse(event, data)
+        if self._sent is not None:
+            self._sent.append((data["sequence_number"], text))
+        for queue in self._queues:
+            queue.put_nowait(text)
+
+    def close(self) -> None:
+        self.closed = True
+        for queue in self._queues:
+            queue.put_nowait(None)
+
+    def follow(self, end: str | None = None, *, after: int | None = None) -> AsyncIterator[str]:
+        """Subscribe now; the SSE text of every event from here on, then ``end``. With
+        ``after`` (and ``replay``), first those already sent numbered above it.
+
+        The subscription is made by this call, not when the stream is first read, so no
+        event emitted in between is missed; dropping the stream unsubscribes.
+        """
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        if after is not None:
+            for number, text in self._sent or ():
+                if number > after:
+                    queue.put_nowait(text)
+        if self.closed:
+            queue.put_nowait(None)
+        self._queues.add(queue)
+
+        async def texts() -> AsyncIterator[str]:
+            try:
+                while (text := await queue.get()) is not None:
+                    yield text
+                if end is not None:
+                    yield end
+            finally:
+                self._queues.discard(queue)
+
+        return texts()
+
+
+__all__ = ["RunEvents"]
