@@ -299,3 +299,40 @@ def _writes(build: Callable[[Writes], object]) -> Writes:
     writes = Writes()
     build(writes)
     return writes
+
+
+async def test_a_page_filters_on_fields_in_the_database(store: Store) -> None:
+    """Messages of one run, files of one purpose: a filter in the query, paged by the
+    cursors as any list (it had loaded every object and ignored ``after``)."""
+    for i in range(30):
+        run = "run_a" if i % 3 == 0 else "run_b"
+        await store.create(
+            "message", "alice", {"id": f"msg_{i:02d}", "run_id": run}, parent="thread_1"
+        )
+    first = await store.page(
+        "message", "alice", parent="thread_1", order="asc", limit=4, where={"run_id": "run_a"}
+    )
+    assert [m["id"] for m in first.data] == ["msg_00", "msg_03", "msg_06", "msg_09"]
+    assert first.has_more
+    rest = await store.page(
+        "message",
+        "alice",
+        parent="thread_1",
+        order="asc",
+        limit=10,
+        after="msg_09",
+        where={"run_id": "run_a"},
+    )
+    assert [m["id"] for m in rest.data] == [
+        "msg_12",
+        "msg_15",
+        "msg_18",
+        "msg_21",
+        "msg_24",
+        "msg_27",
+    ]
+    assert not rest.has_more
+    every = await store.page(
+        "message", "alice", parent="thread_1", limit=100, where={"run_id": None}
+    )
+    assert len(every.data) == 30

@@ -379,20 +379,14 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         order: Literal["asc", "desc"],
         after: str | None,
         before: str | None,
-        where: Callable[[dict[str, Any]], bool] | None = None,
+        where: dict[str, str | None] | None = None,
     ) -> dict[str, Any]:
-        """A page of a list route; with ``where``, of the objects it keeps."""
-        store = state().store
-        if where is None:
-            page = await store.page(
-                kind, owner, parent=parent, limit=limit, order=order, after=after, before=before
-            )
-            return wire.page(page.data, page.has_more)
-        every = await store.page(
-            kind, owner, parent=parent, limit=100_000, order=order, after=after
-        )
-        chosen = [found for found in every.data if where(found)]
-        return wire.page(chosen[:limit], len(chosen) > limit)
+        """A page of a list route; ``where``: fields the objects have (``None``: any)."""
+        page = await state().store.page(
+            kind, owner, parent=parent, limit=limit, order=order, after=after, before=before,
+            where=where,
+        )  # fmt: skip
+        return wire.page(page.data, page.has_more)
 
     # Models.
 
@@ -533,21 +527,16 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         run_id: Cursor = None,
     ) -> dict[str, Any]:
         await thread_of(owner, thread_id)
-        if run_id is None:
-            return await listing(
-                "message",
-                owner,
-                parent=thread_id,
-                limit=limit,
-                order=order,
-                after=after,
-                before=before,
-            )
-        every = await state().store.all("message", owner, parent=thread_id)
-        chosen = [m for m in every if m.get("run_id") == run_id]
-        if order == "desc":
-            chosen.reverse()
-        return wire.page(chosen[:limit], len(chosen) > limit)
+        return await listing(
+            "message",
+            owner,
+            parent=thread_id,
+            limit=limit,
+            order=order,
+            after=after,
+            before=before,
+            where={"run_id": run_id},
+        )
 
     @app.get("/v1/threads/{thread_id}/messages/{message_id}")
     async def get_message(thread_id: str, message_id: str, owner: Owner) -> dict[str, Any]:
@@ -757,7 +746,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             order=order,
             after=after,
             before=None,
-            where=None if purpose is None else lambda found: found["purpose"] == purpose,
+            where={"purpose": purpose},
         )
 
     @app.get("/v1/files/{file_id}")

@@ -150,7 +150,7 @@ def add_routes(
             order=order,
             after=after,
             before=None,
-            where=None if name is None else lambda found: found["name"] == name,
+            where={"name": name},
         )
 
     @app.get("/v1/containers/{container_id}")

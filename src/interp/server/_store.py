@@ -545,12 +545,17 @@ class Store:
         order: Literal["asc", "desc"] = "desc",
         after: str | None = None,
         before: str | None = None,
+        where: dict[str, str | None] | None = None,
     ) -> Page:
-        """A page in creation order, OpenAI's way: ``after``/``before`` are object ids."""
+        """A page in creation order, OpenAI's way: ``after``/``before`` are object ids;
+        ``where``: values of the objects' fields they must have (``None``: any)."""
         await self._objects_written()
         query = select(_Object.data).where(_Object.kind == kind, _Object.owner == owner)
         if parent is not None:
             query = query.where(_Object.parent == parent)
+        for name, value in (where or {}).items():
+            if value is not None:
+                query = query.where(_Object.data[name].as_string() == value)
         async with self._engine.connect() as conn:
             for cursor, later in ((after, order == "asc"), (before, order == "desc")):
                 if cursor is None:
