@@ -243,7 +243,7 @@ async def _trivial_runs(data_dir: Path, plan: Plan) -> list[Measurement]:
     added = Measurement("server_trivial_overhead",
                         "serve: trivial run minus the model's reply (paired samples)",
                         group="server")  # fmt: skip
-    n = max(40, plan.execute // 3)
+    n = max(100, plan.execute)
     with _model() as model_url, _serve(data_dir, model_url) as (url, _):
         client = openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=0)
         direct = openai.AsyncOpenAI(base_url=model_url, api_key="bench", max_retries=0)

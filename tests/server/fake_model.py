@@ -117,6 +117,8 @@ class FakeModel:
         """Every request answered (not refused as too long)."""
         self.refused: list[int] = []
         """The token counts of requests refused as over the window."""
+        self.takes_images = True
+        """False: a request with image parts is a 400, as a text-only model's server's."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         app = Starlette(
@@ -151,6 +153,11 @@ class FakeModel:
 
     async def _complete(self, request: Request) -> Response:
         body = await request.json()
+        if not self.takes_images and any(
+            isinstance(m.get("content"), list) for m in body["messages"]
+        ):
+            error = {"message": "image input is not supported by this model", "code": None}
+            return JSONResponse({"error": error}, status_code=400)
         if self.window is not None:
             tokens = request_tokens(body)
             wanted = tokens + (body.get("max_completion_tokens") or 0)
@@ -172,6 +179,8 @@ class FakeModel:
         self.requests.append(body)
         last = body["messages"][-1]
         content = last.get("content") or ""
+        if isinstance(content, list):  # text and image parts: the text is what it reads
+            content = "\n".join(p.get("text", "") for p in content if p.get("type") == "text")
         if last["role"] == "user" and content == "HANG":
             await asyncio.sleep(30)
         if last["role"] == "user" and "FAIL " in content:

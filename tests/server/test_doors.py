@@ -278,3 +278,28 @@ async def test_a_background_response_cancelled_mid_code_closes_its_items(doors: 
     cancelled = await client.responses.cancel(response.id)
     assert cancelled.status == "cancelled"
     assert all(item.status == "incomplete" for item in cancelled.output)  # type: ignore[union-attr]
+
+
+async def test_images_go_as_image_parts_or_as_markers_to_a_model_that_takes_none(
+    doors: Doors, fake_model: FakeModel
+) -> None:
+    client = doors.client()
+    image = {"type": "input_image", "image_url": "https://example.test/chart.png"}
+    question = {"role": "user", "content": [{"type": "input_text", "text": "what is it"}, image]}
+    start = len(fake_model.requests)
+    seen = await client.responses.create(model=MODEL, input=[question])  # type: ignore[list-item]
+    assert seen.status == "completed"
+    parts = fake_model.requests[start]["messages"][-1]["content"]
+    assert parts[1] == {
+        "type": "image_url",
+        "image_url": {"url": "https://example.test/chart.png", "detail": "auto"},
+    }
+    fake_model.takes_images = False
+    try:
+        start = len(fake_model.requests)
+        named = await client.responses.create(model=MODEL, input=[question])  # type: ignore[list-item]
+        assert named.status == "completed", named.error
+        sent = fake_model.requests[start]["messages"][-1]["content"]
+        assert sent == "what is it\n[image https://example.test/chart.png]"
+    finally:
+        fake_model.takes_images = True

@@ -305,7 +305,7 @@ class ResponseSink:
         if self.keep:
             writes = Writes()
             writes.put("response", self.owner, self.response)
-            self.store.submit(writes)
+            self.store.submit(writes, soon=True)
 
     # The loop's reports.
 

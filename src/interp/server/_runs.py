@@ -394,7 +394,7 @@ class RunSink:
         """Queue a write of the run (the writer keeps the order of writes)."""
         writes = Writes()
         writes.put("run", self.owner, self.run)
-        self.store.submit(writes)
+        self.store.submit(writes, soon=True)
 
     # The loop's reports.
 
@@ -578,7 +578,7 @@ class RunSink:
         writes = Writes()
         writes.create("step", self.owner, step, parent=run["id"])
         writes.create("message", self.owner, message, parent=run["thread_id"])
-        self.store.submit(writes)
+        self.store.submit(writes, soon=True)
         self.message, self.message_step, self.text = message, step, ""
         emit("thread.run.step.created", dict(step))
         emit("thread.run.step.in_progress", dict(step))
@@ -615,7 +615,7 @@ class RunSink:
         reply = Unit([{"role": "assistant", "content": text}], message=True)
         writes.append(self.owner, self.thread["id"], [reply], ref=message["id"])
         writes.put("step", self.owner, step)
-        self.store.submit(writes)
+        self.store.submit(writes, soon=True)
         self.events.emit(f"thread.message.{message['status']}", dict(message))
         self.events.emit(f"thread.run.step.{status}", dict(step))
         self.images = []
@@ -651,7 +651,7 @@ class RunSink:
         if reason is not None:
             run["incomplete_details"] = {"reason": reason}
         writes.put("run", self.owner, run)
-        self.store.submit(writes)
+        self.store.submit(writes, soon=True)
         self.events.emit(f"thread.run.{status}", dict(run))
 
 

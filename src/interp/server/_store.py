@@ -50,6 +50,10 @@ from .agent.context import Unit
 log = logging.getLogger("interp.server")
 
 SCHEMA_VERSION = 2
+GROUP_S = 0.005
+"""How long a write nobody waits for may wait for others to be committed with it: a run's
+writes (it makes several in a few milliseconds) go in one commit, after its reply rather
+than in the middle of it."""
 TAIL_PAGE = 200
 """Transcript entries read at a time, newest first, while a context is filled."""
 
@@ -299,7 +303,12 @@ class Store:
         # SQLite: a writer waits for another (another process) rather than failing at
         # once, and readers never wait for writers (WAL).
         self._engine: AsyncEngine = create_async_engine(
-            url, connect_args={"timeout": 30} if sqlite else {}
+            url,
+            connect_args={"timeout": 30} if sqlite else {},
+            # SQLite reads outside a transaction (pysqlite begins one only to write), so a
+            # connection needs no rollback when it goes back to the pool: a thread hop less
+            # a read. PostgreSQL's reads do begin one.
+            pool_reset_on_return=None if sqlite else "rollback",
         )
         if sqlite:
             event.listen(self._engine.sync_engine, "connect", _sqlite_wal)
@@ -311,6 +320,7 @@ class Store:
         self._keys: Counter[tuple[str, str]] = Counter()
         self._bulk = 0
         self._objects = 0
+        self._grouping: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
         """Create the schema if new, migrate one of schema 1; refuse another version."""
@@ -364,12 +374,13 @@ class Store:
         the block's end waits for its commit (and raises what failed it)."""
         writes = Writes()
         yield writes
-        done = self.submit(writes)
+        done = self.submit(writes, soon=not wait)
         if wait:
             await done
 
-    def submit(self, writes: Writes) -> asyncio.Future[None]:
-        """Queue a unit of work; the future is done once it is committed."""
+    def submit(self, writes: Writes, *, soon: bool = False) -> asyncio.Future[None]:
+        """Queue a unit of work; the future is done once it is committed. With ``soon``
+        (nobody waits for it), the commit may wait ``GROUP_S`` for more units to join it."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for found_by, owner, obj in writes.shown:
             self._shown[found_by] = (owner, obj, writes)
@@ -379,18 +390,25 @@ class Store:
         self._objects += bool(writes.objects or writes.updates or writes.deletes)
         self._queue.append(_Pending(writes, done))
         self._last = done
-        self._wake.set()
+        if not soon:
+            self._wake.set()
+        elif self._grouping is None:
+            self._grouping = asyncio.get_running_loop().call_later(GROUP_S, self._wake.set)
         return done
 
     async def flushed(self) -> None:
         """Return once everything queued so far is committed (or failed)."""
         if self._last is not None and not self._last.done():
+            self._wake.set()
             await asyncio.wait([self._last])
 
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self._grouping is not None:
+                self._grouping.cancel()
+                self._grouping = None
             while self._queue:
                 batch, self._queue = self._queue, []
                 try:

@@ -46,13 +46,14 @@ def tokens_of(value: Any) -> int:
     """The estimated tokens of a chat message (or a list of them, or tool definitions)."""
     if isinstance(value, list):
         return sum(tokens_of(item) for item in value)
+    images = 0
     content = value.get("content") if isinstance(value, dict) else None
     if isinstance(content, list):
-        images = [p for p in content if isinstance(p, dict) and p.get("type") == "image_url"]
-        rest = [p for p in content if p not in images]
-        return tokens_of({**value, "content": rest}) + IMAGE_TOKENS * len(images)
+        kept = [p for p in content if not (isinstance(p, dict) and p.get("type") == "image_url")]
+        images = len(content) - len(kept)
+        value = {**value, "content": kept}
     size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
-    return MESSAGE_TOKENS + math.ceil(size / BYTES_PER_TOKEN)
+    return MESSAGE_TOKENS + math.ceil(size / BYTES_PER_TOKEN) + IMAGE_TOKENS * images
 
 
 def bounded(text: str, limit: int = TOOL_TEXT_BYTES) -> str:

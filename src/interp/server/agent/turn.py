@@ -9,6 +9,7 @@ and how each turn ended (``finish_reason``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,6 +17,8 @@ from typing import Any, Literal
 from ...adapters.chat import DESCRIPTION, tool_schema
 from .context import Fitted, Limits, NoRoom, Unit, Windows, fit, tokens_of
 from .model import CODE_TOOL, ContextTooLong, Finished, Model, Piece, UpstreamError
+
+log = logging.getLogger("interp.server")
 
 MAX_MODEL_TURNS = 16
 """Model requests in one run; the last is asked to answer without tools."""
@@ -143,6 +146,8 @@ class Agent:
     def __init__(self, model: Model, windows: Windows) -> None:
         self.model = model
         self.windows = windows
+        self._textual: set[str] = set()
+        """Models that refused image parts."""
 
     async def turn(
         self,
@@ -154,8 +159,10 @@ class Agent:
         render: Callable[[Unit], list[dict[str, Any]]] = lambda unit: unit.messages,
     ) -> AsyncIterator[Piece]:
         """One turn's pieces. A request the upstream refuses as over its window is fitted
-        again to the window it names and sent once more."""
-        for attempt in (1, 2):
+        again to the window it names and sent once more; one it refuses for its image
+        parts is sent again with the images named in the text (and so are the model's
+        requests from then on)."""
+        for attempt in (1, 2, 3):
             request, fitted = await self.request(settings, budget, pinned, history, render)
             try:
                 async for piece in self.model.stream(request):
@@ -167,8 +174,18 @@ class Agent:
                 return
             except ContextTooLong as exc:
                 self.windows.refused(settings.model, exc.limit, fitted.estimate)
-                if attempt == 2 or not settings.truncate:
+                if attempt == 3 or not settings.truncate:
                     raise PromptTooLong(exc.message, window=True) from None
+            except UpstreamError as exc:
+                refused = exc.status == 400 and "image" in exc.message.lower()
+                if not refused or settings.model in self._textual or not _has_images(request):
+                    raise
+                log.warning(
+                    "the model %s refused image parts (%s): images are named in the text instead",
+                    settings.model,
+                    exc.message[:200],
+                )
+                self._textual.add(settings.model)
 
     async def request(
         self,
@@ -209,6 +226,8 @@ class Agent:
         messages = list(system) if settings.instructions else []
         for unit in fitted.units:
             messages += render(unit)
+        if settings.model in self._textual:
+            messages = [_textual(message) for message in messages]
         request: dict[str, Any] = {"model": settings.model, "messages": messages}
         if tools:
             request["tools"] = tools
@@ -228,6 +247,25 @@ class Agent:
                 left = max(1, min(left, room))
             request["max_completion_tokens"] = max(1, left)
         return request, fitted
+
+
+def _has_images(request: dict[str, Any]) -> bool:
+    return any(isinstance(m.get("content"), list) for m in request["messages"])
+
+
+def _textual(message: dict[str, Any]) -> dict[str, Any]:
+    """A message with its image parts named in its text, for a model that takes none."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return message
+    texts = []
+    for part in content:
+        if part.get("type") == "text":
+            texts.append(part.get("text", ""))
+            continue
+        url = str((part.get("image_url") or {}).get("url", ""))
+        texts.append("[image]" if url.startswith("data:") else f"[image {url[:200]}]")
+    return {**message, "content": "\n".join(texts)}
 
 
 __all__ = ["Agent", "Budget", "History", "PromptTooLong", "Reason", "Settings"]
