@@ -46,7 +46,7 @@ from ._responses import Responder
 from ._runs import DONE, Runner, message_unit
 from ._store import Kind, Store, Writes
 from ._wire import Cursor, Limit, ListOrder
-from .agent.context import Windows
+from .agent.context import Unit, Windows
 from .agent.model import Model, UpstreamError
 from .agent.turn import Agent
 from .deps import Services
@@ -572,6 +572,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         body: wire.RunCreate | wire.ThreadAndRunCreate,
         additional: list[wire.MessageCreate],
         extra_instructions: str | None,
+        head: list[Unit] | None = None,
     ) -> Response | dict[str, Any]:
         state().runner.check_idle(thread["id"])
         await check_messages(owner, additional)
@@ -591,7 +592,9 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             for message in additional:
                 add_message(tx, owner, thread["id"], message)
             tx.create("run", owner, dict(run), parent=thread["id"])
-        events = state().runner.start(owner=owner, run=run, assistant=assistant, thread=thread)
+        events = state().runner.start(
+            owner=owner, run=run, assistant=assistant, thread=thread, head=head
+        )
         if not body.stream:
             return dict(run)
         return _sse(events.follow(DONE))
@@ -600,14 +603,25 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
     async def create_run(
         thread_id: str, body: wire.RunCreate, owner: Owner
     ) -> Response | dict[str, Any]:
+        store = state().store
         async with state().runner.threads.hold(thread_id):
-            thread, assistant = await state().store.get_many(
-                owner, [("thread", thread_id), ("assistant", body.assistant_id)]
-            )
-            if thread is None:
-                raise not_found("thread", thread_id)
-            if assistant is None:
-                raise not_found("assistant", body.assistant_id)
+            # The thread's newest units are read while the request is checked: the run's
+            # first turn needs them (unless it adds messages first).
+            reading = None if body.additional_messages else store.newest(owner, thread_id)
+            head = asyncio.ensure_future(reading) if reading else None
+            try:
+                thread, assistant = await store.get_many(
+                    owner, [("thread", thread_id), ("assistant", body.assistant_id)]
+                )
+                if thread is None:
+                    raise not_found("thread", thread_id)
+                if assistant is None:
+                    raise not_found("assistant", body.assistant_id)
+            except BaseException:
+                if head is not None:
+                    head.cancel()
+                    await asyncio.gather(head, return_exceptions=True)
+                raise
             return await begin_run(
                 owner,
                 thread,
@@ -615,6 +629,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
                 body,
                 body.additional_messages or [],
                 body.additional_instructions,
+                await head if head is not None else None,
             )
 
     @app.get("/v1/threads/{thread_id}/runs")

@@ -305,7 +305,7 @@ class ResponseSink:
         if self.keep:
             writes = Writes()
             writes.put("response", self.owner, self.response)
-            self.store.submit(writes, soon=True)
+            self.store.submit(writes)
 
     # The loop's reports.
 

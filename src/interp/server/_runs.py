@@ -106,8 +106,10 @@ class Runner:
         assistant: dict[str, Any],
         thread: dict[str, Any],
         announce: bool = True,
+        head: list[Unit] | None = None,
     ) -> RunEvents:
-        """Start driving ``run`` (stored, or queued to be); its events from the start."""
+        """Start driving ``run`` (stored, or queued to be); its events from the start.
+        ``head``: the thread's newest units, read already."""
         self.check_idle(thread["id"])
         events = RunEvents()
         self._events[run["id"]] = events
@@ -116,6 +118,7 @@ class Runner:
             budget.usage.update(run["usage"])
         sink = RunSink(self, owner=owner, run=run, assistant=assistant, thread=thread,
                        events=events, budget=budget)  # fmt: skip
+        sink.head = head
         self._live[run["id"]] = sink
         self._runs.start(thread["id"], self._drive(sink, announce), name=f"interp-{run['id']}")
         return events
@@ -365,6 +368,8 @@ class RunSink:
         self.tool_step: dict[str, Any] | None = None
         """What is open: a reply being written and its step, a tool step."""
         self.cursors: dict[str, assistants.Cursor] = {}
+        self.head: list[Unit] | None = None
+        """The thread's newest units, read ahead for the first turn."""
 
     @property
     def store(self) -> Store:
@@ -394,7 +399,7 @@ class RunSink:
         """Queue a write of the run (the writer keeps the order of writes)."""
         writes = Writes()
         writes.put("run", self.owner, self.run)
-        self.store.submit(writes, soon=True)
+        self.store.submit(writes)
 
     # The loop's reports.
 
@@ -403,7 +408,8 @@ class RunSink:
         follows; without one, what this run added) and its history, from one read of its
         newest units."""
         owner, thread_id, store = self.owner, self.thread["id"], self.store
-        recent = store.tail(owner, thread_id)
+        recent = store.tail(owner, thread_id, head=self.head)
+        self.head = None
         newest: list[Unit] = []
         async for unit in recent:
             newest.append(unit)
@@ -578,7 +584,7 @@ class RunSink:
         writes = Writes()
         writes.create("step", self.owner, step, parent=run["id"])
         writes.create("message", self.owner, message, parent=run["thread_id"])
-        self.store.submit(writes, soon=True)
+        self.store.submit(writes)
         self.message, self.message_step, self.text = message, step, ""
         emit("thread.run.step.created", dict(step))
         emit("thread.run.step.in_progress", dict(step))
@@ -615,7 +621,7 @@ class RunSink:
         reply = Unit([{"role": "assistant", "content": text}], message=True)
         writes.append(self.owner, self.thread["id"], [reply], ref=message["id"])
         writes.put("step", self.owner, step)
-        self.store.submit(writes, soon=True)
+        self.store.submit(writes)
         self.events.emit(f"thread.message.{message['status']}", dict(message))
         self.events.emit(f"thread.run.step.{status}", dict(step))
         self.images = []
@@ -651,7 +657,7 @@ class RunSink:
         if reason is not None:
             run["incomplete_details"] = {"reason": reason}
         writes.put("run", self.owner, run)
-        self.store.submit(writes, soon=True)
+        self.store.submit(writes)
         self.events.emit(f"thread.run.{status}", dict(run))
 
 

@@ -50,10 +50,6 @@ from .agent.context import Unit
 log = logging.getLogger("interp.server")
 
 SCHEMA_VERSION = 2
-GROUP_S = 0.005
-"""How long a write nobody waits for may wait for others to be committed with it: a run's
-writes (it makes several in a few milliseconds) go in one commit, after its reply rather
-than in the middle of it."""
 TAIL_PAGE = 200
 """Transcript entries read at a time, newest first, while a context is filled."""
 
@@ -320,7 +316,6 @@ class Store:
         self._keys: Counter[tuple[str, str]] = Counter()
         self._bulk = 0
         self._objects = 0
-        self._grouping: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
         """Create the schema if new, migrate one of schema 1; refuse another version."""
@@ -374,13 +369,12 @@ class Store:
         the block's end waits for its commit (and raises what failed it)."""
         writes = Writes()
         yield writes
-        done = self.submit(writes, soon=not wait)
+        done = self.submit(writes)
         if wait:
             await done
 
-    def submit(self, writes: Writes, *, soon: bool = False) -> asyncio.Future[None]:
-        """Queue a unit of work; the future is done once it is committed. With ``soon``
-        (nobody waits for it), the commit may wait ``GROUP_S`` for more units to join it."""
+    def submit(self, writes: Writes) -> asyncio.Future[None]:
+        """Queue a unit of work; the future is done once it is committed."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for found_by, owner, obj in writes.shown:
             self._shown[found_by] = (owner, obj, writes)
@@ -390,25 +384,18 @@ class Store:
         self._objects += bool(writes.objects or writes.updates or writes.deletes)
         self._queue.append(_Pending(writes, done))
         self._last = done
-        if not soon:
-            self._wake.set()
-        elif self._grouping is None:
-            self._grouping = asyncio.get_running_loop().call_later(GROUP_S, self._wake.set)
+        self._wake.set()
         return done
 
     async def flushed(self) -> None:
         """Return once everything queued so far is committed (or failed)."""
         if self._last is not None and not self._last.done():
-            self._wake.set()
             await asyncio.wait([self._last])
 
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._grouping is not None:
-                self._grouping.cancel()
-                self._grouping = None
             while self._queue:
                 batch, self._queue = self._queue, []
                 try:
@@ -652,14 +639,31 @@ class Store:
 
     # The transcript.
 
+    async def newest(self, owner: str, key: str) -> list[Unit]:
+        """The first page of ``tail(owner, key)``: read ahead, while a request is checked."""
+        return [unit async for unit in self.tail(owner, key, pages=1)]
+
     async def tail(
-        self, owner: str, keys: str | Sequence[str], *, before: int | None = None
+        self,
+        owner: str,
+        keys: str | Sequence[str],
+        *,
+        before: int | None = None,
+        head: list[Unit] | None = None,
+        pages: int | None = None,
     ) -> AsyncIterator[Unit]:
         """Units of the conversation(s) before position ``before``, newest first, read a
-        page at a time as they are consumed."""
+        page at a time as they are consumed; ``head``: the first page, read already."""
         keys = [keys] if isinstance(keys, str) else list(keys)
+        if head is not None:
+            for unit in head:
+                yield unit
+            if len(head) < TAIL_PAGE:
+                return
+            before = head[-1].seq
         await self._transcript_written(owner, keys)
-        while True:
+        while pages is None or pages > 0:
+            pages = None if pages is None else pages - 1
             query = select(_Entry).where(_Entry.owner == owner, _Entry.key.in_(keys))
             if before is not None:
                 query = query.where(_Entry.seq < before)
