@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -250,9 +252,11 @@ async def test_a_schema_1_database_gets_its_transcripts(db_url: str) -> None:
     )
     await first.close()
     engine = create_async_engine(db_url)
-    async with engine.begin() as conn:
-        await conn.execute(text("DELETE FROM interp_transcript"))
-        await conn.execute(text("DELETE FROM interp_links"))
+    async with engine.begin() as conn:  # back to what schema 1 had
+        await conn.execute(text("DROP TABLE interp_transcript"))
+        await conn.execute(text("DROP TABLE interp_links"))
+        await conn.execute(text("DROP INDEX interp_objects_status"))
+        await conn.execute(text("ALTER TABLE interp_objects DROP COLUMN status"))
         await conn.execute(text("UPDATE interp_meta SET value = '1' WHERE key = 'schema_version'"))
     await engine.dispose()
     again = Store(db_url)
@@ -264,6 +268,9 @@ async def test_a_schema_1_database_gets_its_transcripts(db_url: str) -> None:
         assert [found for found, _ in await again.chain("alice", "resp_1")] == ["resp_1"]
         chain = [m for u in await collect(again.tail("alice", "resp_1")) for m in u.messages]
         assert {m["content"] for m in chain} == {"hello", "hi"}
+        found = await again.get("response", "alice", "resp_1")
+        assert found is not None and found["status"] == "completed"
+        assert await again.fail_unfinished_runs() == 0
     finally:
         await again.close()
     reopened = Store(db_url)
@@ -336,3 +343,24 @@ async def test_a_page_filters_on_fields_in_the_database(store: Store) -> None:
         "message", "alice", parent="thread_1", limit=100, where={"run_id": None}
     )
     assert len(every.data) == 30
+
+
+async def test_a_writer_outlives_a_caller_cancelled_while_it_waits(store: Store) -> None:
+    """A run cancelled while it waits for its write (the server stopping) had cancelled the
+    write's future; the writer then failed to settle it and stopped for good, and closing
+    the store waited for ever."""
+
+    async def write() -> None:
+        async with store.transaction() as tx:
+            tx.create("assistant", "alice", {"id": "a_cancelled"})
+
+    waiting = asyncio.create_task(write())
+    await asyncio.sleep(0)  # it waits for the commit now
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    async with asyncio.timeout(10):
+        await store.create("assistant", "alice", {"id": "a_after"})
+        await store.flushed()
+    assert await store.get("assistant", "alice", "a_after") is not None
+    assert await store.get("assistant", "alice", "a_cancelled") is not None

@@ -2,18 +2,22 @@
 
 Programs written against the Assistants API run here by changing ``OPENAI_BASE_URL``: the
 server is the run loop between an OpenAI-compatible chat-completions model and the
-engine's sandboxed sessions. Layers, each its own module:
+engine's sandboxed sessions. Its layers (``docs/architecture.md`` draws them):
 
-    _api.py     FastAPI routes: validate, authorise (key -> owner), OpenAI JSON and SSE
-    _runs.py    the run loop: thread -> chat request -> tool calls -> engine -> events
-    _api_responses.py, _responses.py, _wire_responses.py
-                the Responses API: its routes, its loop (input items -> model -> code in
-                a container -> output items and events), its bodies and objects
+    _api.py         the app: the lifespan builds the services; errors as OpenAI's JSON;
+                    the body limit; MCP at /mcp
+    routes/         one router per part of the API (models and assistants, threads with
+                    their messages, runs and steps, files, responses and containers,
+                    conversations); deps.py: the owner and the services as dependencies
+    _runs.py        the Assistants door: its rules (Runner) and its sink (RunSink)
+    _responses.py   the Responses door: its rules (Responder) and its sink (ResponseSink)
+    agent/          the one agent loop both doors run: the model client, context fitted
+                    to the window, a turn and the run's budget, the loop, SSE fan-out
     _containers.py  containers: engine sessions whose files the store keeps
-    _mcp.py     the MCP server (stdio for ``interp mcp``, streamable HTTP at /mcp)
-    _model.py   the upstream chat-completions client (the ``openai`` package), streaming
-    _store.py   SQLAlchemy 2 (async): every object, by owner; SQLite or any async URL
-    _wire.py    request bodies and the objects the API returns
+    _mcp.py         the MCP server (stdio for ``interp mcp``, streamable HTTP at /mcp)
+    _store.py       SQLAlchemy 2 (async): objects by owner, transcripts, one batching
+                    writer; SQLite or any async URL (``_migrate.py``: from schema 1)
+    _wire.py, _wire_responses.py   request bodies and the objects the API returns
 
 Needs the ``server`` extra: ``pip install 'interp[server]'``.
 """

@@ -275,8 +275,8 @@ class Containers:
         while True:
             await asyncio.sleep(SWEEP_S)
             try:
-                for owner, container in await self._store.every("container"):
-                    if container["status"] == "running" and _idle_out(container):
+                for owner, container in await self._store.every("container", "running"):
+                    if _idle_out(container):
                         await self._expire(owner, container)
             except Exception:
                 log.exception("expiring containers failed; trying again later")

@@ -1,5 +1,5 @@
 """Schema 1 -> 2: the transcripts of the threads and responses a schema-1 server stored,
-and input items keyed by their response.
+input items keyed by their response, and the status of objects in a column.
 
 Schema 1 rebuilt a conversation from its objects at every model turn; schema 2 keeps it as
 a transcript. This builds the transcripts once, in the transaction that opens the
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._store import _Entry, _entry, _Link, _Object
@@ -24,10 +24,19 @@ async def transcripts(session: AsyncSession) -> None:
     from ._responses import item_key, units_of
     from ._runs import message_unit
 
+    # Objects with a status have it in a column (what the start and the sweeps look for).
+    await session.execute(text("ALTER TABLE interp_objects ADD COLUMN status VARCHAR(32)"))
+    await session.execute(
+        text("CREATE INDEX interp_objects_status ON interp_objects (kind, status)")
+    )
     # A response's input items are found by a key of the response and the item (the item's
     # own id is the client's, and may stand in many responses).
     for row in await session.scalars(select(_Object).where(_Object.kind == "input_item")):
         row.id = item_key(row.parent or "", row.data["id"])
+    for row in await session.scalars(
+        select(_Object).where(_Object.kind.in_(["run", "response", "container"]))
+    ):
+        row.status = row.data.get("status")
 
     rows = await session.execute(
         select(_Object.owner, _Object.kind, _Object.parent, _Object.data)

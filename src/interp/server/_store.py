@@ -90,9 +90,14 @@ class _Object(_Base):
     kind: Mapped[str] = mapped_column(String(16))
     owner: Mapped[str] = mapped_column(String(64))
     parent: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """The object's ``status``, when it has one: what the sweeps and the start look for."""
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
 
-    __table_args__ = (Index("interp_objects_find", "owner", "kind", "parent", "seq"),)
+    __table_args__ = (
+        Index("interp_objects_find", "owner", "kind", "parent", "seq"),
+        Index("interp_objects_status", "kind", "status"),
+    )
 
 
 class _Entry(_Base):
@@ -178,7 +183,14 @@ class Writes:
         """A new object; ``key``: the id it is found by, when not its own (an item kept
         both as a response's input and in a conversation)."""
         found_by = key or obj["id"]
-        row = {"id": found_by, "kind": kind, "owner": owner, "parent": parent, "data": obj}
+        row = {
+            "id": found_by,
+            "kind": kind,
+            "owner": owner,
+            "parent": parent,
+            "status": obj.get("status"),
+            "data": obj,
+        }
         self.objects.append(row)
         self.shown.append(((kind, found_by), owner, obj))
         return obj
@@ -186,7 +198,15 @@ class Writes:
     def put(self, kind: Kind, owner: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Replace a stored object's JSON (its id, kind and owner stay)."""
         data = dict(obj)
-        self.updates.append({"b_id": obj["id"], "b_kind": kind, "b_owner": owner, "data": data})
+        self.updates.append(
+            {
+                "b_id": obj["id"],
+                "b_kind": kind,
+                "b_owner": owner,
+                "status": obj.get("status"),
+                "data": data,
+            }
+        )
         self.shown.append(((kind, obj["id"]), owner, data))
         return obj
 
@@ -264,7 +284,7 @@ _UPDATE_OBJECT = (
         _Object.kind == bindparam("b_kind"),
         _Object.owner == bindparam("b_owner"),
     )
-    .values(data=bindparam("data"))
+    .values(status=bindparam("status"), data=bindparam("data"))
 )
 _UPDATE_LINK = (
     update(_Link)
@@ -371,7 +391,8 @@ class Store:
         yield writes
         done = self.submit(writes)
         if wait:
-            await done
+            # Shielded: a caller cancelled while it waits leaves the write to the writer.
+            await asyncio.shield(done)
 
     def submit(self, writes: Writes) -> asyncio.Future[None]:
         """Queue a unit of work; the future is done once it is committed."""
@@ -401,10 +422,12 @@ class Store:
                 try:
                     await self._commit([p.writes for p in batch])
                     failures: list[BaseException | None] = [None] * len(batch)
-                except SQLAlchemyError as exc:
+                except Exception as exc:  # noqa: BLE001 (the writer must outlive any bad unit)
                     failures = [exc] if len(batch) == 1 else await self._one_by_one(batch)
                 for pending, failure in zip(batch, failures, strict=True):
                     self._settled(pending.writes)
+                    if pending.done.done():  # nobody can be told any more
+                        continue
                     if failure is None:
                         pending.done.set_result(None)
                     else:
@@ -418,7 +441,7 @@ class Store:
             try:
                 await self._commit([pending.writes])
                 failures.append(None)
-            except SQLAlchemyError as exc:
+            except Exception as exc:  # noqa: BLE001 (one bad unit fails alone)
                 failures.append(exc)
         return failures
 
@@ -595,13 +618,13 @@ class Store:
             )
             return [dict(row) for row in rows]
 
-    async def every(self, kind: Kind) -> list[tuple[str, dict[str, Any]]]:
-        """Every object of a kind, of every owner, oldest first: (owner, object)."""
+    async def every(self, kind: Kind, status: str) -> list[tuple[str, dict[str, Any]]]:
+        """Every object of a kind in a status, of every owner, oldest first."""
         await self._objects_written()
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 select(_Object.owner, _Object.data)
-                .where(_Object.kind == kind)
+                .where(_Object.kind == kind, _Object.status == status)
                 .order_by(_Object.seq.asc())
             )
             return [(owner, dict(data)) for owner, data in rows]
@@ -613,7 +636,7 @@ class Store:
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 select(_Object.owner, _Object.kind, _Object.data).where(
-                    _Object.kind.in_(["run", "response"])
+                    _Object.kind.in_(["run", "response"]), _Object.status.in_(unfinished)
                 )
             )
             found = [(owner, kind, dict(data)) for owner, kind, data in rows]

@@ -8,16 +8,18 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from .. import Engine
+from .. import Config, Engine
 from ._containers import Containers
 from ._responses import Responder
 from ._runs import Runner
 from ._store import Store
+from ._wire import Cursor, Limit, ListOrder
 from .agent.model import Model
 
 
 @dataclass
 class Services:
+    config: Config
     store: Store
     engine: Engine
     model: Model
@@ -39,3 +41,16 @@ def owner(request: Request) -> str:
 
 ServicesDep = Annotated[Services, Depends(services)]
 Owner = Annotated[str, Depends(owner)]
+
+
+@dataclass
+class PageQuery:
+    """The query of every list route, OpenAI's: ``limit``, ``order``, ``after``, ``before``."""
+
+    limit: Limit = 20
+    order: ListOrder = "desc"
+    after: Cursor = None
+    before: Cursor = None
+
+
+Page = Annotated[PageQuery, Depends()]

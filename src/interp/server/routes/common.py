@@ -1,0 +1,124 @@
+"""What the routes share: finding an owner's object or answering 404, a page of a list,
+the files a body names, uploads spooled to disk, stored files streamed, SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.datastructures import UploadFile as StarletteUploadFile
+
+from .. import _wire as wire
+from .._errors import APIError, bad_request, file_not_found, not_found
+from .._store import Kind
+from ..deps import PageQuery, Services
+
+JSON_BODY_BYTES = 16 * 1024**2
+
+
+async def find(
+    services: Services, kind: Kind, owner: str, object_id: str, name: str
+) -> dict[str, Any]:
+    """The owner's object, or OpenAI's 404 naming it ``name``."""
+    found = await services.store.get(kind, owner, object_id)
+    if found is None:
+        raise not_found(name, object_id)
+    return found
+
+
+async def listing(
+    services: Services,
+    kind: Kind,
+    owner: str,
+    page: PageQuery,
+    *,
+    parent: str | None = None,
+    where: dict[str, str | None] | None = None,
+) -> dict[str, Any]:
+    """A page of a list route; ``where``: fields the objects have (``None``: any)."""
+    found = await services.store.page(
+        kind, owner, parent=parent, limit=page.limit, order=page.order, after=page.after,
+        before=page.before, where=where,
+    )  # fmt: skip
+    return wire.page(found.data, found.has_more)
+
+
+async def check_files(services: Services, owner: str, file_ids: list[str], param: str) -> None:
+    """Every file id names one of the owner's files (else OpenAI's 404 for the first)."""
+    for file_id in dict.fromkeys(file_ids):
+        if await services.store.get("file", owner, file_id) is None:
+            raise file_not_found(file_id, param=param)
+
+
+async def put_metadata(
+    services: Services, kind: Kind, owner: str, found: dict[str, Any], metadata: Any
+) -> dict[str, Any]:
+    if metadata is not None:
+        found["metadata"] = metadata
+    return await services.store.put(kind, owner, found)
+
+
+def sse(stream: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+def too_large(limit: int) -> APIError:
+    return APIError(413, f"Request body too large: the limit is {limit} bytes.")
+
+
+async def spool(file: StarletteUploadFile, path: Path, limit: int) -> str:
+    """Check an uploaded file's name and size, write it to ``path``; its name."""
+    name = file.filename or ""
+    if not name or "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
+        raise bad_request(f"Invalid file name {name[:100]!r}: use a plain name.", param="file")
+    size = file.size if file.size is not None else 0
+    if size > limit:
+        raise too_large(limit)
+    await asyncio.to_thread(_spool, file, path)
+    return name
+
+
+async def spool_form(request: Request, path: Path, limit: int) -> str:
+    """The multipart field ``file`` of a request, spooled to ``path``; its name."""
+    async with request.form(max_files=1, max_fields=8) as form:
+        file = form.get("file")
+        if not isinstance(file, StarletteUploadFile):
+            raise bad_request("Send the file as the multipart field 'file'.", param="file")
+        return await spool(file, path, limit)
+
+
+def _spool(upload: StarletteUploadFile, path: Path) -> None:
+    upload.file.seek(0)
+    with path.open("xb") as target:
+        shutil.copyfileobj(upload.file, target, 1024**2)
+
+
+async def open_stored(path: Path, file_id: str) -> AsyncIterator[bytes]:
+    """A stored file's bytes in chunks, from a descriptor opened before the answer starts:
+    a file deleted by then is a 404, not a broken 200; one deleted later is sent whole."""
+    try:
+        fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise not_found("file", file_id) from None
+    return _chunks(os.fdopen(fd, "rb"))
+
+
+async def _chunks(stored: BinaryIO) -> AsyncIterator[bytes]:
+    with stored:
+        while chunk := await asyncio.to_thread(stored.read, 1024**2):
+            yield chunk
+
+
+def attachment(name: str) -> dict[str, str]:
+    """The ``content-disposition`` of a download named ``name``."""
+    return {"content-disposition": f'attachment; filename="{wire.quoted(name)}"'}

@@ -1,0 +1,336 @@
+"""``/v1/threads``: threads, their messages, runs and run steps. What adds to a thread or
+deletes it holds the thread's lock (``Runner.threads``): a request racing a delete either
+finishes first and is undone by it, or finds the thread gone."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from .. import _wire as wire
+from .._errors import not_found
+from .._runs import DONE, message_unit
+from .._store import Writes
+from .._wire import Cursor
+from ..agent.context import Unit
+from ..deps import Owner, Page, Services, ServicesDep
+from .assistants import resource_files
+from .common import check_files, find, listing, put_metadata, sse
+
+router = APIRouter(prefix="/v1/threads")
+
+
+async def thread_of(services: Services, owner: str, thread_id: str) -> dict[str, Any]:
+    return await find(services, "thread", owner, thread_id, "thread")
+
+
+async def run_of(services: Services, owner: str, thread_id: str, run_id: str) -> dict[str, Any]:
+    found = await find(services, "run", owner, run_id, "run")
+    if found["thread_id"] != thread_id:
+        raise not_found("run", run_id)
+    return found
+
+
+async def check_messages(
+    services: Services, owner: str, messages: list[wire.MessageCreate]
+) -> None:
+    """Every file the messages attach is the owner's (checked before anything is made)."""
+    attached = [a.file_id for m in messages for a in m.attachments or []]
+    await check_files(services, owner, attached, "attachments")
+
+
+def add_message(tx: Writes, owner: str, thread_id: str, body: wire.MessageCreate) -> dict[str, Any]:
+    """A message (its files checked already), stored and in the transcript."""
+    message = wire.message(
+        thread_id=thread_id,
+        role=body.role,
+        content=body.parts(),
+        attachments=[a.model_dump() for a in body.attachments or []],
+        metadata=body.metadata,
+    )
+    tx.create("message", owner, message, parent=thread_id)
+    tx.append(owner, thread_id, [message_unit(message)], ref=message["id"])
+    return message
+
+
+async def new_thread(services: Services, owner: str, body: wire.ThreadCreate) -> dict[str, Any]:
+    """A thread and its messages, in one unit of work (all checked first)."""
+    await resource_files(services, owner, body.tool_resources)
+    await check_messages(services, owner, body.messages)
+    async with services.store.transaction() as tx:
+        created = tx.create("thread", owner, wire.thread(body))
+        for message in body.messages:
+            add_message(tx, owner, created["id"], message)
+    return created
+
+
+async def begin_run(
+    services: Services,
+    owner: str,
+    thread: dict[str, Any],
+    assistant: dict[str, Any],
+    body: wire.RunCreate | wire.ThreadAndRunCreate,
+    additional: list[wire.MessageCreate],
+    extra_instructions: str | None,
+    head: list[Unit] | None = None,
+) -> Response | dict[str, Any]:
+    services.runner.check_idle(thread["id"])
+    await check_messages(services, owner, additional)
+    instructions = (
+        body.instructions if body.instructions is not None else assistant.get("instructions")
+    )
+    if extra_instructions:
+        instructions = f"{instructions or ''}\n\n{extra_instructions}".strip()
+    run = wire.run(
+        thread_id=thread["id"], assistant_obj=assistant, body=body, instructions=instructions
+    )
+    if run["model"] is None:
+        run["model"] = services.config.model
+    # The run and its messages, in one unit: not waited for by a stream (until it is
+    # committed, what reads the run or the thread's transcript finds it all the same).
+    async with services.store.transaction(wait=not body.stream) as tx:
+        for message in additional:
+            add_message(tx, owner, thread["id"], message)
+        tx.create("run", owner, dict(run), parent=thread["id"])
+    events = services.runner.start(
+        owner=owner, run=run, assistant=assistant, thread=thread, head=head
+    )
+    if not body.stream:
+        return dict(run)
+    return sse(events.follow(DONE))
+
+
+@router.post("")
+async def create_thread(
+    owner: Owner, services: ServicesDep, body: wire.ThreadCreate | None = None
+) -> dict[str, Any]:
+    return await new_thread(services, owner, body or wire.ThreadCreate())
+
+
+# Before /{thread_id}, which would take "runs" for a thread id.
+@router.post("/runs", response_model=None)
+async def create_thread_and_run(
+    body: wire.ThreadAndRunCreate, owner: Owner, services: ServicesDep
+) -> Response | dict[str, Any]:
+    assistant = await find(services, "assistant", owner, body.assistant_id, "assistant")
+    thread_body = body.thread or wire.ThreadCreate()
+    if body.tool_resources is not None and thread_body.tool_resources is None:
+        thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
+    thread = await new_thread(services, owner, thread_body)
+    return await begin_run(services, owner, thread, assistant, body, [], None)
+
+
+@router.get("/{thread_id}")
+async def get_thread(thread_id: str, owner: Owner, services: ServicesDep) -> dict[str, Any]:
+    return await thread_of(services, owner, thread_id)
+
+
+@router.post("/{thread_id}")
+async def modify_thread(
+    thread_id: str, body: wire.ThreadModify, owner: Owner, services: ServicesDep
+) -> dict[str, Any]:
+    found = await thread_of(services, owner, thread_id)
+    await resource_files(services, owner, body.tool_resources)
+    if body.metadata is not None:
+        found["metadata"] = body.metadata
+    if body.tool_resources is not None:
+        found["tool_resources"] = body.tool_resources.wire()
+    return await services.store.put("thread", owner, found)
+
+
+@router.delete("/{thread_id}")
+async def delete_thread(thread_id: str, owner: Owner, services: ServicesDep) -> dict[str, Any]:
+    store, runner = services.store, services.runner
+    async with runner.threads.hold(thread_id):
+        await thread_of(services, owner, thread_id)
+        await runner.stop(thread_id)
+        runs = await store.all("run", owner, parent=thread_id)
+        async with store.transaction() as tx:
+            tx.delete_children(owner, [r["id"] for r in runs])
+            tx.delete_children(owner, [thread_id])
+            tx.forget(owner, [thread_id])
+            tx.delete("thread", owner, thread_id)
+        if services.engine.has_session(thread_id):
+            await services.engine.close_session(thread_id)
+    return {"id": thread_id, "object": "thread.deleted", "deleted": True}
+
+
+# Messages.
+
+
+@router.post("/{thread_id}/messages")
+async def create_message(
+    thread_id: str, body: wire.MessageCreate, owner: Owner, services: ServicesDep
+) -> dict[str, Any]:
+    async with services.runner.threads.hold(thread_id):
+        await thread_of(services, owner, thread_id)
+        services.runner.check_idle(thread_id, adding=True)
+        await check_messages(services, owner, [body])
+        async with services.store.transaction() as tx:
+            return add_message(tx, owner, thread_id, body)
+
+
+@router.get("/{thread_id}/messages")
+async def list_messages(
+    thread_id: str, owner: Owner, page: Page, services: ServicesDep, run_id: Cursor = None
+) -> dict[str, Any]:
+    await thread_of(services, owner, thread_id)
+    return await listing(
+        services, "message", owner, page, parent=thread_id, where={"run_id": run_id}
+    )
+
+
+@router.get("/{thread_id}/messages/{message_id}")
+async def get_message(
+    thread_id: str, message_id: str, owner: Owner, services: ServicesDep
+) -> dict[str, Any]:
+    found = await find(services, "message", owner, message_id, "message")
+    if found["thread_id"] != thread_id:
+        raise not_found("message", message_id)
+    return found
+
+
+@router.post("/{thread_id}/messages/{message_id}")
+async def modify_message(
+    thread_id: str, message_id: str, body: wire.MetadataModify, owner: Owner, services: ServicesDep
+) -> dict[str, Any]:
+    async with services.runner.threads.hold(thread_id):
+        found = await get_message(thread_id, message_id, owner, services)
+        live = None
+        if body.metadata is not None:
+            live = services.runner.modify(message_id, body.metadata)
+        return await put_metadata(services, "message", owner, live or found, body.metadata)
+
+
+@router.delete("/{thread_id}/messages/{message_id}")
+async def delete_message(
+    thread_id: str, message_id: str, owner: Owner, services: ServicesDep
+) -> dict[str, Any]:
+    await get_message(thread_id, message_id, owner, services)
+    async with services.store.transaction() as tx:
+        tx.delete("message", owner, message_id)
+        tx.drop(owner, thread_id, message_id)
+    return {"id": message_id, "object": "thread.message.deleted", "deleted": True}
+
+
+# Runs.
+
+
+@router.post("/{thread_id}/runs", response_model=None)
+async def create_run(
+    thread_id: str, body: wire.RunCreate, owner: Owner, services: ServicesDep
+) -> Response | dict[str, Any]:
+    store = services.store
+    async with services.runner.threads.hold(thread_id):
+        # The thread's newest units are read while the request is checked: the run's first
+        # turn needs them (unless it adds messages first).
+        reading = None if body.additional_messages else store.newest(owner, thread_id)
+        head = asyncio.ensure_future(reading) if reading else None
+        try:
+            thread, assistant = await store.get_many(
+                owner, [("thread", thread_id), ("assistant", body.assistant_id)]
+            )
+            if thread is None:
+                raise not_found("thread", thread_id)
+            if assistant is None:
+                raise not_found("assistant", body.assistant_id)
+        except BaseException:
+            if head is not None:
+                head.cancel()
+                await asyncio.gather(head, return_exceptions=True)
+            raise
+        return await begin_run(
+            services,
+            owner,
+            thread,
+            assistant,
+            body,
+            body.additional_messages or [],
+            body.additional_instructions,
+            await head if head is not None else None,
+        )
+
+
+@router.get("/{thread_id}/runs")
+async def list_runs(
+    thread_id: str, owner: Owner, page: Page, services: ServicesDep
+) -> dict[str, Any]:
+    await thread_of(services, owner, thread_id)
+    return await listing(services, "run", owner, page, parent=thread_id)
+
+
+@router.get("/{thread_id}/runs/{run_id}")
+async def get_run(
+    thread_id: str, run_id: str, owner: Owner, services: ServicesDep
+) -> dict[str, Any]:
+    return await run_of(services, owner, thread_id, run_id)
+
+
+@router.post("/{thread_id}/runs/{run_id}")
+async def modify_run(
+    thread_id: str, run_id: str, body: wire.MetadataModify, owner: Owner, services: ServicesDep
+) -> dict[str, Any]:
+    # Under the thread's lock, and on the running task's copy too: the run's own next write
+    # keeps the change rather than overwriting it.
+    async with services.runner.threads.hold(thread_id):
+        found = await run_of(services, owner, thread_id, run_id)
+        live = None
+        if body.metadata is not None:
+            live = services.runner.modify(run_id, body.metadata)
+        return await put_metadata(services, "run", owner, live or found, body.metadata)
+
+
+@router.post("/{thread_id}/runs/{run_id}/cancel")
+async def cancel_run(
+    thread_id: str, run_id: str, owner: Owner, services: ServicesDep
+) -> dict[str, Any]:
+    # Under the thread's lock, as tool outputs are submitted: a cancel racing them either
+    # comes first (and the outputs are refused) or cancels the run they restart.
+    async with services.runner.threads.hold(thread_id):
+        found = await run_of(services, owner, thread_id, run_id)
+        return await services.runner.cancel(owner, found)
+
+
+@router.post("/{thread_id}/runs/{run_id}/submit_tool_outputs", response_model=None)
+async def submit_tool_outputs(
+    thread_id: str,
+    run_id: str,
+    body: wire.SubmitToolOutputs,
+    owner: Owner,
+    services: ServicesDep,
+) -> Response | dict[str, Any]:
+    async with services.runner.threads.hold(thread_id):
+        run = await run_of(services, owner, thread_id, run_id)
+        thread = await thread_of(services, owner, thread_id)
+        assistant = await find(services, "assistant", owner, run["assistant_id"], "assistant")
+        events = await services.runner.submit_tool_outputs(
+            owner=owner,
+            run=run,
+            assistant=assistant,
+            thread=thread,
+            outputs={o.tool_call_id: o.output for o in body.tool_outputs},
+        )
+    if not body.stream:
+        return dict(run)
+    return sse(events.follow(DONE))
+
+
+@router.get("/{thread_id}/runs/{run_id}/steps")
+async def list_steps(
+    thread_id: str, run_id: str, owner: Owner, page: Page, services: ServicesDep
+) -> dict[str, Any]:
+    await run_of(services, owner, thread_id, run_id)
+    return await listing(services, "step", owner, page, parent=run_id)
+
+
+@router.get("/{thread_id}/runs/{run_id}/steps/{step_id}")
+async def get_step(
+    thread_id: str, run_id: str, step_id: str, owner: Owner, services: ServicesDep
+) -> dict[str, Any]:
+    found = await find(services, "step", owner, step_id, "run step")
+    if found["run_id"] != run_id or found["thread_id"] != thread_id:
+        raise not_found("run step", step_id)
+    return found
