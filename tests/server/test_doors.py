@@ -6,6 +6,7 @@ and the real ``openai`` client. The live-server suites run the same doors on rea
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -58,7 +59,6 @@ async def doors(fake_model: FakeModel, tmp_path: Path) -> AsyncIterator[Doors]:
         model_base_url=fake_model.url,
         model=MODEL,
         api_keys=[KEY_A, KEY_B],
-        tool_outputs_timeout=1,
     )
     engine = FakeEngine(tmp_path / "files")
     app = create_app(config, engine=cast(Engine, engine))
@@ -111,6 +111,11 @@ async def test_a_run_is_the_threads_only_active_one_and_its_messages_wait(
 
 
 async def test_tool_outputs_that_do_not_come_expire_the_run(doors: Doors) -> None:
+    """On the runner's clock, moved on by the test: the run waits ``tool_outputs_timeout``
+    (600 s), then reads ``expired`` (with its step) and its thread takes a new run."""
+    runner = doors.app.state.services.runner
+    now = [1_000_000.0]
+    runner.clock = lambda: now[0]
     client = doors.client()
     helper = await client.beta.assistants.create(
         model=MODEL,
@@ -122,21 +127,29 @@ async def test_tool_outputs_that_do_not_come_expire_the_run(doors: Doors) -> Non
     waiting = await client.beta.threads.runs.create_and_poll(
         thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=20
     )
-    assert waiting.status == "requires_action"
+    assert waiting.status == "requires_action" and waiting.expires_at == 1_000_600
+    now[0] += 599
     with pytest.raises(openai.BadRequestError, match="active run"):
         await client.beta.threads.runs.create(thread_id=thread.id, assistant_id=helper.id)
-    for _ in range(100):  # expires 1 s after it began to wait (tool_outputs_timeout)
-        expired = await client.beta.threads.runs.retrieve(thread_id=thread.id, run_id=waiting.id)
-        if expired.status != "requires_action":
-            break
-        await asyncio.sleep(0.05)
+    now[0] += 2
+    expired = await client.beta.threads.runs.retrieve(thread_id=thread.id, run_id=waiting.id)
     assert expired.status == "expired"
     steps = await client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=waiting.id)
     assert [s.status for s in steps.data] == ["expired"]
+    assert waiting.required_action is not None
+    call = waiting.required_action.submit_tool_outputs.tool_calls[0]
+    with pytest.raises(openai.BadRequestError, match="expired"):
+        await client.beta.threads.runs.submit_tool_outputs(
+            thread_id=thread.id,
+            run_id=waiting.id,
+            tool_outputs=[{"tool_call_id": call.id, "output": "x"}],
+        )
     again = await client.beta.threads.runs.create_and_poll(
         thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=20
     )
     assert again.status == "requires_action"  # the thread took a new run
+    now[0] += 601  # and a message expires it too, rather than being refused
+    await client.beta.threads.messages.create(thread_id=thread.id, role="user", content="x")
 
 
 async def test_another_keys_objects_are_not_found(doors: Doors) -> None:
@@ -303,3 +316,59 @@ async def test_images_go_as_image_parts_or_as_markers_to_a_model_that_takes_none
         assert sent == "what is it\n[image https://example.test/chart.png]"
     finally:
         fake_model.takes_images = True
+
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
+
+
+async def test_images_given_by_file_id_reach_the_model_and_are_the_owners_only(
+    doors: Doors, fake_model: FakeModel
+) -> None:
+    alice, bob = doors.client(KEY_A), doors.client(KEY_B)
+    chart = await alice.files.create(file=("chart.png", PNG), purpose="vision")
+    doors.engine.files[chart.id] = doors.engine.files[chart.id].model_copy(
+        update={"mime": "image/png"}
+    )
+    helper = await alice.beta.assistants.create(model=MODEL)
+    thread = await alice.beta.threads.create(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is it"},
+                    {"type": "image_file", "image_file": {"file_id": chart.id}},
+                ],
+            }
+        ]
+    )
+    start = len(fake_model.requests)
+    run = await alice.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=helper.id, poll_interval_ms=20
+    )
+    assert run.status == "completed", run.last_error
+    parts = fake_model.requests[start]["messages"][-1]["content"]
+    data_url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    assert parts[1] == {"type": "image_url", "image_url": {"url": data_url, "detail": "auto"}}
+    start = len(fake_model.requests)
+    shown = {"type": "input_image", "file_id": chart.id, "detail": "low"}
+    question: Any = [{"role": "user", "content": [shown]}]
+    answer = await alice.responses.create(model=MODEL, input=question)
+    assert answer.status == "completed"
+    sent = fake_model.requests[start]["messages"][-1]["content"]
+    assert sent == [{"type": "image_url", "image_url": {"url": data_url, "detail": "low"}}]
+    # Another key's file is not found, whichever way it is named.
+    bob_thread = await bob.beta.threads.create()
+    with pytest.raises(openai.NotFoundError):
+        await bob.beta.threads.messages.create(
+            thread_id=bob_thread.id,
+            role="user",
+            content=[{"type": "image_file", "image_file": {"file_id": chart.id}}],
+        )
+    with pytest.raises(openai.NotFoundError):
+        await bob.responses.create(model=MODEL, input=question)
+    items: Any = [{"type": "message", **question[0]}]
+    with pytest.raises(openai.NotFoundError):
+        await bob.conversations.create(items=items)

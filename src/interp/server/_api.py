@@ -39,6 +39,7 @@ from ._responses import Responder
 from ._runs import Runner
 from ._store import Store
 from .agent.context import Windows
+from .agent.images import engine_files
 from .agent.model import Model, UpstreamError
 from .agent.turn import Agent
 from .deps import Services
@@ -214,7 +215,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         windows = Windows(
             model, default=config.model_context_tokens, table=dict(config.model_contexts)
         )
-        agent = Agent(model, windows)
+        agent = Agent(model, windows, files=engine_files(sandbox))
         runner = Runner(
             store=store,
             engine=sandbox,

@@ -32,6 +32,7 @@ from ._errors import APIError, bad_request, file_not_found, not_found
 from ._store import Store, Writes
 from .agent.context import Unit
 from .agent.events import RunEvents
+from .agent.images import file_image
 from .agent.loop import Ending, Runs, drive
 from .agent.model import CODE_TOOL, ToolCall, chat_tool_call, code_arguments
 from .agent.turn import Agent, Budget, History, PromptTooLong, Settings
@@ -117,6 +118,7 @@ class Responder:
         model = body.model or self._default_model or ""
         response = rwire.response(body, model=model, tools=tools)
         items = [stored_item(item) for item in body.items()]
+        await self.check_images(owner, items, param="input")
         sink = ResponseSink(
             self,
             owner=owner,
@@ -203,6 +205,12 @@ class Responder:
 
     async def close(self) -> None:
         await self._runs.close()
+
+    async def check_images(self, owner: str, items: list[dict[str, Any]], *, param: str) -> None:
+        """The stored files items show as images are the owner's (they go to the model)."""
+        for file_id in dict.fromkeys(_image_files(items)):
+            if await self.store.get("file", owner, file_id) is None:
+                raise file_not_found(file_id, param=param)
 
     async def add_items(
         self, owner: str, conversation_id: str, items: list[dict[str, Any]]
@@ -680,6 +688,17 @@ def _chat_items(items: list[dict[str, Any]], results: dict[str, str]) -> list[di
     return chat
 
 
+def _image_files(items: list[dict[str, Any]]) -> list[str]:
+    """The stored files input items show as images."""
+    return [
+        str(part["file_id"])
+        for item in items
+        if item.get("type", "message") == "message" and not isinstance(item["content"], str)
+        for part in item["content"]
+        if part.get("type") == "input_image" and part.get("file_id")
+    ]
+
+
 def _content_of(content: Any) -> str | list[dict[str, Any]]:
     """A message's content for the chat request: its text, and images given by URL as
     image parts (a model that takes images sees them; one given by file id is named)."""
@@ -695,8 +714,10 @@ def _content_of(content: Any) -> str | list[dict[str, Any]]:
         elif part.get("image_url"):
             image = {"url": part["image_url"], "detail": part.get("detail") or "auto"}
             images.append({"type": "image_url", "image_url": image})
+        elif part.get("file_id"):
+            images.append(file_image(part["file_id"], part.get("detail")))
         else:
-            parts.append(f"[image {part.get('file_id') or ''}]".replace(" ]", "]"))
+            parts.append("[image]")
     text = "\n".join(parts)
     if not images:
         return text

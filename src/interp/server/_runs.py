@@ -16,7 +16,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .. import Engine, ExecutionResult, FileSaved, ImageSaved, LogChunk, NoSuchFileError
@@ -28,6 +28,7 @@ from ._locks import KeyedLocks
 from ._store import Store, Writes
 from .agent.context import Unit
 from .agent.events import RunEvents
+from .agent.images import file_image
 from .agent.loop import Ending, Runs, drive
 from .agent.model import CODE_TOOL, ToolCall, chat_tool_call, code_arguments
 from .agent.turn import Agent, Budget, History, Settings
@@ -57,6 +58,8 @@ class Runner:
         self._default_model = default_model
         self.outputs_timeout = tool_outputs_timeout
         """Seconds a run waits in ``requires_action`` before it ``expired``."""
+        self.clock: Callable[[], float] = time.time
+        """What ``expires_at`` is measured by (a test moves it on)."""
         self._runs = Runs()
         """Thread id -> its active run's task."""
         self._waiting: dict[str, tuple[str, asyncio.TimerHandle]] = {}
@@ -72,6 +75,25 @@ class Runner:
 
     def events(self, run_id: str) -> RunEvents | None:
         return self._events.get(run_id)
+
+    async def settle(self, owner: str, run: dict[str, Any]) -> dict[str, Any]:
+        """The run as it stands now: one whose wait for tool outputs is over is ``expired``
+        when it is read, whether or not its timer has fired."""
+        due = run["status"] == "requires_action" and (run.get("expires_at") or 0) <= self.clock()
+        if not due:
+            return run
+        await self._expire(owner, run)
+        return await self._store.get("run", owner, run["id"]) or run
+
+    async def settle_thread(self, owner: str, thread_id: str) -> None:
+        """Expire the thread's waiting run if its time is over (before what it would
+        refuse); the thread's lock is held."""
+        waiting = self._waiting.get(thread_id)
+        if waiting is None:
+            return
+        found = await self._store.get("run", owner, waiting[0])
+        if found is not None and (found.get("expires_at") or 0) <= self.clock():
+            await self._expire_held(owner, found)
 
     def check_idle(self, thread_id: str, *, adding: bool = False) -> None:
         """Refuse what a thread's active run (running, or waiting for tool outputs) forbids:
@@ -187,7 +209,7 @@ class Runner:
 
     def wait_for_outputs(self, owner: str, run: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
-        delay = max(0.0, run["expires_at"] - time.time())
+        delay = max(0.0, run["expires_at"] - self.clock())
         handle = loop.call_later(delay, self._expire_soon, owner, dict(run))
         self._waiting[run["thread_id"]] = (run["id"], handle)
 
@@ -204,13 +226,17 @@ class Runner:
     async def _expire(self, owner: str, run: dict[str, Any]) -> None:
         """A run whose tool outputs did not come in time ends ``expired``."""
         async with self.threads.hold(run["thread_id"]):
-            waiting = self._waiting.get(run["thread_id"])
-            if waiting is None or waiting[0] != run["id"]:
-                return  # answered or cancelled meanwhile
-            self._waiting.pop(run["thread_id"], None)
-            found = await self._store.get("run", owner, run["id"])
-            if found is not None and found["status"] == "requires_action":
-                await self._end_waiting(owner, found, "expired")
+            await self._expire_held(owner, run)
+
+    async def _expire_held(self, owner: str, run: dict[str, Any]) -> None:
+        """``_expire``, the thread's lock held already."""
+        waiting = self._waiting.get(run["thread_id"])
+        if waiting is None or waiting[0] != run["id"]:
+            return  # answered or cancelled meanwhile
+        self._stop_waiting(run["thread_id"])
+        found = await self._store.get("run", owner, run["id"])
+        if found is not None and found["status"] == "requires_action":
+            await self._end_waiting(owner, found, "expired")
 
     async def _end_waiting(self, owner: str, run: dict[str, Any], status: str) -> None:
         """End a run waiting for tool outputs (``cancelled`` or ``expired``), its step too."""
@@ -237,7 +263,7 @@ class Runner:
     ) -> RunEvents:
         """Answer a run's function calls and start it again. Everything is checked before
         the first write."""
-        if run["status"] == "requires_action" and (run.get("expires_at") or 0) <= time.time():
+        if run["status"] == "requires_action" and (run.get("expires_at") or 0) <= self.clock():
             self._stop_waiting(run["thread_id"])
             await self._end_waiting(owner, run, "expired")
         if run["status"] != "requires_action":
@@ -528,7 +554,7 @@ class RunSink:
         run = self.run
         run.update(
             status="requires_action",
-            expires_at=int(time.time() + self.runner.outputs_timeout),
+            expires_at=int(self.runner.clock() + self.runner.outputs_timeout),
             required_action={
                 "type": "submit_tool_outputs",
                 "submit_tool_outputs": {
@@ -545,7 +571,11 @@ class RunSink:
         )
         run["usage"] = dict(self.budget.usage)
         self.tool_step = None  # open until its outputs come
-        await self.store.put("run", self.owner, run)
+        # Nothing awaited from here to the task's end: a client that reads the run waiting
+        # (reads see the write before its commit) finds the thread waiting, not running.
+        writes = Writes()
+        writes.put("run", self.owner, run)
+        self.store.submit(writes)
         self.runner.wait_for_outputs(self.owner, run)
         self.events.emit("thread.run.requires_action", dict(run))
 
@@ -670,7 +700,8 @@ def message_unit(message: dict[str, Any]) -> Unit:
         if part["type"] == "text":
             parts.append(part["text"]["value"])
         elif part["type"] == "image_file":
-            parts.append(f"[image {part['image_file']['file_id']}]")
+            image = part["image_file"]
+            images.append(file_image(image["file_id"], image.get("detail")))
         elif part["type"] == "image_url":
             image = part["image_url"]
             images.append({"type": "image_url", "image_url": {

@@ -113,9 +113,14 @@ class TextPart(_Body):
     text: Annotated[str, Field(max_length=256_000)]
 
 
+class ImageFile(_Body):
+    file_id: _ID
+    detail: Literal["low", "high", "auto"] | None = None
+
+
 class ImageFilePart(_Body):
     type: Literal["image_file"]
-    image_file: dict[str, Any]
+    image_file: ImageFile
 
 
 class ImageUrlPart(_Body):

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from ...adapters.chat import DESCRIPTION, tool_schema
 from .context import Fitted, Limits, NoRoom, Unit, Windows, fit, tokens_of
+from .images import Reader, inlined
 from .model import CODE_TOOL, ContextTooLong, Finished, Model, Piece, UpstreamError
 
 log = logging.getLogger("interp.server")
@@ -143,9 +144,11 @@ History = Callable[[], AsyncIterator[Unit]]
 class Agent:
     """The model and what is known of its windows, shared by every run."""
 
-    def __init__(self, model: Model, windows: Windows) -> None:
+    def __init__(self, model: Model, windows: Windows, files: Reader | None = None) -> None:
         self.model = model
         self.windows = windows
+        self.files = files
+        """Where images given by file id are read when they are sent."""
         self._textual: set[str] = set()
         """Models that refused image parts."""
 
@@ -226,6 +229,8 @@ class Agent:
         messages = list(system) if settings.instructions else []
         for unit in fitted.units:
             messages += render(unit)
+        if self.files is not None:
+            messages = await inlined(messages, self.files)
         if settings.model in self._textual:
             messages = [_textual(message) for message in messages]
         request: dict[str, Any] = {"model": settings.model, "messages": messages}

@@ -32,6 +32,7 @@ async def create_conversation(
     body: rwire.ConversationCreate, owner: Owner, services: ServicesDep
 ) -> dict[str, Any]:
     items = [stored_item(item) for item in body.items or []]
+    await services.responder.check_images(owner, items, param="items")
     created = rwire.conversation(body.metadata)
     await services.store.create("conversation", owner, created)
     await services.responder.add_items(owner, created["id"], items)
@@ -75,6 +76,7 @@ async def create_items(
 ) -> dict[str, Any]:
     await _conversation(services, owner, conversation_id)
     items = [stored_item(item) for item in body.items]
+    await services.responder.check_images(owner, items, param="items")
     await services.responder.add_items(owner, conversation_id, items)
     return wire.page(items, False)
 

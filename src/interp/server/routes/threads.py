@@ -37,9 +37,18 @@ async def run_of(services: Services, owner: str, thread_id: str, run_id: str) ->
 async def check_messages(
     services: Services, owner: str, messages: list[wire.MessageCreate]
 ) -> None:
-    """Every file the messages attach is the owner's (checked before anything is made)."""
+    """Every file the messages attach or show is the owner's (checked before anything is
+    made)."""
     attached = [a.file_id for m in messages for a in m.attachments or []]
     await check_files(services, owner, attached, "attachments")
+    shown = [
+        part.image_file.file_id
+        for m in messages
+        if not isinstance(m.content, str)
+        for part in m.content
+        if isinstance(part, wire.ImageFilePart)
+    ]
+    await check_files(services, owner, shown, "content")
 
 
 def add_message(tx: Writes, owner: str, thread_id: str, body: wire.MessageCreate) -> dict[str, Any]:
@@ -77,6 +86,7 @@ async def begin_run(
     extra_instructions: str | None,
     head: list[Unit] | None = None,
 ) -> Response | dict[str, Any]:
+    await services.runner.settle_thread(owner, thread["id"])
     services.runner.check_idle(thread["id"])
     await check_messages(services, owner, additional)
     instructions = (
@@ -167,6 +177,7 @@ async def create_message(
 ) -> dict[str, Any]:
     async with services.runner.threads.hold(thread_id):
         await thread_of(services, owner, thread_id)
+        await services.runner.settle_thread(owner, thread_id)
         services.runner.check_idle(thread_id, adding=True)
         await check_messages(services, owner, [body])
         async with services.store.transaction() as tx:
@@ -266,7 +277,8 @@ async def list_runs(
 async def get_run(
     thread_id: str, run_id: str, owner: Owner, services: ServicesDep
 ) -> dict[str, Any]:
-    return await run_of(services, owner, thread_id, run_id)
+    found = await run_of(services, owner, thread_id, run_id)
+    return await services.runner.settle(owner, found)
 
 
 @router.post("/{thread_id}/runs/{run_id}")
