@@ -5,7 +5,7 @@ finishes first and is undone by it, or finds the thread gone."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -63,6 +63,19 @@ def add_message(tx: Writes, owner: str, thread_id: str, body: wire.MessageCreate
     tx.create("message", owner, message, parent=thread_id)
     tx.append(owner, thread_id, [message_unit(message)], ref=message["id"])
     return message
+
+
+async def _put_live_metadata(
+    services: Services,
+    kind: Literal["run", "message"],
+    owner: str,
+    found: dict[str, Any],
+    metadata: dict[str, str] | None,
+) -> dict[str, Any]:
+    """Metadata set on a run or message, under its thread's lock: on the running task's copy
+    too, when it has one, so that the run's own next write keeps the change."""
+    live = services.runner.modify(found["id"], metadata) if metadata is not None else None
+    return await put_metadata(services, kind, owner, live or found, metadata)
 
 
 async def new_thread(services: Services, owner: str, body: wire.ThreadCreate) -> dict[str, Any]:
@@ -210,10 +223,7 @@ async def modify_message(
 ) -> dict[str, Any]:
     async with services.runner.threads.hold(thread_id):
         found = await get_message(thread_id, message_id, owner, services)
-        live = None
-        if body.metadata is not None:
-            live = services.runner.modify(message_id, body.metadata)
-        return await put_metadata(services, "message", owner, live or found, body.metadata)
+        return await _put_live_metadata(services, "message", owner, found, body.metadata)
 
 
 @router.delete("/{thread_id}/messages/{message_id}")
@@ -285,14 +295,9 @@ async def get_run(
 async def modify_run(
     thread_id: str, run_id: str, body: wire.MetadataModify, owner: Owner, services: ServicesDep
 ) -> dict[str, Any]:
-    # Under the thread's lock, and on the running task's copy too: the run's own next write
-    # keeps the change rather than overwriting it.
     async with services.runner.threads.hold(thread_id):
         found = await run_of(services, owner, thread_id, run_id)
-        live = None
-        if body.metadata is not None:
-            live = services.runner.modify(run_id, body.metadata)
-        return await put_metadata(services, "run", owner, live or found, body.metadata)
+        return await _put_live_metadata(services, "run", owner, found, body.metadata)
 
 
 @router.post("/{thread_id}/runs/{run_id}/cancel")
