@@ -30,7 +30,7 @@ from . import _wire_responses as rwire
 from ._containers import Containers, cfile_id
 from ._errors import APIError, bad_request, file_not_found, not_found
 from ._store import Store, Writes
-from .agent.context import Unit
+from .agent.context import Unit, outputs_text, replay
 from .agent.events import RunEvents
 from .agent.images import file_image
 from .agent.loop import Ending, Runs, drive
@@ -135,7 +135,7 @@ class Responder:
         if not settings.truncate:
             # OpenAI refuses an input over the window at once when truncation is disabled.
             try:
-                await self._agent.request(settings, budget, sink.inputs, sink.history, _as_is)
+                await self._agent.request(settings, budget, sink.inputs, sink.history, sink.render)
             except PromptTooLong as exc:
                 raise APIError(
                     400,
@@ -205,6 +205,14 @@ class Responder:
 
     async def close(self) -> None:
         await self._runs.close()
+
+    async def remove(self, owner: str, response_id: str) -> None:
+        """Delete a stored response: its input items, its transcript and its link too."""
+        async with self.store.transaction() as tx:
+            tx.delete_children(owner, [response_id])
+            tx.forget(owner, [response_id])
+            tx.delete("response", owner, response_id)
+        self.forget(response_id)
 
     async def check_images(self, owner: str, items: list[dict[str, Any]], *, param: str) -> None:
         """The stored files items show as images are the owner's (they go to the model)."""
@@ -305,7 +313,7 @@ class ResponseSink:
 
     def history(self) -> AsyncIterator[Unit]:
         if not self.keys:
-            return _replay([])
+            return replay([])
         return self.store.tail(self.owner, self.keys)
 
     def save(self) -> None:
@@ -586,15 +594,7 @@ class ResponseSink:
 
     async def _forget(self) -> None:
         if self.keep:
-            owner, response_id = self.owner, self.response["id"]
-            async with self.store.transaction() as tx:
-                tx.delete_children(owner, [response_id])
-                tx.forget(owner, [response_id])
-                tx.delete("response", owner, response_id)
-
-
-def _as_is(unit: Unit) -> list[dict[str, Any]]:
-    return unit.messages
+            await self.responder.remove(self.owner, self.response["id"])
 
 
 def _settings(body: rwire.ResponseCreate, model: str) -> Settings:
@@ -683,7 +683,7 @@ def _chat_items(items: list[dict[str, Any]], results: dict[str, str]) -> list[di
         else:
             chat.append({"role": "assistant", "content": None, "tool_calls": [call]})
         if kind == "code_interpreter_call":
-            shown = results.get(item["id"]) or _logs_of(item)
+            shown = results.get(item["id"]) or outputs_text(item.get("outputs"))
             chat.append({"role": "tool", "tool_call_id": item["id"], "content": shown})
     return chat
 
@@ -724,11 +724,6 @@ def _content_of(content: Any) -> str | list[dict[str, Any]]:
     return [{"type": "text", "text": text}, *images] if text else images
 
 
-def _logs_of(item: dict[str, Any]) -> str:
-    outputs = item.get("outputs") or []
-    return "\n".join(o.get("logs", "[image]") for o in outputs) or "(no output)"
-
-
 def _chat_call(item: dict[str, Any]) -> dict[str, Any]:
     """A code or function call item as the chat request's tool call."""
     if item["type"] == "code_interpreter_call":
@@ -759,11 +754,6 @@ def units_of(items: list[dict[str, Any]], results: dict[str, str]) -> list[Unit]
     if calls:
         units.append(Unit(calls))
     return units
-
-
-async def _replay(units: list[Unit]) -> AsyncIterator[Unit]:
-    for unit in units:
-        yield unit
 
 
 __all__ = ["Responder", "ResponseSink", "item_key", "served", "stored_item", "units_of"]

@@ -26,7 +26,7 @@ from . import _wire as wire
 from ._errors import bad_request
 from ._locks import KeyedLocks
 from ._store import Store, Writes
-from .agent.context import Unit
+from .agent.context import Unit, outputs_text, replay
 from .agent.events import RunEvents
 from .agent.images import file_image
 from .agent.loop import Ending, Runs, drive
@@ -292,7 +292,7 @@ class Runner:
             if entry["type"] == "function" and entry["id"] in outputs:
                 entry["function"]["output"] = shown[entry["id"]] = outputs[entry["id"]]
             elif entry["type"] == "code_interpreter":
-                shown[entry["id"]] = _logs_of(entry)
+                shown[entry["id"]] = outputs_text(entry["code_interpreter"].get("outputs"))
         step.update(status="completed", completed_at=wire.now())
         run.update(status="queued", required_action=None, expires_at=None)
         async with self._store.transaction() as tx:
@@ -446,7 +446,7 @@ class RunSink:
                 self.pin = (newest[0].seq + 1) if newest else 1
             pinned = [unit for unit in reversed(newest) if unit.seq >= self.pin]
             earlier = [unit for unit in newest if unit.seq < self.pin]
-            return pinned, functools.partial(_replay, earlier)
+            return pinned, functools.partial(replay, earlier)
         newest.reverse()
         self.pin = newest[0].seq
         rest = [recent]
@@ -728,16 +728,6 @@ def calls_unit(step: dict[str, Any], shown: dict[str, str]) -> Unit:
             ),
         ]
     )
-
-
-async def _replay(units: list[Unit]) -> AsyncIterator[Unit]:
-    for unit in units:
-        yield unit
-
-
-def _logs_of(call: dict[str, Any]) -> str:
-    outputs = call["code_interpreter"].get("outputs") or []
-    return "\n".join(o.get("logs", "[image]") for o in outputs) or "(no output)"
 
 
 def _tool_choice(choice: Any) -> Any:

@@ -505,10 +505,6 @@ class Store:
         async with self.transaction() as tx:
             tx.link(owner, response_id, previous, container)
 
-    async def forget(self, owner: str, keys: Sequence[str]) -> None:
-        async with self.transaction() as tx:
-            tx.forget(owner, keys)
-
     async def drop(self, owner: str, key: str, ref: str) -> None:
         async with self.transaction() as tx:
             tx.drop(owner, key, ref)
@@ -524,18 +520,8 @@ class Store:
             await self.flushed()
 
     async def get(self, kind: Kind, owner: str, object_id: str) -> dict[str, Any] | None:
-        shown = self._shown.get((kind, object_id))
-        if shown is not None:
-            return dict(shown[1]) if shown[0] == owner and shown[1] is not None else None
-        if self._bulk:
-            await self.flushed()
-        async with self._engine.connect() as conn:
-            row = await conn.scalar(
-                select(_Object.data).where(
-                    _Object.id == object_id, _Object.kind == kind, _Object.owner == owner
-                )
-            )
-        return dict(row) if row is not None else None
+        (found,) = await self.get_many(owner, [(kind, object_id)])
+        return found
 
     async def get_many(
         self, owner: str, wanted: Sequence[tuple[Kind, str]]

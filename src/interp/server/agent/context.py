@@ -67,6 +67,11 @@ def bounded(text: str, limit: int = TOOL_TEXT_BYTES) -> str:
     return f"{head}\n[... {len(data) - 2 * half} bytes not shown ...]\n{tail}"
 
 
+def outputs_text(outputs: list[dict[str, Any]] | None) -> str:
+    """What the model is shown of a code call whose own text was not kept: its logs."""
+    return "\n".join(o.get("logs", "[image]") for o in outputs or []) or "(no output)"
+
+
 @dataclass
 class Unit:
     """Chat messages kept or dropped together."""
@@ -91,6 +96,12 @@ class Unit:
 
     def answers(self) -> set[str]:
         return {m["tool_call_id"] for m in self.messages if m.get("role") == "tool"}
+
+
+async def replay(units: Iterable[Unit]) -> AsyncIterator[Unit]:
+    """Units already read, as a history to fit."""
+    for unit in units:
+        yield unit
 
 
 @dataclass(frozen=True)
@@ -277,5 +288,7 @@ __all__ = [
     "Windows",
     "bounded",
     "fit",
+    "outputs_text",
+    "replay",
     "tokens_of",
 ]

@@ -128,13 +128,11 @@ class Budget:
 
 
 class PromptTooLong(Exception):
-    """What must be sent does not fit the run's limits (``reason``) or the window."""
+    """What must be sent does not fit the model's window or ``max_prompt_tokens``."""
 
-    def __init__(self, message: str, *, window: bool) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.window = window
-        """Over the model's window (else over ``max_prompt_tokens``)."""
 
 
 History = Callable[[], AsyncIterator[Unit]]
@@ -178,7 +176,7 @@ class Agent:
             except ContextTooLong as exc:
                 self.windows.refused(settings.model, exc.limit, fitted.estimate)
                 if attempt == 3 or not settings.truncate:
-                    raise PromptTooLong(exc.message, window=True) from None
+                    raise PromptTooLong(exc.message) from None
             except UpstreamError as exc:
                 refused = exc.status == 400 and "image" in exc.message.lower()
                 if not refused or settings.model in self._textual or not _has_images(request):
@@ -218,14 +216,9 @@ class Agent:
         try:
             fitted = await fit(fixed=fixed, pinned=pinned, history=history(), limits=limits)
         except NoRoom as exc:
-            over_window = settings.max_prompt_tokens is None or (
-                window is not None and exc.budget < settings.max_prompt_tokens
-            )
-            raise PromptTooLong(str(exc), window=over_window) from None
+            raise PromptTooLong(str(exc)) from None
         if fitted.dropped and not settings.truncate:
-            raise PromptTooLong(
-                f"the input is over the model's context window of {window} tokens", window=True
-            )
+            raise PromptTooLong(f"the input is over the model's context window of {window} tokens")
         messages = list(system) if settings.instructions else []
         for unit in fitted.units:
             messages += render(unit)

@@ -60,10 +60,10 @@ async def delete_conversation(
     conversation_id: str, owner: Owner, services: ServicesDep
 ) -> dict[str, Any]:
     await _conversation(services, owner, conversation_id)
-    store = services.store
-    await store.delete_children(owner, [conversation_id])
-    await store.forget(owner, [conversation_id])
-    await store.delete("conversation", owner, conversation_id)
+    async with services.store.transaction() as tx:
+        tx.delete_children(owner, [conversation_id])
+        tx.forget(owner, [conversation_id])
+        tx.delete("conversation", owner, conversation_id)
     return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
 

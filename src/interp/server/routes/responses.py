@@ -80,11 +80,7 @@ async def delete_response(response_id: str, owner: Owner, services: ServicesDep)
     found = await find(services, "response", owner, response_id, "response")
     if found["status"] in ("queued", "in_progress"):
         await services.responder.cancel(owner, found)
-    async with services.store.transaction() as tx:
-        tx.delete_children(owner, [response_id])
-        tx.forget(owner, [response_id])
-        tx.delete("response", owner, response_id)
-    services.responder.forget(response_id)
+    await services.responder.remove(owner, response_id)
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
 
