@@ -399,7 +399,7 @@ async def _fill_thread(data_dir: Path, messages: int) -> str:
     from interp.server._wire import ThreadCreate, message, text_part, thread
 
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
-    store = Store(f"sqlite+aiosqlite:///{data_dir / 'server.db'}")
+    store = Store(f"sqlite:///{data_dir / 'server.db'}")
     await store.open()
     try:
         writes = Writes()

@@ -155,8 +155,8 @@ class Config(BaseSettings):
     """The model a run uses when neither it nor its assistant names one; also what
     ``GET /v1/models`` lists (else the upstream's list)."""
     db: str | None = None
-    """SQLAlchemy async URL of the server's database; ``sqlite+aiosqlite`` in ``data_dir``
-    if unset."""
+    """SQLAlchemy URL of the server's database (``sqlite:///path`` or
+    ``postgresql+asyncpg://…``); SQLite in ``data_dir`` if unset."""
     api_keys: list[Annotated[str, Field(min_length=8)]] = Field(default_factory=list)
     """Bearer keys the server accepts (each sees only what it created); none: no key
     needed, and the server listens on loopback only."""

@@ -469,7 +469,9 @@ def serve(
     ] = None,
     db: Annotated[
         str | None,
-        typer.Option("--db", help="SQLAlchemy async URL (default: SQLite in the data directory)."),
+        typer.Option(
+            "--db", help="postgresql+asyncpg://… (default: SQLite in the data directory)."
+        ),
     ] = None,
     runtime: RuntimeOpt = None,
     api_key: Annotated[

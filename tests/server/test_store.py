@@ -24,7 +24,7 @@ POSTGRES = os.environ.get("INTERP_TEST_POSTGRES_URL")
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+        yield f"sqlite:///{tmp_path / 'store.db'}"
         return
     if POSTGRES is None:
         pytest.skip("no PostgreSQL: scripts/test starts one (INTERP_TEST_POSTGRES_URL)")

@@ -15,8 +15,8 @@ engine's sandboxed sessions. Its layers (``docs/architecture.md`` draws them):
                     to the window, a turn and the run's budget, the loop, SSE fan-out
     _containers.py  containers: engine sessions whose files the store keeps
     _mcp.py         the MCP server (stdio for ``interp mcp``, streamable HTTP at /mcp)
-    _store.py       SQLAlchemy 2 (async): objects by owner, transcripts, one batching
-                    writer; SQLite or any async URL (``_migrate.py``: from schema 1)
+    _store.py       SQLAlchemy 2: objects by owner, transcripts, one batching
+                    writer; SQLite or PostgreSQL (``_migrate.py``: from schema 1)
     _wire.py, _wire_responses.py   request bodies and the objects the API returns
 
 Needs the ``server`` extra: ``pip install 'interp[server]'``.

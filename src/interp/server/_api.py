@@ -68,7 +68,7 @@ def db_url(config: Config) -> str:
     """The server's database: ``config.db``, else SQLite in the data directory."""
     if config.db:
         return config.db
-    return f"sqlite+aiosqlite:///{config.data_dir / 'server.db'}"
+    return f"sqlite:///{config.data_dir / 'server.db'}"
 
 
 def _owner_of(keys: tuple[str, ...]) -> Callable[[Request], str]:

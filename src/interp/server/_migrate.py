@@ -14,31 +14,29 @@ from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ._store import _Entry, _entry, _Link, _Object
 from .agent.context import Unit
 
 
-async def transcripts(session: AsyncSession) -> None:
+def transcripts(session: Session) -> None:
     from ._responses import item_key, units_of
     from ._runs import message_unit
 
     # Objects with a status have it in a column (what the start and the sweeps look for).
-    await session.execute(text("ALTER TABLE interp_objects ADD COLUMN status VARCHAR(32)"))
-    await session.execute(
-        text("CREATE INDEX interp_objects_status ON interp_objects (kind, status)")
-    )
+    session.execute(text("ALTER TABLE interp_objects ADD COLUMN status VARCHAR(32)"))
+    session.execute(text("CREATE INDEX interp_objects_status ON interp_objects (kind, status)"))
     # A response's input items are found by a key of the response and the item (the item's
     # own id is the client's, and may stand in many responses).
-    for row in await session.scalars(select(_Object).where(_Object.kind == "input_item")):
+    for row in session.scalars(select(_Object).where(_Object.kind == "input_item")):
         row.id = item_key(row.parent or "", row.data["id"])
-    for row in await session.scalars(
+    for row in session.scalars(
         select(_Object).where(_Object.kind.in_(["run", "response", "container"]))
     ):
         row.status = row.data.get("status")
 
-    rows = await session.execute(
+    rows = session.execute(
         select(_Object.owner, _Object.kind, _Object.parent, _Object.data)
         .where(
             _Object.kind.in_(["message", "run", "step", "tool_result", "response", "input_item"])

@@ -3,7 +3,7 @@
 An object is stored as the JSON the API returns, with the columns needed to find it:
 its kind, its owner (the API key's id: another owner's id reads as not found), its parent
 (a message's or run's thread, a step's run) and an insertion sequence that orders lists.
-SQLite by default (``aiosqlite``); any async URL (``postgresql+asyncpg://…``) works.
+SQLite by default; PostgreSQL through ``postgresql+asyncpg://…``.
 The schema carries a version; a database of another version is refused.
 """
 
@@ -14,40 +14,40 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Connection,
+    Engine,
     Index,
     Integer,
     String,
-    and_,
     bindparam,
+    create_engine,
     delete,
     event,
     insert,
     literal,
-    or_,
+    make_url,
     select,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
-    AsyncEngine,
-    async_sessionmaker,
-    create_async_engine,
-)
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from .._exceptions import ConfigError
 from .agent.context import Unit
 
 log = logging.getLogger("interp.server")
+
+_T = TypeVar("_T")
 
 SCHEMA_VERSION = 2
 TAIL_PAGE = 200
@@ -151,6 +151,23 @@ def _sqlite_wal(connection: Any, record: Any) -> None:
     # commits. It spares an fsync per commit, and a run commits at every step.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _open(conn: Connection) -> str:
+    """Create the schema if new, migrate one of schema 1; the version found."""
+    _Base.metadata.create_all(conn)
+    with Session(conn) as session:
+        found = session.get(_Meta, "schema_version")
+        if found is None:
+            session.add(_Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+        elif found.value == "1":
+            from ._migrate import transcripts
+
+            transcripts(session)
+            found.value = str(SCHEMA_VERSION)
+        version = found.value if found is not None else str(SCHEMA_VERSION)
+        session.flush()
+    return version
 
 
 class Writes:
@@ -260,17 +277,17 @@ class Writes:
         )
         self.keys.add((owner, key))
 
-    async def execute(self, conn: AsyncConnection) -> None:
+    def execute(self, conn: Connection) -> None:
         """Write it (with others, in one transaction: see ``Store``)."""
         for table, rows in ((_Object, self.objects), (_Entry, self.entries), (_Link, self.links)):
             if rows:
-                await conn.execute(insert(table), rows)
+                conn.execute(insert(table), rows)
         if self.updates:
-            await conn.execute(_UPDATE_OBJECT, self.updates)
+            conn.execute(_UPDATE_OBJECT, self.updates)
         if self.relinks:
-            await conn.execute(_UPDATE_LINK, self.relinks)
+            conn.execute(_UPDATE_LINK, self.relinks)
         for statement in self.deletes:
-            await conn.execute(statement)
+            conn.execute(statement)
 
     def merge(self, other: Writes) -> None:
         for name in ("objects", "entries", "links", "updates", "relinks", "deletes"):
@@ -291,6 +308,24 @@ _UPDATE_LINK = (
     .where(_Link.id == bindparam("b_id"), _Link.owner == bindparam("b_owner"))
     .values(container=bindparam("container"))
 )
+
+
+# The reads a run makes at its start, built once: building a statement costs three times
+# what running it costs.
+_GET = select(_Object.kind, _Object.id, _Object.data).where(
+    _Object.owner == bindparam("owner"), _Object.id.in_(bindparam("ids", expanding=True))
+)
+_TAIL = (
+    select(_Entry)
+    .where(
+        _Entry.owner == bindparam("owner"),
+        _Entry.key.in_(bindparam("keys", expanding=True)),
+        _Entry.seq < bindparam("before"),
+    )
+    .order_by(_Entry.seq.desc())
+    .limit(TAIL_PAGE)
+)
+_END = 2**62
 
 
 @dataclass
@@ -315,19 +350,24 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        sqlite = url.startswith("sqlite")
-        # SQLite: a writer waits for another (another process) rather than failing at
-        # once, and readers never wait for writers (WAL).
-        self._engine: AsyncEngine = create_async_engine(
-            url,
-            connect_args={"timeout": 30} if sqlite else {},
-            # SQLite reads outside a transaction (pysqlite begins one only to write), so a
-            # connection needs no rollback when it goes back to the pool: a thread hop less
-            # a read. PostgreSQL's reads do begin one.
-            pool_reset_on_return=None if sqlite else "rollback",
-        )
-        if sqlite:
-            event.listen(self._engine.sync_engine, "connect", _sqlite_wal)
+        parsed = make_url(url)
+        self._sqlite: Engine | None = None
+        self._engine: AsyncEngine | None = None
+        if parsed.get_backend_name() == "sqlite":
+            # pysqlite on a few threads of its own: a query is one hop to a thread and
+            # back (aiosqlite makes one per DBAPI call, four or more a query). A writer
+            # waits for another (another process) rather than failing at once; readers
+            # never wait for writers (WAL). Reads begin no transaction, so a connection
+            # needs no rollback when it goes back to the pool.
+            self._sqlite = create_engine(
+                parsed.set(drivername="sqlite"),
+                connect_args={"timeout": 30},
+                pool_reset_on_return=None,
+            )
+            event.listen(self._sqlite, "connect", _sqlite_wal)
+            self._threads = ThreadPoolExecutor(4, thread_name_prefix="interp-store")
+        else:
+            self._engine = create_async_engine(url, pool_reset_on_return="rollback")
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -337,40 +377,52 @@ class Store:
         self._bulk = 0
         self._objects = 0
 
+    async def _run(
+        self, work: Callable[[Connection], _T], *, write: bool = False, point: bool = False
+    ) -> _T:
+        """``work`` on a connection (in a transaction committed at its end, to ``write``):
+        on SQLite in one of the store's threads, on PostgreSQL on the event loop. A
+        ``point`` read (a few rows by primary key) is made on the loop on SQLite too: it
+        takes tens of microseconds, a tenth of the hop to a thread and back, and in WAL
+        mode a reader never waits for a writer."""
+        if self._sqlite is not None:
+            engine = self._sqlite
+            if point:
+                with engine.connect() as conn:
+                    return work(conn)
+
+            def call() -> _T:
+                with engine.begin() if write else engine.connect() as conn:
+                    return work(conn)
+
+            return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+        assert self._engine is not None
+        async with self._engine.begin() if write else self._engine.connect() as aconn:
+            return await aconn.run_sync(work)
+
     async def open(self) -> None:
         """Create the schema if new, migrate one of schema 1; refuse another version."""
         try:
-            async with self._engine.begin() as conn:
-                await conn.run_sync(_Base.metadata.create_all)
-            sessions = async_sessionmaker(self._engine, expire_on_commit=False)
-            async with sessions.begin() as session:
-                found = await session.get(_Meta, "schema_version")
-                if found is None:
-                    session.add(_Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-                elif found.value == "1":
-                    from ._migrate import transcripts
-
-                    await transcripts(session)
-                    found.value = str(SCHEMA_VERSION)
-                elif found.value != str(SCHEMA_VERSION):
-                    raise ConfigError(
-                        f"the database {self.safe_url} has schema version {found.value};"
-                        f" this interp needs {SCHEMA_VERSION}",
-                        field="db",
-                        hint="point --db at a new database",
-                    )
+            found = await self._run(_open, write=True)
         except SQLAlchemyError as exc:
             raise ConfigError(
                 f"cannot open the database {self.safe_url}: {exc.__class__.__name__}: "
                 f"{str(exc).splitlines()[0][:200]}",
                 field="db",
             ) from None
+        if found != str(SCHEMA_VERSION):
+            raise ConfigError(
+                f"the database {self.safe_url} has schema version {found};"
+                f" this interp needs {SCHEMA_VERSION}",
+                field="db",
+                hint="point --db at a new database",
+            )
         self._writer = asyncio.create_task(self._write_loop(), name="interp-store-writer")
 
     @property
     def safe_url(self) -> str:
         """The URL without its password."""
-        return self._engine.url.render_as_string(hide_password=True)
+        return make_url(self.url).render_as_string(hide_password=True)
 
     async def close(self) -> None:
         """Write what is queued, then close."""
@@ -379,7 +431,11 @@ class Store:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
-        await self._engine.dispose()
+        if self._sqlite is not None:
+            self._threads.shutdown()
+            self._sqlite.dispose()
+        if self._engine is not None:
+            await self._engine.dispose()
 
     # Writes.
 
@@ -449,8 +505,7 @@ class Store:
         merged = Writes()
         for writes in batch:
             merged.merge(writes)
-        async with self._engine.begin() as conn:
-            await merged.execute(conn)
+        await self._run(merged.execute, write=True)
 
     def _settled(self, writes: Writes) -> None:
         for found_by, _, _ in writes.shown:
@@ -511,6 +566,9 @@ class Store:
 
     # Reads.
 
+    async def _rows(self, query: Any, **params: Any) -> list[Any]:
+        return await self._run(lambda conn: list(conn.execute(query, params)))
+
     async def _objects_written(self) -> None:
         if self._objects:
             await self.flushed()
@@ -528,24 +586,22 @@ class Store:
     ) -> list[dict[str, Any] | None]:
         """Objects of an owner by kind and id, in one query; ``None`` for each not found."""
         found: dict[tuple[str, str], dict[str, Any] | None] = {}
-        missing = []
+        missing: set[tuple[str, str]] = set()
         for kind, object_id in wanted:
             shown = self._shown.get((kind, object_id))
             if shown is None:
-                missing.append((kind, object_id))
+                missing.add((kind, object_id))
             elif shown[0] == owner and shown[1] is not None:
                 found[kind, object_id] = dict(shown[1])
         if missing:
             if self._bulk:
                 await self.flushed()
-            where = or_(*(and_(_Object.kind == k, _Object.id == i) for k, i in missing))
-            async with self._engine.connect() as conn:
-                rows = await conn.execute(
-                    select(_Object.kind, _Object.id, _Object.data).where(
-                        _Object.owner == owner, where
-                    )
-                )
-                for kind, object_id, data in rows:
+            ids = [object_id for _, object_id in missing]
+            rows = await self._run(
+                lambda conn: list(conn.execute(_GET, {"owner": owner, "ids": ids})), point=True
+            )
+            for kind, object_id, data in rows:
+                if (kind, object_id) in missing:
                     found[kind, object_id] = dict(data)
         return [found.get(key) for key in wanted]
 
@@ -570,23 +626,29 @@ class Store:
         for name, value in (where or {}).items():
             if value is not None:
                 query = query.where(_Object.data[name].as_string() == value)
-        async with self._engine.connect() as conn:
+        ordering = _Object.seq.asc() if order == "asc" else _Object.seq.desc()
+        if before is not None:
+            # Nearest the cursor first, then back into the requested order.
+            ordering = _Object.seq.desc() if order == "asc" else _Object.seq.asc()
+
+        def read(conn: Connection) -> list[Any] | None:
+            nonlocal query
             for cursor, later in ((after, order == "asc"), (before, order == "desc")):
                 if cursor is None:
                     continue
-                seq = await conn.scalar(
+                seq = conn.scalar(
                     select(_Object.seq).where(
                         _Object.id == cursor, _Object.kind == kind, _Object.owner == owner
                     )
                 )
                 if seq is None:
-                    return Page([], False)
+                    return None
                 query = query.where(_Object.seq > seq if later else _Object.seq < seq)
-            ordering = _Object.seq.asc() if order == "asc" else _Object.seq.desc()
-            if before is not None:
-                # Nearest the cursor first, then back into the requested order.
-                ordering = _Object.seq.desc() if order == "asc" else _Object.seq.asc()
-            rows = list(await conn.scalars(query.order_by(ordering).limit(limit + 1)))
+            return list(conn.scalars(query.order_by(ordering).limit(limit + 1)))
+
+        rows = await self._run(read)
+        if rows is None:
+            return Page([], False)
         has_more = len(rows) > limit
         rows = rows[:limit]
         if before is not None:
@@ -596,36 +658,33 @@ class Store:
     async def all(self, kind: Kind, owner: str, *, parent: str) -> list[dict[str, Any]]:
         """Every object of a parent, oldest first."""
         await self._objects_written()
-        async with self._engine.connect() as conn:
-            rows = await conn.scalars(
-                select(_Object.data)
-                .where(_Object.kind == kind, _Object.owner == owner, _Object.parent == parent)
-                .order_by(_Object.seq.asc())
-            )
-            return [dict(row) for row in rows]
+        rows = await self._rows(
+            select(_Object.data)
+            .where(_Object.kind == kind, _Object.owner == owner, _Object.parent == parent)
+            .order_by(_Object.seq.asc())
+        )
+        return [dict(data) for (data,) in rows]
 
     async def every(self, kind: Kind, status: str) -> list[tuple[str, dict[str, Any]]]:
         """Every object of a kind in a status, of every owner, oldest first."""
         await self._objects_written()
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                select(_Object.owner, _Object.data)
-                .where(_Object.kind == kind, _Object.status == status)
-                .order_by(_Object.seq.asc())
-            )
-            return [(owner, dict(data)) for owner, data in rows]
+        rows = await self._rows(
+            select(_Object.owner, _Object.data)
+            .where(_Object.kind == kind, _Object.status == status)
+            .order_by(_Object.seq.asc())
+        )
+        return [(owner, dict(data)) for owner, data in rows]
 
     async def fail_unfinished_runs(self) -> int:
         """Mark runs and responses a crash left unfinished as failed; return how many."""
         unfinished = ("queued", "in_progress", "cancelling", "requires_action")
         now = int(time.time())
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                select(_Object.owner, _Object.kind, _Object.data).where(
-                    _Object.kind.in_(["run", "response"]), _Object.status.in_(unfinished)
-                )
+        rows = await self._rows(
+            select(_Object.owner, _Object.kind, _Object.data).where(
+                _Object.kind.in_(["run", "response"]), _Object.status.in_(unfinished)
             )
-            found = [(owner, kind, dict(data)) for owner, kind, data in rows]
+        )
+        found = [(owner, kind, dict(data)) for owner, kind, data in rows]
         writes = Writes()
         for owner, kind, data in found:
             if kind == "response" and data.get("status") in ("queued", "in_progress"):
@@ -673,11 +732,9 @@ class Store:
         await self._transcript_written(owner, keys)
         while pages is None or pages > 0:
             pages = None if pages is None else pages - 1
-            query = select(_Entry).where(_Entry.owner == owner, _Entry.key.in_(keys))
-            if before is not None:
-                query = query.where(_Entry.seq < before)
-            async with self._engine.connect() as conn:
-                rows = list(await conn.execute(query.order_by(_Entry.seq.desc()).limit(TAIL_PAGE)))
+            rows = await self._rows(
+                _TAIL, owner=owner, keys=keys, before=_END if before is None else before
+            )
             for row in rows:
                 yield _unit(row)
             if len(rows) < TAIL_PAGE:
@@ -700,20 +757,18 @@ class Store:
                 _Link.id == walk.c.previous, _Link.owner == owner
             )
         )
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(select(walk.c.id, walk.c.container).order_by(walk.c.depth))
-            return [(found, container) for found, container in rows]
+        rows = await self._rows(select(walk.c.id, walk.c.container).order_by(walk.c.depth))
+        return [(found, container) for found, container in rows]
 
     async def attached(self, owner: str, key: str) -> list[str]:
         """The files attached to the conversation's messages, in order."""
         await self._transcript_written(owner, [key])
-        async with self._engine.connect() as conn:
-            rows = await conn.scalars(
-                select(_Entry.files)
-                .where(_Entry.owner == owner, _Entry.key == key, _Entry.files.is_not(None))
-                .order_by(_Entry.seq.asc())
-            )
-            return [file_id for files in rows for file_id in files or ()]
+        rows = await self._rows(
+            select(_Entry.files)
+            .where(_Entry.owner == owner, _Entry.key == key, _Entry.files.is_not(None))
+            .order_by(_Entry.seq.asc())
+        )
+        return [file_id for (files,) in rows for file_id in files or ()]
 
 
 def _logged(done: asyncio.Future[None]) -> None:

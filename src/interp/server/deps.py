@@ -28,12 +28,15 @@ class Services:
     responder: Responder
 
 
-def services(request: Request) -> Services:
+# Every dependency is a coroutine: FastAPI calls a plain function on a worker thread.
+
+
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
 
-def owner(request: Request) -> str:
+async def owner(request: Request) -> str:
     """The owner the request's key names (``APIError`` 401 without a valid one)."""
     found: str = request.app.state.owner_of(request)
     return found
@@ -53,4 +56,10 @@ class PageQuery:
     before: Cursor = None
 
 
-Page = Annotated[PageQuery, Depends()]
+async def page(
+    limit: Limit = 20, order: ListOrder = "desc", after: Cursor = None, before: Cursor = None
+) -> PageQuery:
+    return PageQuery(limit, order, after, before)
+
+
+Page = Annotated[PageQuery, Depends(page)]

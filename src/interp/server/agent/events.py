@@ -50,11 +50,25 @@ class RunEvents:
         self._queues.add(queue)
 
         async def texts() -> AsyncIterator[str]:
+            # The events there are when the reader comes go out in one write: a run emits
+            # several at once (at its start, at its end), and each write crosses every
+            # layer of the server and is a read for the client.
             try:
-                while (text := await queue.get()) is not None:
-                    yield text
-                if end is not None:
-                    yield end
+                ended = False
+                while not ended:
+                    ready: list[str] = []
+                    text = await queue.get()
+                    while True:
+                        if text is None:
+                            ended = True
+                            ready += [end] if end is not None else []
+                            break
+                        ready.append(text)
+                        if queue.empty():
+                            break
+                        text = queue.get_nowait()
+                    if ready:
+                        yield "".join(ready)
             finally:
                 self._queues.discard(queue)
 
