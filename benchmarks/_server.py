@@ -396,7 +396,8 @@ async def _fill_thread(data_dir: Path, messages: int) -> str:
     take minutes), the last one ``hi``."""
     from interp.server._runs import message_unit
     from interp.server._store import Store, Writes
-    from interp.server._wire import ThreadCreate, message, text_part, thread
+    from interp.server._wire import message, text_part, thread
+    from interp.server.protocol.assistants import ThreadCreate
 
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     store = Store(f"sqlite:///{data_dir / 'server.db'}")

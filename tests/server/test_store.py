@@ -108,20 +108,33 @@ async def test_a_restart_keeps_everything_and_fails_unfinished_runs(db_url: str)
         await again.close()
 
 
-async def test_a_database_of_another_schema_version_is_refused(db_url: str) -> None:
-    from sqlalchemy import text
+async def execute(db_url: str, *statements: str) -> None:
+    """SQL run on the database in one transaction, as another program would run it."""
+    from sqlalchemy import create_engine, text
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    if db_url.startswith("sqlite"):
+        engine = create_engine(db_url)
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+        engine.dispose()
+        return
+    aengine = create_async_engine(db_url)
+    async with aengine.begin() as aconn:
+        for statement in statements:
+            await aconn.execute(text(statement))
+    await aengine.dispose()
+
+
+async def test_a_database_of_another_schema_version_is_refused(db_url: str) -> None:
     first = Store(db_url)
     await first.open()
     await first.close()
-    engine = create_async_engine(db_url)
-    async with engine.begin() as conn:
-        await conn.execute(
-            text("UPDATE interp_meta SET value = :v WHERE key = 'schema_version'"),
-            {"v": str(SCHEMA_VERSION + 1)},
-        )
-    await engine.dispose()
+    await execute(
+        db_url,
+        f"UPDATE interp_meta SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'",
+    )
     refused = Store(db_url)
     with pytest.raises(ConfigError, match="schema version"):
         await refused.open()
@@ -176,9 +189,6 @@ async def test_a_chain_of_responses_is_walked_in_one_query(store: Store) -> None
 
 async def test_a_schema_1_database_gets_its_transcripts(db_url: str) -> None:
     """A thread and a chain stored by a schema-1 server run on with their history."""
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
     first = Store(db_url)
     await first.open()
     thread = "thread_old"
@@ -252,14 +262,14 @@ async def test_a_schema_1_database_gets_its_transcripts(db_url: str) -> None:
         parent="resp_1",
     )
     await first.close()
-    engine = create_async_engine(db_url)
-    async with engine.begin() as conn:  # back to what schema 1 had
-        await conn.execute(text("DROP TABLE interp_transcript"))
-        await conn.execute(text("DROP TABLE interp_links"))
-        await conn.execute(text("DROP INDEX interp_objects_status"))
-        await conn.execute(text("ALTER TABLE interp_objects DROP COLUMN status"))
-        await conn.execute(text("UPDATE interp_meta SET value = '1' WHERE key = 'schema_version'"))
-    await engine.dispose()
+    await execute(  # back to what schema 1 had
+        db_url,
+        "DROP TABLE interp_transcript",
+        "DROP TABLE interp_links",
+        "DROP INDEX interp_objects_status",
+        "ALTER TABLE interp_objects DROP COLUMN status",
+        "UPDATE interp_meta SET value = '1' WHERE key = 'schema_version'",
+    )
     again = Store(db_url)
     await again.open()
     try:

@@ -17,7 +17,9 @@ engine's sandboxed sessions. Its layers (``docs/architecture.md`` draws them):
     _mcp.py         the MCP server (stdio for ``interp mcp``, streamable HTTP at /mcp)
     _store.py       SQLAlchemy 2: objects by owner, transcripts, one batching
                     writer; SQLite or PostgreSQL (``_migrate.py``: from schema 1)
-    _wire.py, _wire_responses.py   request bodies and the objects the API returns
+    protocol/       what clients send: each door's request bodies, each field one of the
+                    ``openai`` package's params (no FastAPI)
+    _wire.py, _wire_responses.py   the objects each door returns
 
 Needs the ``server`` extra: ``pip install 'interp[server]'``.
 """

@@ -26,6 +26,7 @@ from . import _wire_responses as rwire
 from ._errors import APIError, bad_request, file_not_found, not_found
 from ._locks import KeyedLocks
 from ._store import Store
+from .protocol.responses import MEMORY_BYTES
 
 log = logging.getLogger("interp.server")
 
@@ -50,7 +51,7 @@ def memory_bytes(limit: str | None, *, param: str) -> int | None:
     """The bytes of a ``memory_limit``; refused above what this host has."""
     if limit is None:
         return None
-    wanted = rwire.MEMORY_BYTES[limit]
+    wanted = MEMORY_BYTES[limit]
     total = psutil.virtual_memory().total
     if wanted > total:
         raise bad_request(

@@ -36,6 +36,16 @@ from .agent.images import file_image
 from .agent.loop import Ending, Runs, drive
 from .agent.model import CODE_TOOL, ToolCall, chat_tool_call, code_arguments
 from .agent.turn import Agent, Budget, History, PromptTooLong, Settings
+from .protocol.responses import (
+    INCLUDE_OUTPUTS,
+    AutoContainer,
+    CodeInterpreterTool,
+    FunctionTool,
+    ItemReference,
+    MessageItem,
+    NamedTool,
+    ResponseCreate,
+)
 
 log = logging.getLogger("interp.server")
 
@@ -46,7 +56,7 @@ has ended. They are kept in memory: a restart of the server drops them."""
 
 def served(response: dict[str, Any], include: list[str] | None) -> dict[str, Any]:
     """The response as a client sees it: code outputs only when ``include``d."""
-    if include and rwire.INCLUDE_OUTPUTS in include:
+    if include and INCLUDE_OUTPUTS in include:
         return response
     return {**response, "output": [_without_outputs(item) for item in response["output"]]}
 
@@ -83,7 +93,7 @@ class Responder:
         self._events.pop(response_id, None)
 
     async def start(
-        self, owner: str, body: rwire.ResponseCreate, *, base_url: str
+        self, owner: str, body: ResponseCreate, *, base_url: str
     ) -> tuple[dict[str, Any], RunEvents, asyncio.Task[APIError | None]]:
         """Check the request, store the response and its input, and start it. The task
         ends with the error to answer instead when the model refused the request before
@@ -230,12 +240,12 @@ class Responder:
                 tx.create("conversation_item", owner, item, parent=conversation_id, key=key)
             tx.append(owner, conversation_id, units_of(items, {}))
 
-    async def _tools(self, owner: str, body: rwire.ResponseCreate) -> list[dict[str, Any]]:
+    async def _tools(self, owner: str, body: ResponseCreate) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
         names: set[str] = set()
         for tool in body.tools:
-            if isinstance(tool, rwire.CodeInterpreterTool):
-                if isinstance(tool.container, rwire.AutoContainer):
+            if isinstance(tool, CodeInterpreterTool):
+                if isinstance(tool.container, AutoContainer):
                     for file_id in tool.container.file_ids:
                         if await self.store.get("file", owner, file_id) is None:
                             raise file_not_found(file_id, param="tools")
@@ -245,10 +255,10 @@ class Responder:
                     raise bad_request(f"Duplicate function name '{tool.name}'.", param="tools")
                 names.add(tool.name)
                 tools.append(tool.model_dump(exclude_none=True))
-        if sum(isinstance(t, rwire.CodeInterpreterTool) for t in body.tools) > 1:
+        if sum(isinstance(t, CodeInterpreterTool) for t in body.tools) > 1:
             raise bad_request("Only one code_interpreter tool is allowed.", param="tools")
         choice = body.tool_choice
-        if isinstance(choice, rwire.NamedTool) and (
+        if isinstance(choice, NamedTool) and (
             (choice.type == "function" and choice.name not in names)
             or (choice.type == "code_interpreter" and body.code_tool() is None)
         ):
@@ -269,7 +279,7 @@ class ResponseSink:
         *,
         owner: str,
         response: dict[str, Any],
-        body: rwire.ResponseCreate,
+        body: ResponseCreate,
         base_url: str,
         history: list[str],
         items: list[dict[str, Any]],
@@ -292,7 +302,7 @@ class ResponseSink:
         self.units: list[Unit] = []
         """What it has added to the conversation so far."""
         self.container: dict[str, Any] | None = None
-        self.auto: rwire.AutoContainer | None = None
+        self.auto: AutoContainer | None = None
         self.files: list[FileSaved] = []
         self.sequence = 0
         self.started = False
@@ -448,7 +458,7 @@ class ResponseSink:
     async def _container(self) -> dict[str, Any]:
         """The response's container; an ``auto`` one is made at its first code call."""
         if self.container is None:
-            auto = self.auto or rwire.AutoContainer(type="auto")
+            auto = self.auto or AutoContainer(type="auto")
             self.container = await self.responder.containers.create(
                 self.owner,
                 name=f"auto container of {self.response['id']}",
@@ -597,19 +607,19 @@ class ResponseSink:
             await self.responder.remove(self.owner, self.response["id"])
 
 
-def _settings(body: rwire.ResponseCreate, model: str) -> Settings:
+def _settings(body: ResponseCreate, model: str) -> Settings:
     choice = body.tool_choice
-    text_format = (body.text or {}).get("format") or {}
+    text_format = body.text.format if body.text is not None else None
     response_format: Any = None
-    if text_format.get("type") == "json_object":
+    if text_format is not None and text_format.type == "json_object":
         response_format = {"type": "json_object"}
-    elif text_format.get("type") == "json_schema":
-        schema = {k: v for k, v in text_format.items() if k != "type"}
+    elif text_format is not None and text_format.type == "json_schema":
+        schema = text_format.model_dump(exclude_none=True, exclude={"type"})
         response_format = {"type": "json_schema", "json_schema": schema}
     functions = [
         tool.model_dump(exclude_none=True, exclude={"type"})
         for tool in body.tools
-        if isinstance(tool, rwire.FunctionTool)
+        if isinstance(tool, FunctionTool)
     ]
     extra: dict[str, Any] = {}
     if body.user is not None:
@@ -622,13 +632,13 @@ def _settings(body: rwire.ResponseCreate, model: str) -> Settings:
         code=body.code_tool() is not None,
         functions=functions,
         tool_choice=choice.model_dump(exclude_none=True)
-        if isinstance(choice, rwire.NamedTool)
+        if isinstance(choice, NamedTool)
         else choice,
         parallel_tool_calls=body.parallel_tool_calls,
         temperature=body.temperature,
         top_p=body.top_p,
         response_format=response_format,
-        reasoning_effort=(body.reasoning or {}).get("effort"),
+        reasoning_effort=body.reasoning.effort if body.reasoning is not None else None,
         extra=extra,
         truncate=body.truncation == "auto",
     )
@@ -644,7 +654,7 @@ def item_key(holder_id: str, item_id: str) -> str:
 def stored_item(item: Any) -> dict[str, Any]:
     """An input item as stored and listed by ``input_items``: an id, a status, parts."""
     data: dict[str, Any] = item.model_dump(exclude_none=True)
-    if isinstance(item, rwire.MessageItem):
+    if isinstance(item, MessageItem):
         content = item.content
         data["content"] = (
             [{"type": "input_text", "text": content}]
@@ -653,7 +663,7 @@ def stored_item(item: Any) -> dict[str, Any]:
         )
         data.setdefault("id", wire.new_id("msg_"))
         data.setdefault("status", "completed")
-    elif isinstance(item, rwire.ItemReference):
+    elif isinstance(item, ItemReference):
         raise bad_request("item_reference input items are not supported; send the items.")
     else:
         data.setdefault("id", wire.new_id("item_"))

@@ -1,25 +1,25 @@
-"""Request bodies (validated, unknown fields refused as OpenAI does) and the objects the
-Assistants v2 API returns, every key present."""
+"""The objects the Assistants v2 API returns, every key present."""
 
 from __future__ import annotations
 
 import secrets
 import time
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 
 from .._models import FileInfo
 from ._errors import bad_request
-
-ListOrder = Annotated[Literal["asc", "desc"], Query()]
-Limit = Annotated[int, Query(ge=1, le=100)]
-Cursor = Annotated[str | None, Query(max_length=64)]
-"""The query parameters of every list route."""
-
-Metadata = dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]]
-_ID = Annotated[str, Field(min_length=1, max_length=64)]
+from .protocol.assistants import (
+    AssistantCreate,
+    MessageCreate,
+    RunCreate,
+    TextPart,
+    ThreadAndRunCreate,
+    ThreadCreate,
+    Tool,
+    ToolResources,
+)
 
 
 def new_id(prefix: str) -> str:
@@ -31,180 +31,38 @@ def now() -> int:
     return int(time.time())
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class FunctionDef(_Body):
-    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
-class Tool(_Body):
-    type: Literal["code_interpreter", "function", "file_search"]
-    function: FunctionDef | None = None
-    file_search: dict[str, Any] | None = None
-
-    @field_validator("function")
-    @classmethod
-    def _function(cls, value: FunctionDef | None) -> FunctionDef | None:
-        if value is not None and value.name == "python":
-            raise ValueError("the function name 'python' is reserved for code_interpreter")
-        return value
-
-    def wire(self) -> dict[str, Any]:
-        if self.type == "function":
-            if self.function is None:
-                raise bad_request("a function tool needs 'function'", param="tools")
-            return {"type": "function", "function": self.function.model_dump(exclude_none=True)}
-        if self.type == "file_search":
-            raise bad_request("file_search is not supported by this server", param="tools")
-        return {"type": "code_interpreter"}
-
-
-class CodeInterpreterResources(_Body):
-    file_ids: Annotated[list[_ID], Field(max_length=20)] = []
-
-
-class ToolResources(_Body):
-    code_interpreter: CodeInterpreterResources | None = None
-    file_search: dict[str, Any] | None = None
-
-    def wire(self) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        if self.code_interpreter is not None:
-            found["code_interpreter"] = {"file_ids": list(self.code_interpreter.file_ids)}
-        return found
-
-
-class _AssistantFields(_Body):
-    name: Annotated[str, Field(max_length=256)] | None = None
-    description: Annotated[str, Field(max_length=512)] | None = None
-    instructions: Annotated[str, Field(max_length=256_000)] | None = None
-    tool_resources: ToolResources | None = None
-    metadata: Metadata | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    response_format: Any = None
-    reasoning_effort: str | None = None
-
-
-class AssistantCreate(_AssistantFields):
-    model: Annotated[str, Field(min_length=1, max_length=256)]
-    tools: Annotated[list[Tool], Field(max_length=128)] = []
-
-
-class AssistantModify(_AssistantFields):
-    """Only what is given changes (``exclude_unset``)."""
-
-    model: Annotated[str, Field(min_length=1, max_length=256)] | None = None
-    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
-
-
-class Attachment(_Body):
-    file_id: _ID
-    tools: list[dict[str, Any]] = []
-
-
-class TextPart(_Body):
-    type: Literal["text"]
-    text: Annotated[str, Field(max_length=256_000)]
-
-
-class ImageFile(_Body):
-    file_id: _ID
-    detail: Literal["low", "high", "auto"] | None = None
-
-
-class ImageFilePart(_Body):
-    type: Literal["image_file"]
-    image_file: ImageFile
-
-
-class ImageUrlPart(_Body):
-    type: Literal["image_url"]
-    image_url: dict[str, Any]
-
-
-ContentPart = Annotated[TextPart | ImageFilePart | ImageUrlPart, Field(discriminator="type")]
-
-
-class MessageCreate(_Body):
-    role: Literal["user", "assistant"]
-    content: (
-        Annotated[str, Field(max_length=256_000)]
-        | Annotated[list[ContentPart], Field(min_length=1, max_length=64)]
-    )
-    attachments: Annotated[list[Attachment], Field(max_length=20)] | None = None
-    metadata: Metadata | None = None
-
-    def parts(self) -> list[dict[str, Any]]:
-        if isinstance(self.content, str):
-            return [text_part(self.content)]
-        return [
-            text_part(part.text) if isinstance(part, TextPart) else part.model_dump()
-            for part in self.content
-        ]
-
-
-class ThreadCreate(_Body):
-    messages: Annotated[list[MessageCreate], Field(max_length=32)] = []
-    tool_resources: ToolResources | None = None
-    metadata: Metadata | None = None
-
-
-class MetadataModify(_Body):
-    metadata: Metadata | None = None
-
-
-class ThreadModify(_Body):
-    tool_resources: ToolResources | None = None
-    metadata: Metadata | None = None
-
-
-class _RunFields(_Body):
-    model: Annotated[str, Field(min_length=1, max_length=256)] | None = None
-    instructions: Annotated[str, Field(max_length=256_000)] | None = None
-    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
-    tool_choice: Any = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_prompt_tokens: Annotated[int, Field(ge=1)] | None = None
-    metadata: Metadata | None = None
-    parallel_tool_calls: bool | None = None
-    stream: bool | None = None
-    truncation_strategy: dict[str, Any] | None = None
-    response_format: Any = None
-    reasoning_effort: str | None = None
-
-
-class RunCreate(_RunFields):
-    assistant_id: _ID
-    additional_instructions: Annotated[str, Field(max_length=256_000)] | None = None
-    additional_messages: Annotated[list[MessageCreate], Field(max_length=32)] | None = None
-
-
-class ThreadAndRunCreate(_RunFields):
-    assistant_id: _ID
-    thread: ThreadCreate | None = None
-    tool_resources: ToolResources | None = None
-
-
-class ToolOutput(_Body):
-    tool_call_id: _ID
-    output: Annotated[str, Field(max_length=1_000_000)] = ""
-
-
-class SubmitToolOutputs(_Body):
-    tool_outputs: Annotated[list[ToolOutput], Field(min_length=1, max_length=128)]
-    stream: bool | None = None
-
-
 def text_part(text: str, annotations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {"type": "text", "text": {"value": text, "annotations": annotations or []}}
+
+
+def tool(given: Tool) -> dict[str, Any]:
+    """A tool as an assistant or a run lists it."""
+    if given.type == "function":
+        if given.function is None:
+            raise bad_request("a function tool needs 'function'", param="tools")
+        return {"type": "function", "function": given.function.model_dump(exclude_none=True)}
+    return {"type": "code_interpreter"}
+
+
+def tool_resources(given: ToolResources | None) -> dict[str, Any]:
+    if given is None or given.code_interpreter is None:
+        return {}
+    return {"code_interpreter": {"file_ids": list(given.code_interpreter.file_ids)}}
+
+
+def message_parts(body: MessageCreate) -> list[dict[str, Any]]:
+    """A new message's content parts, as the message lists them."""
+    if isinstance(body.content, str):
+        return [text_part(body.content)]
+    return [
+        text_part(part.text) if isinstance(part, TextPart) else part.model_dump()
+        for part in body.content
+    ]
+
+
+def dumped(value: BaseModel | str | None) -> Any:
+    """A body's option as objects list it: a model as its given fields, a string as is."""
+    return value.model_dump(exclude_none=True) if isinstance(value, BaseModel) else value
 
 
 def assistant(body: AssistantCreate) -> dict[str, Any]:
@@ -216,12 +74,12 @@ def assistant(body: AssistantCreate) -> dict[str, Any]:
         "description": body.description,
         "model": body.model,
         "instructions": body.instructions,
-        "tools": [tool.wire() for tool in body.tools],
-        "tool_resources": body.tool_resources.wire() if body.tool_resources else {},
+        "tools": [tool(given) for given in body.tools],
+        "tool_resources": tool_resources(body.tool_resources),
         "metadata": body.metadata or {},
         "temperature": body.temperature if body.temperature is not None else 1.0,
         "top_p": body.top_p if body.top_p is not None else 1.0,
-        "response_format": body.response_format or "auto",
+        "response_format": dumped(body.response_format) or "auto",
         "reasoning_effort": body.reasoning_effort,
     }
 
@@ -231,7 +89,7 @@ def thread(body: ThreadCreate) -> dict[str, Any]:
         "id": new_id("thread_"),
         "object": "thread",
         "created_at": now(),
-        "tool_resources": body.tool_resources.wire() if body.tool_resources else {},
+        "tool_resources": tool_resources(body.tool_resources),
         "metadata": body.metadata or {},
     }
 
@@ -270,12 +128,13 @@ def run(
     *,
     thread_id: str,
     assistant_obj: dict[str, Any],
-    body: _RunFields,
+    body: RunCreate | ThreadAndRunCreate,
     instructions: str | None,
 ) -> dict[str, Any]:
     tools = (
-        [tool.wire() for tool in body.tools] if body.tools is not None else assistant_obj["tools"]
+        [tool(given) for given in body.tools] if body.tools is not None else assistant_obj["tools"]
     )
+    effort = body.reasoning_effort if isinstance(body, RunCreate) else None
     return {
         "id": new_id("run_"),
         "object": "thread.run",
@@ -302,10 +161,13 @@ def run(
         "top_p": body.top_p if body.top_p is not None else assistant_obj.get("top_p"),
         "max_prompt_tokens": body.max_prompt_tokens,
         "max_completion_tokens": body.max_completion_tokens,
-        "truncation_strategy": body.truncation_strategy or {"type": "auto", "last_messages": None},
-        "response_format": body.response_format or assistant_obj.get("response_format", "auto"),
-        "reasoning_effort": body.reasoning_effort or assistant_obj.get("reasoning_effort"),
-        "tool_choice": body.tool_choice or "auto",
+        "truncation_strategy": body.truncation_strategy.model_dump()
+        if body.truncation_strategy is not None
+        else {"type": "auto", "last_messages": None},
+        "response_format": dumped(body.response_format)
+        or assistant_obj.get("response_format", "auto"),
+        "reasoning_effort": effort or assistant_obj.get("reasoning_effort"),
+        "tool_choice": dumped(body.tool_choice) or "auto",
         "parallel_tool_calls": body.parallel_tool_calls
         if body.parallel_tool_calls is not None
         else True,

@@ -4,17 +4,21 @@ services of the running app (built by the lifespan of ``create_app``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from .. import Config, Engine
 from ._containers import Containers
 from ._responses import Responder
 from ._runs import Runner
 from ._store import Store
-from ._wire import Cursor, Limit, ListOrder
 from .agent.model import Model
+
+ListOrder = Annotated[Literal["asc", "desc"], Query()]
+Limit = Annotated[int, Query(ge=1, le=100)]
+Cursor = Annotated[str | None, Query(max_length=64)]
+"""The query parameters of every list route."""
 
 
 @dataclass

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from .. import _wire as wire
 from .._errors import not_found
 from ..deps import Owner, Page, ServicesDep
+from ..protocol.assistants import AssistantCreate, AssistantModify, ToolResources
 from .common import check_files, find, listing
 
 router = APIRouter()
@@ -25,7 +26,7 @@ async def models(owner: Owner, services: ServicesDep) -> dict[str, Any]:
 
 
 async def resource_files(
-    services: ServicesDep, owner: str, resources: wire.ToolResources | None
+    services: ServicesDep, owner: str, resources: ToolResources | None
 ) -> None:
     """The files of ``tool_resources`` are the owner's."""
     if resources is not None and resources.code_interpreter is not None:
@@ -34,7 +35,7 @@ async def resource_files(
 
 @router.post("/v1/assistants")
 async def create_assistant(
-    body: wire.AssistantCreate, owner: Owner, services: ServicesDep
+    body: AssistantCreate, owner: Owner, services: ServicesDep
 ) -> dict[str, Any]:
     await resource_files(services, owner, body.tool_resources)
     return await services.store.create("assistant", owner, wire.assistant(body))
@@ -52,15 +53,17 @@ async def get_assistant(assistant_id: str, owner: Owner, services: ServicesDep) 
 
 @router.post("/v1/assistants/{assistant_id}")
 async def modify_assistant(
-    assistant_id: str, body: wire.AssistantModify, owner: Owner, services: ServicesDep
+    assistant_id: str, body: AssistantModify, owner: Owner, services: ServicesDep
 ) -> dict[str, Any]:
     found = await find(services, "assistant", owner, assistant_id, "assistant")
     await resource_files(services, owner, body.tool_resources)
     changes = body.model_dump(exclude_unset=True)
     if body.tools is not None:
-        changes["tools"] = [tool.wire() for tool in body.tools]
+        changes["tools"] = [wire.tool(given) for given in body.tools]
     if body.tool_resources is not None:
-        changes["tool_resources"] = body.tool_resources.wire()
+        changes["tool_resources"] = wire.tool_resources(body.tool_resources)
+    if body.response_format is not None:
+        changes["response_format"] = wire.dumped(body.response_format)
     found.update(changes)
     return await services.store.put("assistant", owner, found)
 

@@ -4,20 +4,18 @@ through."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from .. import _wire as wire
 from .. import _wire_responses as rwire
 from .._errors import not_found
 from .._responses import item_key, stored_item
-from .._wire import Cursor, ListOrder
-from ..deps import Owner, ServicesDep
+from ..deps import Cursor, Limit, ListOrder, Owner, ServicesDep
+from ..protocol.responses import ConversationCreate, ConversationItemsCreate, ConversationUpdate
 
 router = APIRouter(prefix="/v1/conversations")
-
-Limit = Annotated[int, Query(ge=1, le=100)]
 
 
 async def _conversation(services: ServicesDep, owner: str, conversation_id: str) -> dict[str, Any]:
@@ -29,7 +27,7 @@ async def _conversation(services: ServicesDep, owner: str, conversation_id: str)
 
 @router.post("")
 async def create_conversation(
-    body: rwire.ConversationCreate, owner: Owner, services: ServicesDep
+    body: ConversationCreate, owner: Owner, services: ServicesDep
 ) -> dict[str, Any]:
     items = [stored_item(item) for item in body.items or []]
     await services.responder.check_images(owner, items, param="items")
@@ -48,7 +46,7 @@ async def get_conversation(
 
 @router.post("/{conversation_id}")
 async def update_conversation(
-    conversation_id: str, body: rwire.ConversationUpdate, owner: Owner, services: ServicesDep
+    conversation_id: str, body: ConversationUpdate, owner: Owner, services: ServicesDep
 ) -> dict[str, Any]:
     found = await _conversation(services, owner, conversation_id)
     found["metadata"] = body.metadata
@@ -70,7 +68,7 @@ async def delete_conversation(
 @router.post("/{conversation_id}/items")
 async def create_items(
     conversation_id: str,
-    body: rwire.ConversationItemsCreate,
+    body: ConversationItemsCreate,
     owner: Owner,
     services: ServicesDep,
 ) -> dict[str, Any]:

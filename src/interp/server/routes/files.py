@@ -12,8 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from ... import InvalidInputError
 from .. import _wire as wire
-from .._wire import Cursor, ListOrder
-from ..deps import Owner, PageQuery, ServicesDep
+from ..deps import Cursor, ListOrder, Owner, PageQuery, ServicesDep
 from .common import attachment, find, listing, open_stored, spool
 
 router = APIRouter(prefix="/v1/files")

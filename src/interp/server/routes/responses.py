@@ -10,12 +10,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from .. import _wire_responses as rwire
 from .._containers import stored_id
 from .._errors import bad_request, file_not_found
 from .._responses import KEPT_EVENTS_S, item_key, served
-from .._wire import Cursor, ListOrder
-from ..deps import Owner, Page, PageQuery, ServicesDep
+from ..deps import Cursor, ListOrder, Owner, Page, PageQuery, ServicesDep
+from ..protocol.responses import ContainerCreate, ContainerFileFromId, ResponseCreate
 from .common import attachment, find, listing, open_stored, spool_form, sse
 
 router = APIRouter()
@@ -33,7 +32,7 @@ def _include(request: Request) -> list[str]:
 
 @router.post("/v1/responses", response_model=None)
 async def create_response(
-    body: rwire.ResponseCreate, owner: Owner, services: ServicesDep, request: Request
+    body: ResponseCreate, owner: Owner, services: ServicesDep, request: Request
 ) -> Response | dict[str, Any]:
     response, events, task = await services.responder.start(
         owner, body, base_url=str(request.base_url)
@@ -110,7 +109,7 @@ async def input_items(
 
 @router.post("/v1/containers")
 async def create_container(
-    body: rwire.ContainerCreate, owner: Owner, services: ServicesDep
+    body: ContainerCreate, owner: Owner, services: ServicesDep
 ) -> dict[str, Any]:
     minutes = body.expires_after.minutes if body.expires_after else 20
     return await services.containers.create(
@@ -161,7 +160,7 @@ async def create_container_file(
             name = await spool_form(request, path, services.config.max_upload_bytes)
             return await containers.add_upload(owner, container_id, name, path)
     try:
-        body = rwire.ContainerFileFromId.model_validate_json(await request.body())
+        body = ContainerFileFromId.model_validate_json(await request.body())
     except ValueError:
         raise bad_request(
             "Send a multipart 'file' or a JSON body {\"file_id\": …}.", param="file_id"

@@ -14,9 +14,18 @@ from .. import _wire as wire
 from .._errors import not_found
 from .._runs import DONE, message_unit
 from .._store import Writes
-from .._wire import Cursor
 from ..agent.context import Unit
-from ..deps import Owner, Page, Services, ServicesDep
+from ..deps import Cursor, Owner, Page, Services, ServicesDep
+from ..protocol.assistants import (
+    ImageFilePart,
+    MessageCreate,
+    MetadataModify,
+    RunCreate,
+    SubmitToolOutputs,
+    ThreadAndRunCreate,
+    ThreadCreate,
+    ThreadModify,
+)
 from .assistants import resource_files
 from .common import check_files, find, listing, put_metadata, sse
 
@@ -34,9 +43,7 @@ async def run_of(services: Services, owner: str, thread_id: str, run_id: str) ->
     return found
 
 
-async def check_messages(
-    services: Services, owner: str, messages: list[wire.MessageCreate]
-) -> None:
+async def check_messages(services: Services, owner: str, messages: list[MessageCreate]) -> None:
     """Every file the messages attach or show is the owner's (checked before anything is
     made)."""
     attached = [a.file_id for m in messages for a in m.attachments or []]
@@ -46,17 +53,17 @@ async def check_messages(
         for m in messages
         if not isinstance(m.content, str)
         for part in m.content
-        if isinstance(part, wire.ImageFilePart)
+        if isinstance(part, ImageFilePart)
     ]
     await check_files(services, owner, shown, "content")
 
 
-def add_message(tx: Writes, owner: str, thread_id: str, body: wire.MessageCreate) -> dict[str, Any]:
+def add_message(tx: Writes, owner: str, thread_id: str, body: MessageCreate) -> dict[str, Any]:
     """A message (its files checked already), stored and in the transcript."""
     message = wire.message(
         thread_id=thread_id,
         role=body.role,
-        content=body.parts(),
+        content=wire.message_parts(body),
         attachments=[a.model_dump() for a in body.attachments or []],
         metadata=body.metadata,
     )
@@ -78,7 +85,7 @@ async def _put_live_metadata(
     return await put_metadata(services, kind, owner, live or found, metadata)
 
 
-async def new_thread(services: Services, owner: str, body: wire.ThreadCreate) -> dict[str, Any]:
+async def new_thread(services: Services, owner: str, body: ThreadCreate) -> dict[str, Any]:
     """A thread and its messages, in one unit of work (all checked first)."""
     await resource_files(services, owner, body.tool_resources)
     await check_messages(services, owner, body.messages)
@@ -94,8 +101,8 @@ async def begin_run(
     owner: str,
     thread: dict[str, Any],
     assistant: dict[str, Any],
-    body: wire.RunCreate | wire.ThreadAndRunCreate,
-    additional: list[wire.MessageCreate],
+    body: RunCreate | ThreadAndRunCreate,
+    additional: list[MessageCreate],
     extra_instructions: str | None,
     head: list[Unit] | None = None,
 ) -> Response | dict[str, Any]:
@@ -128,18 +135,18 @@ async def begin_run(
 
 @router.post("")
 async def create_thread(
-    owner: Owner, services: ServicesDep, body: wire.ThreadCreate | None = None
+    owner: Owner, services: ServicesDep, body: ThreadCreate | None = None
 ) -> dict[str, Any]:
-    return await new_thread(services, owner, body or wire.ThreadCreate())
+    return await new_thread(services, owner, body or ThreadCreate())
 
 
 # Before /{thread_id}, which would take "runs" for a thread id.
 @router.post("/runs", response_model=None)
 async def create_thread_and_run(
-    body: wire.ThreadAndRunCreate, owner: Owner, services: ServicesDep
+    body: ThreadAndRunCreate, owner: Owner, services: ServicesDep
 ) -> Response | dict[str, Any]:
     assistant = await find(services, "assistant", owner, body.assistant_id, "assistant")
-    thread_body = body.thread or wire.ThreadCreate()
+    thread_body = body.thread or ThreadCreate()
     if body.tool_resources is not None and thread_body.tool_resources is None:
         thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
     thread = await new_thread(services, owner, thread_body)
@@ -153,14 +160,14 @@ async def get_thread(thread_id: str, owner: Owner, services: ServicesDep) -> dic
 
 @router.post("/{thread_id}")
 async def modify_thread(
-    thread_id: str, body: wire.ThreadModify, owner: Owner, services: ServicesDep
+    thread_id: str, body: ThreadModify, owner: Owner, services: ServicesDep
 ) -> dict[str, Any]:
     found = await thread_of(services, owner, thread_id)
     await resource_files(services, owner, body.tool_resources)
     if body.metadata is not None:
         found["metadata"] = body.metadata
     if body.tool_resources is not None:
-        found["tool_resources"] = body.tool_resources.wire()
+        found["tool_resources"] = wire.tool_resources(body.tool_resources)
     return await services.store.put("thread", owner, found)
 
 
@@ -186,7 +193,7 @@ async def delete_thread(thread_id: str, owner: Owner, services: ServicesDep) -> 
 
 @router.post("/{thread_id}/messages")
 async def create_message(
-    thread_id: str, body: wire.MessageCreate, owner: Owner, services: ServicesDep
+    thread_id: str, body: MessageCreate, owner: Owner, services: ServicesDep
 ) -> dict[str, Any]:
     async with services.runner.threads.hold(thread_id):
         await thread_of(services, owner, thread_id)
@@ -219,7 +226,7 @@ async def get_message(
 
 @router.post("/{thread_id}/messages/{message_id}")
 async def modify_message(
-    thread_id: str, message_id: str, body: wire.MetadataModify, owner: Owner, services: ServicesDep
+    thread_id: str, message_id: str, body: MetadataModify, owner: Owner, services: ServicesDep
 ) -> dict[str, Any]:
     async with services.runner.threads.hold(thread_id):
         found = await get_message(thread_id, message_id, owner, services)
@@ -242,7 +249,7 @@ async def delete_message(
 
 @router.post("/{thread_id}/runs", response_model=None)
 async def create_run(
-    thread_id: str, body: wire.RunCreate, owner: Owner, services: ServicesDep
+    thread_id: str, body: RunCreate, owner: Owner, services: ServicesDep
 ) -> Response | dict[str, Any]:
     store = services.store
     async with services.runner.threads.hold(thread_id):
@@ -293,7 +300,7 @@ async def get_run(
 
 @router.post("/{thread_id}/runs/{run_id}")
 async def modify_run(
-    thread_id: str, run_id: str, body: wire.MetadataModify, owner: Owner, services: ServicesDep
+    thread_id: str, run_id: str, body: MetadataModify, owner: Owner, services: ServicesDep
 ) -> dict[str, Any]:
     async with services.runner.threads.hold(thread_id):
         found = await run_of(services, owner, thread_id, run_id)
@@ -315,7 +322,7 @@ async def cancel_run(
 async def submit_tool_outputs(
     thread_id: str,
     run_id: str,
-    body: wire.SubmitToolOutputs,
+    body: SubmitToolOutputs,
     owner: Owner,
     services: ServicesDep,
 ) -> Response | dict[str, Any]:
