@@ -420,10 +420,10 @@ async def _fill_thread(data_dir: Path, messages: int) -> str:
         ]
         for i in range(messages):
             text = "hi" if i == messages - 1 else f"note {i}: " + " ".join(words * 2)
-            found = message(thread_id=created["id"], role="user", content=[text_part(text)])
-            writes.create("message", "local", found, parent=created["id"])
-            writes.append("local", created["id"], [message_unit(found)], ref=found["id"])
+            found = message(thread_id=created.id, role="user", content=[text_part(text)])
+            writes.create("message", "local", found, parent=created.id)
+            writes.append("local", created.id, [message_unit(found)], ref=found.id)
         await store.submit(writes)
     finally:
         await store.close()
-    return str(created["id"])
+    return created.id

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.exc import SQLAlchemyError
 
 from interp import ConfigError
-from interp.server._store import SCHEMA_VERSION, TAIL_PAGE, Store, Writes
+from interp.server._store import SCHEMA_VERSION, TAIL_PAGE, Store, Writes, document
 from interp.server.agent.context import Unit
 
 POSTGRES = os.environ.get("INTERP_TEST_POSTGRES_URL")
@@ -53,32 +53,37 @@ def thing(i: int) -> dict[str, object]:
 
 async def test_objects_are_found_only_by_their_owner(store: Store) -> None:
     await store.create("assistant", "alice", thing(1))
-    assert await store.get("assistant", "alice", "asst_0001") == thing(1)
-    assert await store.get("assistant", "bob", "asst_0001") is None
-    assert await store.get("thread", "alice", "asst_0001") is None
+    assert await store.get(document("assistant"), "alice", "asst_0001") == thing(1)
+    assert await store.get(document("assistant"), "bob", "asst_0001") is None
+    assert await store.get(document("thread"), "alice", "asst_0001") is None
     assert not await store.delete("assistant", "bob", "asst_0001")
     changed = {**thing(1), "n": 99}
     await store.put("assistant", "bob", changed)  # another owner's put changes nothing
-    assert await store.get("assistant", "alice", "asst_0001") == thing(1)
+    assert await store.get(document("assistant"), "alice", "asst_0001") == thing(1)
     await store.put("assistant", "alice", changed)
-    assert await store.get("assistant", "alice", "asst_0001") == changed
+    assert await store.get(document("assistant"), "alice", "asst_0001") == changed
     assert await store.delete("assistant", "alice", "asst_0001")
-    assert await store.get("assistant", "alice", "asst_0001") is None
+    assert await store.get(document("assistant"), "alice", "asst_0001") is None
 
 
 async def test_pages_follow_openais_cursors(store: Store) -> None:
     for i in range(7):
         await store.create("assistant", "alice", thing(i))
     await store.create("assistant", "bob", thing(100))
-    first = await store.page("assistant", "alice", limit=3, order="asc")
+    assistants = document("assistant")
+    first = await store.page(assistants, "alice", limit=3, order="asc")
     assert [o["n"] for o in first.data] == [0, 1, 2] and first.has_more
-    rest = await store.page("assistant", "alice", limit=10, order="asc", after="asst_0002")
+    rest = await store.page(
+        document("assistant"), "alice", limit=10, order="asc", after="asst_0002"
+    )
     assert [o["n"] for o in rest.data] == [3, 4, 5, 6] and not rest.has_more
-    newest = await store.page("assistant", "alice", limit=2)
+    newest = await store.page(document("assistant"), "alice", limit=2)
     assert [o["n"] for o in newest.data] == [6, 5]
-    before = await store.page("assistant", "alice", limit=2, order="desc", before="asst_0003")
+    before = await store.page(
+        document("assistant"), "alice", limit=2, order="desc", before="asst_0003"
+    )
     assert [o["n"] for o in before.data] == [5, 4]
-    unknown = await store.page("assistant", "alice", after="asst_0100")  # bob's
+    unknown = await store.page(document("assistant"), "alice", after="asst_0100")  # bob's
     assert unknown.data == [] and not unknown.has_more
 
 
@@ -86,8 +91,8 @@ async def test_children_go_with_their_parent(store: Store) -> None:
     await store.create("message", "alice", {"id": "msg_1"}, parent="thread_1")
     await store.create("message", "alice", {"id": "msg_2"}, parent="thread_2")
     await store.delete_children("alice", ["thread_1"])
-    assert await store.get("message", "alice", "msg_1") is None
-    assert await store.all("message", "alice", parent="thread_2") == [{"id": "msg_2"}]
+    assert await store.get(document("message"), "alice", "msg_1") is None
+    assert await store.all(document("message"), "alice", parent="thread_2") == [{"id": "msg_2"}]
 
 
 async def test_a_restart_keeps_everything_and_fails_unfinished_runs(db_url: str) -> None:
@@ -100,10 +105,10 @@ async def test_a_restart_keeps_everything_and_fails_unfinished_runs(db_url: str)
     await again.open()
     try:
         assert await again.fail_unfinished_runs() == 1
-        failed = await again.get("run", "alice", "run_1")
+        failed = await again.get(document("run"), "alice", "run_1")
         assert failed is not None and failed["status"] == "failed"
         assert failed["last_error"]["code"] == "server_error"
-        assert (await again.get("run", "alice", "run_2") or {})["status"] == "completed"
+        assert (await again.get(document("run"), "alice", "run_2") or {})["status"] == "completed"
     finally:
         await again.close()
 
@@ -279,7 +284,7 @@ async def test_a_schema_1_database_gets_its_transcripts(db_url: str) -> None:
         assert [found for found, _ in await again.chain("alice", "resp_1")] == ["resp_1"]
         chain = [m for u in await collect(again.tail("alice", "resp_1")) for m in u.messages]
         assert {m["content"] for m in chain} == {"hello", "hi"}
-        found = await again.get("response", "alice", "resp_1")
+        found = await again.get(document("response"), "alice", "resp_1")
         assert found is not None and found["status"] == "completed"
         assert await again.fail_unfinished_runs() == 0
     finally:
@@ -297,20 +302,22 @@ async def test_writes_are_seen_at_once_and_a_bad_unit_fails_alone(store: Store) 
     """Units queued together are committed together; one that cannot be written (an id
     taken) fails by itself and the others are kept; reads see what was queued."""
     first = store.submit(_writes(lambda tx: tx.create("assistant", "alice", {"id": "a_1"})))
-    assert await store.get("assistant", "alice", "a_1") == {"id": "a_1"}
-    assert await store.get("assistant", "bob", "a_1") is None
+    assert await store.get(document("assistant"), "alice", "a_1") == {"id": "a_1"}
+    assert await store.get(document("assistant"), "bob", "a_1") is None
     taken = store.submit(_writes(lambda tx: tx.create("assistant", "alice", {"id": "a_1"})))
     other = store.submit(_writes(lambda tx: tx.create("assistant", "alice", {"id": "a_2"})))
     await first
     await other
     with pytest.raises(SQLAlchemyError):
         await taken
-    page = await store.page("assistant", "alice", order="asc")
+    page = await store.page(document("assistant"), "alice", order="asc")
     assert [found["id"] for found in page.data] == ["a_1", "a_2"]
     store.submit(_writes(lambda tx: tx.delete("assistant", "alice", "a_2")))
-    assert await store.get("assistant", "alice", "a_2") is None
+    assert await store.get(document("assistant"), "alice", "a_2") is None
     await store.flushed()
-    assert [found["id"] for found in (await store.page("assistant", "alice")).data] == ["a_1"]
+    assert [found["id"] for found in (await store.page(document("assistant"), "alice")).data] == [
+        "a_1"
+    ]
 
 
 def _writes(build: Callable[[Writes], object]) -> Writes:
@@ -328,12 +335,17 @@ async def test_a_page_filters_on_fields_in_the_database(store: Store) -> None:
             "message", "alice", {"id": f"msg_{i:02d}", "run_id": run}, parent="thread_1"
         )
     first = await store.page(
-        "message", "alice", parent="thread_1", order="asc", limit=4, where={"run_id": "run_a"}
+        document("message"),
+        "alice",
+        parent="thread_1",
+        order="asc",
+        limit=4,
+        where={"run_id": "run_a"},
     )
     assert [m["id"] for m in first.data] == ["msg_00", "msg_03", "msg_06", "msg_09"]
     assert first.has_more
     rest = await store.page(
-        "message",
+        document("message"),
         "alice",
         parent="thread_1",
         order="asc",
@@ -351,7 +363,7 @@ async def test_a_page_filters_on_fields_in_the_database(store: Store) -> None:
     ]
     assert not rest.has_more
     every = await store.page(
-        "message", "alice", parent="thread_1", limit=100, where={"run_id": None}
+        document("message"), "alice", parent="thread_1", limit=100, where={"run_id": None}
     )
     assert len(every.data) == 30
 
@@ -373,5 +385,5 @@ async def test_a_writer_outlives_a_caller_cancelled_while_it_waits(store: Store)
     async with asyncio.timeout(10):
         await store.create("assistant", "alice", {"id": "a_after"})
         await store.flushed()
-    assert await store.get("assistant", "alice", "a_after") is not None
-    assert await store.get("assistant", "alice", "a_cancelled") is not None
+    assert await store.get(document("assistant"), "alice", "a_after") is not None
+    assert await store.get(document("assistant"), "alice", "a_cancelled") is not None

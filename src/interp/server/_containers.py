@@ -96,7 +96,7 @@ class Containers:
         """
         memory = memory_bytes(memory_limit, param="memory_limit")
         for file_id in file_ids:
-            if await self._store.get("file", owner, file_id) is None:
+            if await self._store.get(wire.FILE, owner, file_id) is None:
                 raise file_not_found(file_id, param=param)
         created = rwire.container(name=name, minutes=minutes, memory_limit=memory_limit)
         await self._store.create("container", owner, created)
@@ -111,7 +111,7 @@ class Containers:
 
     async def get(self, owner: str, container_id: str) -> dict[str, Any]:
         """The container, expired or not; 404 if the owner has none of that id."""
-        found = await self._store.get("container", owner, container_id)
+        found = await self._store.get(rwire.CONTAINER, owner, container_id)
         if found is None:
             raise not_found("container", container_id)
         if found["status"] == "running" and _idle_out(found):
@@ -126,7 +126,7 @@ class Containers:
         return found
 
     async def delete(self, owner: str, container_id: str) -> None:
-        if await self._store.get("container", owner, container_id) is None:
+        if await self._store.get(rwire.CONTAINER, owner, container_id) is None:
             raise not_found("container", container_id)
         await self._drop(owner, container_id, expire=False)
 
@@ -151,13 +151,13 @@ class Containers:
     async def _open(self, owner: str, container_id: str, *, session: bool = True) -> None:
         """Under the container's lock: 404 once deleted, 400 once expired; else mark it
         active and, with ``session``, make sure its engine session is open."""
-        found = await self._store.get("container", owner, container_id)
+        found = await self._store.get(rwire.CONTAINER, owner, container_id)
         if found is None:
             raise not_found("container", container_id)
         if found["status"] != "running":
             raise expired_error()
         if session and not self._engine.has_session(container_id):
-            files = await self._store.all("container_file", owner, parent=container_id)
+            files = await self._store.all(rwire.CONTAINER_FILE, owner, parent=container_id)
             stored = [stored_id(f["id"]) for f in files]
             memory = memory_bytes(found.get("memory_limit"), param="memory_limit")
             await self._engine.create_session(container_id, file_ids=stored, memory=memory)
@@ -199,7 +199,7 @@ class Containers:
         """A file the code wrote (or an image it drew) becomes a container file, unless
         the container was deleted or expired while the code ran."""
         async with self._locks.hold(container_id):
-            found = await self._store.get("container", owner, container_id)
+            found = await self._store.get(rwire.CONTAINER, owner, container_id)
             if found is None or found["status"] != "running":
                 with contextlib.suppress(InterpError):
                     await self._engine.delete_file(file_id)
@@ -212,7 +212,7 @@ class Containers:
         return self._engine.file_path(file_id), self._engine.file(file_id).mime
 
     async def file(self, owner: str, container_id: str, cfile: str) -> dict[str, Any]:
-        found = await self._store.get("container_file", owner, cfile)
+        found = await self._store.get(rwire.CONTAINER_FILE, owner, cfile)
         if found is None or found["container_id"] != container_id:
             raise not_found("container file", cfile)
         return found
@@ -236,7 +236,7 @@ class Containers:
         name = Path(info.name).name
         path = f"/mnt/data/{name}"
         # The newest file at a path is the container's: an earlier one there is replaced.
-        for older in await self._store.all("container_file", owner, parent=container_id):
+        for older in await self._store.all(rwire.CONTAINER_FILE, owner, parent=container_id):
             if older["path"] == path:
                 await self.delete_file(owner, container_id, older["id"], from_session=False)
         record = rwire.container_file(
@@ -258,7 +258,7 @@ class Containers:
     async def _drop(self, owner: str, container_id: str, *, expire: bool) -> None:
         """Mark a container expired (or delete it), close its session, delete its files."""
         async with self._locks.hold(container_id):
-            found = await self._store.get("container", owner, container_id)
+            found = await self._store.get(rwire.CONTAINER, owner, container_id)
             if found is not None and expire:
                 found["status"] = "expired"
                 await self._store.put("container", owner, found)
@@ -267,7 +267,7 @@ class Containers:
             if self._engine.has_session(container_id):
                 with contextlib.suppress(InterpError):
                     await self._engine.close_session(container_id)
-            for record in await self._store.all("container_file", owner, parent=container_id):
+            for record in await self._store.all(rwire.CONTAINER_FILE, owner, parent=container_id):
                 with contextlib.suppress(InterpError):
                     await self._engine.delete_file(stored_id(record["id"]))
             await self._store.delete_children(owner, [container_id])
@@ -276,7 +276,7 @@ class Containers:
         while True:
             await asyncio.sleep(SWEEP_S)
             try:
-                for owner, container in await self._store.every("container", "running"):
+                for owner, container in await self._store.every(rwire.CONTAINER, "running"):
                     if _idle_out(container):
                         await self._expire(owner, container)
             except Exception:

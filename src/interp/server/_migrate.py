@@ -5,7 +5,8 @@ Schema 1 rebuilt a conversation from its objects at every model turn; schema 2 k
 a transcript. This builds the transcripts once, in the transaction that opens the
 database, the way schema 1 rebuilt them: a thread's messages in order, each run's tool
 calls with what the model was shown of them where its reply stands; a response's input,
-then its output.
+then its output. Schema 1's objects are read leniently (as the openai SDK reads what a
+service answers): they are what that server wrote.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from openai.types.beta.threads import Message
+from openai.types.beta.threads.runs import RunStep
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
@@ -64,7 +67,7 @@ def transcripts(session: Session) -> None:
                     expanded.add(run_id)
                     units += _run_units(children, run_id, by_id)
                 continue
-            units.append((message_unit(message), message["id"]))
+            units.append((message_unit(Message.construct(**message)), message["id"]))
         session.add_all([_Entry(**_entry(owner, thread_id, unit, ref)) for unit, ref in units])
     containers: dict[str, str | None] = {}
     for owner, response in responses:
@@ -107,7 +110,7 @@ def _run_units(
         if details["type"] == "message_creation":
             message = messages.get(details["message_creation"]["message_id"])
             if message is not None and message["status"] == "completed":
-                units.append((message_unit(message), message["id"]))
+                units.append((message_unit(Message.construct(**message)), message["id"]))
         elif any(call["id"] in results for call in details["tool_calls"]):
-            units.append((calls_unit(step, results), step["id"]))
+            units.append((calls_unit(RunStep.construct(**step), results), step["id"]))
     return units

@@ -121,7 +121,7 @@ class Responder:
             reused = chain[0][1]
         elif body.conversation is not None:
             conversation = body.conversation_id()
-            if await self.store.get("conversation", owner, conversation) is None:
+            if await self.store.get(rwire.CONVERSATION, owner, conversation) is None:
                 raise not_found("conversation", conversation)
             history = [conversation]
         tools = await self._tools(owner, body)
@@ -211,7 +211,7 @@ class Responder:
                 raise bad_request("This response is no longer running and cannot be cancelled.")
             return response
         await self._runs.stop(response["id"])
-        return await self.store.get("response", owner, response["id"]) or response
+        return await self.store.get(rwire.RESPONSE, owner, response["id"]) or response
 
     async def close(self) -> None:
         await self._runs.close()
@@ -227,7 +227,7 @@ class Responder:
     async def check_images(self, owner: str, items: list[dict[str, Any]], *, param: str) -> None:
         """The stored files items show as images are the owner's (they go to the model)."""
         for file_id in dict.fromkeys(_image_files(items)):
-            if await self.store.get("file", owner, file_id) is None:
+            if await self.store.get(wire.FILE, owner, file_id) is None:
                 raise file_not_found(file_id, param=param)
 
     async def add_items(
@@ -247,7 +247,7 @@ class Responder:
             if isinstance(tool, CodeInterpreterTool):
                 if isinstance(tool.container, AutoContainer):
                     for file_id in tool.container.file_ids:
-                        if await self.store.get("file", owner, file_id) is None:
+                        if await self.store.get(wire.FILE, owner, file_id) is None:
                             raise file_not_found(file_id, param="tools")
                 tools.append(tool.model_dump(exclude_none=True))
             else:
@@ -589,7 +589,7 @@ class ResponseSink:
             response["usage"] = rwire.usage(usage["prompt_tokens"], usage["completion_tokens"])
         if self.body.conversation is not None and status in ("completed", "incomplete"):
             conversation = self.body.conversation_id()
-            if await self.store.get("conversation", self.owner, conversation) is not None:
+            if await self.store.get(rwire.CONVERSATION, self.owner, conversation) is not None:
                 items = [*self.items, *(dict(item) for item in response["output"])]
                 await self.responder.add_items(self.owner, conversation, items)
         if self.keep:

@@ -17,7 +17,32 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Literal, cast
+
+from openai.types.beta import Thread
+from openai.types.beta.threads import (
+    ImageFileContentBlock,
+    ImageURLContentBlock,
+    Message,
+    MessageContent,
+    MessageDeltaEvent,
+    TextContentBlock,
+)
+from openai.types.beta.threads.message import IncompleteDetails
+from openai.types.beta.threads.run import IncompleteDetails as RunIncomplete
+from openai.types.beta.threads.run import LastError, RequiredAction, Usage
+from openai.types.beta.threads.runs import (
+    CodeInterpreterToolCall,
+    FunctionToolCall,
+    RunStep,
+    ToolCallsStepDetails,
+)
+from openai.types.beta.threads.runs import ToolCall as StepToolCall
+from openai.types.beta.threads.runs.code_interpreter_tool_call import (
+    CodeInterpreterOutput as CodeOutput,
+)
+from openai.types.beta.threads.runs.run_step import LastError as StepError
+from pydantic import TypeAdapter
 
 from .. import Engine, ExecutionResult, FileSaved, ImageSaved, LogChunk, NoSuchFileError
 from .._models import Event
@@ -26,6 +51,7 @@ from . import _wire as wire
 from ._errors import bad_request
 from ._locks import KeyedLocks
 from ._store import Store, Writes
+from ._wire import Assistant, Run
 from .agent.context import Unit, outputs_text, replay
 from .agent.events import RunEvents
 from .agent.images import file_image
@@ -76,14 +102,16 @@ class Runner:
     def events(self, run_id: str) -> RunEvents | None:
         return self._events.get(run_id)
 
-    async def settle(self, owner: str, run: dict[str, Any]) -> dict[str, Any]:
+    async def settle(self, owner: str, run: Run) -> Run:
         """The run as it stands now: one whose wait for tool outputs is over is ``expired``
         when it is read, whether or not its timer has fired."""
-        due = run["status"] == "requires_action" and (run.get("expires_at") or 0) <= self.clock()
-        if not due:
+        if not self._due(run):
             return run
         await self._expire(owner, run)
-        return await self._store.get("run", owner, run["id"]) or run
+        return await self._store.get(wire.RUN, owner, run.id) or run
+
+    def _due(self, run: Run) -> bool:
+        return run.status == "requires_action" and (run.expires_at or 0) <= self.clock()
 
     async def settle_thread(self, owner: str, thread_id: str) -> None:
         """Expire the thread's waiting run if its time is over (before what it would
@@ -91,8 +119,8 @@ class Runner:
         waiting = self._waiting.get(thread_id)
         if waiting is None:
             return
-        found = await self._store.get("run", owner, waiting[0])
-        if found is not None and (found.get("expires_at") or 0) <= self.clock():
+        found = await self._store.get(wire.RUN, owner, waiting[0])
+        if found is not None and (found.expires_at or 0) <= self.clock():
             await self._expire_held(owner, found)
 
     def check_idle(self, thread_id: str, *, adding: bool = False) -> None:
@@ -101,8 +129,8 @@ class Runner:
         waiting = self._waiting.get(thread_id)
         if self._runs.task(thread_id) is None and waiting is None:
             return
-        live = next((s for s in self._live.values() if s.thread["id"] == thread_id), None)
-        run_id = waiting[0] if waiting else (live.run["id"] if live else "")
+        live = next((s for s in self._live.values() if s.thread.id == thread_id), None)
+        run_id = waiting[0] if waiting else (live.run.id if live else "")
         if adding:
             raise bad_request(
                 f"Can't add messages to {thread_id} while a run {run_id} is active.",
@@ -110,13 +138,13 @@ class Runner:
             )
         raise bad_request(f"Thread {thread_id} already has an active run {run_id}.")
 
-    def modify(self, object_id: str, metadata: dict[str, str]) -> dict[str, Any] | None:
+    def modify(self, object_id: str, metadata: dict[str, str]) -> Any:
         """Metadata set on a run (or its reply) while it runs: on the copy its task writes,
-        which is returned (the newest), else ``None``."""
+        which is returned (the newest; a ``Run`` or a ``Message``), else ``None``."""
         for sink in self._live.values():
             for live in (sink.run, sink.message):
-                if live is not None and live["id"] == object_id:
-                    live["metadata"] = metadata
+                if live is not None and live.id == object_id:
+                    live.metadata = metadata
                     return live
         return None
 
@@ -124,37 +152,37 @@ class Runner:
         self,
         *,
         owner: str,
-        run: dict[str, Any],
-        assistant: dict[str, Any],
-        thread: dict[str, Any],
+        run: Run,
+        assistant: Assistant,
+        thread: Thread,
         announce: bool = True,
         head: list[Unit] | None = None,
     ) -> RunEvents:
         """Start driving ``run`` (stored, or queued to be); its events from the start.
         ``head``: the thread's newest units, read already."""
-        self.check_idle(thread["id"])
+        self.check_idle(thread.id)
         events = RunEvents()
-        self._events[run["id"]] = events
-        budget = Budget(max_completion_tokens=run.get("max_completion_tokens"))
-        if run.get("usage"):
-            budget.usage.update(run["usage"])
+        self._events[run.id] = events
+        budget = Budget(max_completion_tokens=run.max_completion_tokens)
+        if run.usage is not None:
+            budget.usage.update(run.usage.model_dump())
         sink = RunSink(self, owner=owner, run=run, assistant=assistant, thread=thread,
                        events=events, budget=budget)  # fmt: skip
         sink.head = head
-        self._live[run["id"]] = sink
-        self._runs.start(thread["id"], self._drive(sink, announce), name=f"interp-{run['id']}")
+        self._live[run.id] = sink
+        self._runs.start(thread.id, self._drive(sink, announce), name=f"interp-{run.id}")
         return events
 
     async def _drive(self, sink: RunSink, announce: bool) -> None:
         run, emit = sink.run, sink.events.emit
         try:
             if announce:
-                emit("thread.run.created", dict(run))
-                emit("thread.run.queued", dict(run))
-            run.update(status="in_progress", started_at=run["started_at"] or wire.now())
+                emit("thread.run.created", run)
+                emit("thread.run.queued", run)
+            run.status, run.started_at = "in_progress", run.started_at or wire.now()
             sink.save()  # while the model is asked
-            emit("thread.run.in_progress", dict(run))
-            thread_id = sink.thread["id"]
+            emit("thread.run.in_progress", run)
+            thread_id = sink.thread.id
             await drive(
                 self._agent,
                 self._engine,
@@ -166,8 +194,8 @@ class Runner:
             )
         finally:
             sink.events.close()
-            self._events.pop(run["id"], None)
-            self._live.pop(run["id"], None)
+            self._events.pop(run.id, None)
+            self._live.pop(run.id, None)
 
     async def stop(self, thread_id: str) -> None:
         """Cancel what runs on the thread (as a cancel, not as the server stopping), even a
@@ -175,28 +203,28 @@ class Runner:
         await self._runs.stop(thread_id)
         self._stop_waiting(thread_id)
 
-    async def cancel(self, owner: str, run: dict[str, Any]) -> dict[str, Any]:
-        running = self._runs.task(run["thread_id"]) is not None
+    async def cancel(self, owner: str, run: Run) -> Run:
+        running = self._runs.task(run.thread_id) is not None
         if not running:
             # Nothing drives it: read it again, so that a run which ended meanwhile (its
             # task stores its end before it finishes) keeps that end.
-            run = await self._store.get("run", owner, run["id"]) or run
-        if run["status"] not in ACTIVE:
-            raise bad_request(f"Cannot cancel run with status '{run['status']}'.")
-        if run["status"] == "requires_action" or not running:
-            self._stop_waiting(run["thread_id"])
+            run = await self._store.get(wire.RUN, owner, run.id) or run
+        if run.status not in ACTIVE:
+            raise bad_request(f"Cannot cancel run with status '{run.status}'.")
+        if run.status == "requires_action" or not running:
+            self._stop_waiting(run.thread_id)
             await self._end_waiting(owner, run, "cancelled")
             return run
         # The task's own end stores the run cancelled. Nothing is stored from this older
         # copy: written after the task's last write, it left the run "cancelling" for good
         # when the run ended on its own just before the cancel.
-        events = self._events.get(run["id"])
+        events = self._events.get(run.id)
         if events is not None:
-            events.emit("thread.run.cancelling", {**run, "status": "cancelling"})
-        await self.stop(run["thread_id"])
-        found = await self._store.get("run", owner, run["id"]) or run
-        if found["status"] != "cancelled":  # it ended first
-            raise bad_request(f"Cannot cancel run with status '{found['status']}'.")
+            events.emit("thread.run.cancelling", run.model_copy(update={"status": "cancelling"}))
+        await self.stop(run.thread_id)
+        found = await self._store.get(wire.RUN, owner, run.id) or run
+        if found.status != "cancelled":  # it ended first
+            raise bad_request(f"Cannot cancel run with status '{found.status}'.")
         return found
 
     async def close(self) -> None:
@@ -207,48 +235,56 @@ class Runner:
 
     # Waiting for tool outputs.
 
-    def wait_for_outputs(self, owner: str, run: dict[str, Any]) -> None:
+    def wait_for_outputs(self, owner: str, run: Run) -> None:
         loop = asyncio.get_running_loop()
-        delay = max(0.0, run["expires_at"] - self.clock())
-        handle = loop.call_later(delay, self._expire_soon, owner, dict(run))
-        self._waiting[run["thread_id"]] = (run["id"], handle)
+        delay = max(0.0, (run.expires_at or 0) - self.clock())
+        handle = loop.call_later(delay, self._expire_soon, owner, run.model_copy())
+        self._waiting[run.thread_id] = (run.id, handle)
 
     def _stop_waiting(self, thread_id: str) -> None:
         waiting = self._waiting.pop(thread_id, None)
         if waiting is not None:
             waiting[1].cancel()
 
-    def _expire_soon(self, owner: str, run: dict[str, Any]) -> None:
+    def _expire_soon(self, owner: str, run: Run) -> None:
         task = asyncio.ensure_future(self._expire(owner, run))
         self._expiring.add(task)
         task.add_done_callback(self._expiring.discard)
 
-    async def _expire(self, owner: str, run: dict[str, Any]) -> None:
+    async def _expire(self, owner: str, run: Run) -> None:
         """A run whose tool outputs did not come in time ends ``expired``."""
-        async with self.threads.hold(run["thread_id"]):
+        async with self.threads.hold(run.thread_id):
             await self._expire_held(owner, run)
 
-    async def _expire_held(self, owner: str, run: dict[str, Any]) -> None:
+    async def _expire_held(self, owner: str, run: Run) -> None:
         """``_expire``, the thread's lock held already."""
-        waiting = self._waiting.get(run["thread_id"])
-        if waiting is None or waiting[0] != run["id"]:
+        waiting = self._waiting.get(run.thread_id)
+        if waiting is None or waiting[0] != run.id:
             return  # answered or cancelled meanwhile
-        self._stop_waiting(run["thread_id"])
-        found = await self._store.get("run", owner, run["id"])
-        if found is not None and found["status"] == "requires_action":
+        self._stop_waiting(run.thread_id)
+        found = await self._store.get(wire.RUN, owner, run.id)
+        if found is not None and found.status == "requires_action":
             await self._end_waiting(owner, found, "expired")
 
-    async def _end_waiting(self, owner: str, run: dict[str, Any], status: str) -> None:
+    async def _end_waiting(
+        self, owner: str, run: Run, status: Literal["cancelled", "expired"]
+    ) -> None:
         """End a run waiting for tool outputs (``cancelled`` or ``expired``), its step too."""
         now = wire.now()
-        run.update(status=status, required_action=None)
-        run["cancelled_at" if status == "cancelled" else "expires_at"] = now
-        steps = await self._store.all("step", owner, parent=run["id"])
+        run.status, run.required_action = status, None
+        if status == "cancelled":
+            run.cancelled_at = now
+        else:
+            run.expires_at = now
+        steps = await self._store.all(wire.STEP, owner, parent=run.id)
         async with self._store.transaction() as tx:
             for step in steps:
-                if step["status"] == "in_progress":
-                    step.update(status=status)
-                    step["cancelled_at" if status == "cancelled" else "expired_at"] = now
+                if step.status == "in_progress":
+                    step.status = status
+                    if status == "cancelled":
+                        step.cancelled_at = now
+                    else:
+                        step.expired_at = now
                     tx.put("step", owner, step)
             tx.put("run", owner, run)
 
@@ -256,28 +292,26 @@ class Runner:
         self,
         *,
         owner: str,
-        run: dict[str, Any],
-        assistant: dict[str, Any],
-        thread: dict[str, Any],
+        run: Run,
+        assistant: Assistant,
+        thread: Thread,
         outputs: dict[str, str],
     ) -> RunEvents:
         """Answer a run's function calls and start it again. Everything is checked before
         the first write."""
-        if run["status"] == "requires_action" and (run.get("expires_at") or 0) <= self.clock():
-            self._stop_waiting(run["thread_id"])
+        if self._due(run):
+            self._stop_waiting(run.thread_id)
             await self._end_waiting(owner, run, "expired")
-        if run["status"] != "requires_action":
+        if run.status != "requires_action":
             raise bad_request(
-                f'Runs in status "{run["status"]}" do not accept tool outputs.', param="run_id"
+                f'Runs in status "{run.status}" do not accept tool outputs.', param="run_id"
             )
-        steps = await self._store.all("step", owner, parent=run["id"])
-        step = next((s for s in reversed(steps) if s["type"] == "tool_calls"), None)
-        wanted = {
-            call["id"]
-            for call in (run.get("required_action") or {})
-            .get("submit_tool_outputs", {})
-            .get("tool_calls", [])
-        }
+        steps = await self._store.all(wire.STEP, owner, parent=run.id)
+        step = next((s for s in reversed(steps) if s.type == "tool_calls"), None)
+        required = run.required_action
+        wanted = (
+            {call.id for call in required.submit_tool_outputs.tool_calls} if required else set()
+        )
         if step is None:
             raise bad_request("This run has no tool calls to answer.", param="run_id")
         missing = wanted - set(outputs)
@@ -286,24 +320,25 @@ class Runner:
                 f"Expected tool outputs for call_ids {sorted(wanted)}, got {sorted(outputs)}.",
                 param="tool_outputs",
             )
-        self._stop_waiting(run["thread_id"])
+        self._stop_waiting(run.thread_id)
         shown: dict[str, str] = {}
-        for entry in step["step_details"]["tool_calls"]:
-            if entry["type"] == "function" and entry["id"] in outputs:
-                entry["function"]["output"] = shown[entry["id"]] = outputs[entry["id"]]
-            elif entry["type"] == "code_interpreter":
-                shown[entry["id"]] = outputs_text(entry["code_interpreter"].get("outputs"))
-        step.update(status="completed", completed_at=wire.now())
-        run.update(status="queued", required_action=None, expires_at=None)
+        for entry in _tool_calls(step):
+            if isinstance(entry, FunctionToolCall) and entry.id in outputs:
+                entry.function.output = shown[entry.id] = outputs[entry.id]
+            elif isinstance(entry, CodeInterpreterToolCall):
+                found = [o.model_dump() for o in entry.code_interpreter.outputs]
+                shown[entry.id] = outputs_text(found)
+        step.status, step.completed_at = "completed", wire.now()
+        run.status, run.required_action, run.expires_at = "queued", None, None
         async with self._store.transaction() as tx:
-            tx.append(owner, thread["id"], [calls_unit(step, shown)], ref=step["id"])
+            tx.append(owner, thread.id, [calls_unit(step, shown)], ref=step.id)
             tx.put("step", owner, step)
             tx.put("run", owner, run)
         events = self.start(
             owner=owner, run=run, assistant=assistant, thread=thread, announce=False
         )
-        events.emit("thread.run.step.completed", dict(step))
-        events.emit("thread.run.queued", dict(run))
+        events.emit("thread.run.step.completed", step)
+        events.emit("thread.run.queued", run)
         return events
 
     # What a run's sink needs of the thread.
@@ -318,7 +353,7 @@ class Runner:
 
     async def session(self, sink: RunSink) -> str:
         """The thread's engine session, its files in /mnt/data (put back after expiry)."""
-        thread_id: str = sink.thread["id"]
+        thread_id = sink.thread.id
         if not self._engine.has_session(thread_id):
             self._placed[thread_id] = set()
         await self._engine.create_session(thread_id)
@@ -336,9 +371,10 @@ class Runner:
     async def _input_files(self, sink: RunSink) -> list[str]:
         found: list[str] = []
         for holder in (sink.assistant, sink.thread):
-            resources = holder.get("tool_resources") or {}
-            found += (resources.get("code_interpreter") or {}).get("file_ids", [])
-        found += await self._store.attached(sink.owner, sink.thread["id"])
+            resources = holder.tool_resources
+            if resources is not None and resources.code_interpreter is not None:
+                found += resources.code_interpreter.file_ids or []
+        found += await self._store.attached(sink.owner, sink.thread.id)
         return list(dict.fromkeys(found))
 
     def render(self, unit: Unit) -> list[dict[str, Any]]:
@@ -371,9 +407,9 @@ class RunSink:
         runner: Runner,
         *,
         owner: str,
-        run: dict[str, Any],
-        assistant: dict[str, Any],
-        thread: dict[str, Any],
+        run: Run,
+        assistant: Assistant,
+        thread: Thread,
         events: RunEvents,
         budget: Budget,
     ) -> None:
@@ -388,10 +424,10 @@ class RunSink:
         self.images: list[str] = []
         self.pin = 0
         """Where the transcript's pinned part starts (the newest user message)."""
-        self.message: dict[str, Any] | None = None
-        self.message_step: dict[str, Any] | None = None
+        self.message: Message | None = None
+        self.message_step: RunStep | None = None
         self.text = ""
-        self.tool_step: dict[str, Any] | None = None
+        self.tool_step: RunStep | None = None
         """What is open: a reply being written and its step, a tool step."""
         self.cursors: dict[str, assistants.Cursor] = {}
         self.head: list[Unit] | None = None
@@ -403,21 +439,23 @@ class RunSink:
 
     def settings(self, default_model: str | None) -> Settings:
         run = self.run
-        strategy = run.get("truncation_strategy") or {}
+        strategy = run.truncation_strategy
         return Settings(
-            model=run["model"] or default_model or "",
-            instructions=run.get("instructions") or None,
-            code=any(t["type"] == "code_interpreter" for t in run["tools"]),
-            functions=[t["function"] for t in run["tools"] if t["type"] == "function"],
-            tool_choice=_tool_choice(run.get("tool_choice")),
-            parallel_tool_calls=run.get("parallel_tool_calls", True),
-            temperature=run.get("temperature"),
-            top_p=run.get("top_p"),
-            response_format=run.get("response_format"),
-            reasoning_effort=run.get("reasoning_effort"),
-            max_prompt_tokens=run.get("max_prompt_tokens"),
-            last_messages=strategy.get("last_messages")
-            if strategy.get("type") == "last_messages"
+            model=run.model or default_model or "",
+            instructions=run.instructions or None,
+            code=any(t.type == "code_interpreter" for t in run.tools),
+            functions=[
+                t.function.model_dump(exclude_none=True) for t in run.tools if t.type == "function"
+            ],
+            tool_choice=_tool_choice(run.tool_choice),
+            parallel_tool_calls=run.parallel_tool_calls,
+            temperature=run.temperature,
+            top_p=run.top_p,
+            response_format=wire.dumped(run.response_format),
+            reasoning_effort=run.reasoning_effort,
+            max_prompt_tokens=run.max_prompt_tokens,
+            last_messages=strategy.last_messages
+            if strategy is not None and strategy.type == "last_messages"
             else None,
         )
 
@@ -433,7 +471,7 @@ class RunSink:
         """The pinned part of the thread's transcript (its newest user message and what
         follows; without one, what this run added) and its history, from one read of its
         newest units."""
-        owner, thread_id, store = self.owner, self.thread["id"], self.store
+        owner, thread_id, store = self.owner, self.thread.id, self.store
         recent = store.tail(owner, thread_id, head=self.head)
         self.head = None
         newest: list[Unit] = []
@@ -464,10 +502,11 @@ class RunSink:
         if self.message is None:
             self._open_message()
         assert self.message is not None
-        part = {"type": "text", "text": {"value": text, "annotations": []}}
         index = len(self.images)
         self.text += text
-        self.events.emit("thread.message.delta", _message_delta(self.message["id"], index, part))
+        self.events.emit(
+            "thread.message.delta", _message_delta(self.message.id, index, wire.text_part(text))
+        )
 
     async def text_done(self, *, cut: bool) -> None:
         if self.message is not None:
@@ -480,13 +519,13 @@ class RunSink:
                 run_obj=run, details={"type": "tool_calls", "tool_calls": []}
             )
             async with self.store.transaction(wait=False) as tx:
-                tx.create("step", self.owner, self.tool_step, parent=run["id"])
-            emit("thread.run.step.created", dict(self.tool_step))
-            emit("thread.run.step.in_progress", dict(self.tool_step))
-        self.tool_step["step_details"]["tool_calls"].append(_call_object(call))
+                tx.create("step", self.owner, self.tool_step, parent=run.id)
+            emit("thread.run.step.created", self.tool_step)
+            emit("thread.run.step.in_progress", self.tool_step)
+        _tool_calls(self.tool_step).append(_call_object(call))
         emit(
             "thread.run.step.delta",
-            assistants.step_delta(self.tool_step["id"], _call_created(call)),
+            assistants.step_delta(self.tool_step.id, _call_created(call)),
         )
 
     async def code_delta(self, call: ToolCall, text: str) -> None:
@@ -497,15 +536,13 @@ class RunSink:
             "type": "code_interpreter",
             "code_interpreter": {"input": text},
         }
-        self.events.emit(
-            "thread.run.step.delta", assistants.step_delta(self.tool_step["id"], delta)
-        )
+        self.events.emit("thread.run.step.delta", assistants.step_delta(self.tool_step.id, delta))
 
     async def session(self) -> str:
         return await self.runner.session(self)
 
     async def code_running(self, call: ToolCall, code: str) -> None:
-        self._entry(call)["code_interpreter"]["input"] = code
+        self._code(call).code_interpreter.input = code
         self.cursors[call.id] = assistants.Cursor()
 
     async def code_output(self, call: ToolCall, event: Event) -> None:
@@ -517,45 +554,48 @@ class RunSink:
             await self.runner.register(self.owner, event.file.id, "assistants_output")
             self.files.append(event)
         if isinstance(event, LogChunk | ImageSaved) and self.tool_step is not None:
-            position = self.tool_step["step_details"]["tool_calls"].index(self._entry(call))
+            position = _tool_calls(self.tool_step).index(self._entry(call))
             deltas, self.cursors[call.id] = assistants.event_deltas(
-                event, step_id=self.tool_step["id"], cursor=self.cursors[call.id],
+                event, step_id=self.tool_step.id, cursor=self.cursors[call.id],
                 tool_index=position,
             )  # fmt: skip
             for delta in deltas:
                 self.events.emit("thread.run.step.delta", delta)
 
     async def code_done(self, call: ToolCall, result: ExecutionResult) -> None:
-        self._entry(call)["code_interpreter"]["outputs"] = assistants.outputs(result)
+        found = _CODE_OUTPUTS.validate_python(assistants.outputs(result))
+        self._code(call).code_interpreter.outputs = found
 
     async def code_skipped(self, call: ToolCall, note: str) -> None:
-        self._entry(call)["code_interpreter"]["input"] = call.code
+        self._code(call).code_interpreter.input = call.code
 
     async def calls_done(self, calls: list[ToolCall], shown: dict[str, str]) -> None:
         step = self.tool_step
         assert step is not None
         functions = [call for call in calls if call.name != CODE_TOOL]
         for call in functions:
-            self._entry(call)["function"]["arguments"] = call.arguments
+            entry = self._entry(call)
+            assert isinstance(entry, FunctionToolCall)
+            entry.function.arguments = call.arguments
         if functions:
             # The code run in this turn goes in the transcript with the functions'
             # outputs, as one unit, when they are submitted.
             async with self.store.transaction(wait=False) as tx:
                 tx.put("step", self.owner, step)
             return
-        step.update(status="completed", completed_at=wire.now())
+        step.status, step.completed_at = "completed", wire.now()
         async with self.store.transaction(wait=False) as tx:
-            tx.append(self.owner, self.thread["id"], [calls_unit(step, shown)], ref=step["id"])
+            tx.append(self.owner, self.thread.id, [calls_unit(step, shown)], ref=step.id)
             tx.put("step", self.owner, step)
-        self.events.emit("thread.run.step.completed", dict(step))
+        self.events.emit("thread.run.step.completed", step)
         self.tool_step = None
 
     async def functions_pending(self, calls: list[ToolCall]) -> None:
         run = self.run
-        run.update(
-            status="requires_action",
-            expires_at=int(self.runner.clock() + self.runner.outputs_timeout),
-            required_action={
+        run.status = "requires_action"
+        run.expires_at = int(self.runner.clock() + self.runner.outputs_timeout)
+        run.required_action = RequiredAction.model_validate(
+            {
                 "type": "submit_tool_outputs",
                 "submit_tool_outputs": {
                     "tool_calls": [
@@ -567,9 +607,9 @@ class RunSink:
                         for call in calls
                     ]
                 },
-            },
+            }
         )
-        run["usage"] = dict(self.budget.usage)
+        run.usage = Usage.model_validate(self.budget.usage)
         self.tool_step = None  # open until its outputs come
         # Nothing awaited from here to the task's end: a client that reads the run waiting
         # (reads see the write before its commit) finds the thread waiting, not running.
@@ -577,7 +617,7 @@ class RunSink:
         writes.put("run", self.owner, run)
         self.store.submit(writes)
         self.runner.wait_for_outputs(self.owner, run)
-        self.events.emit("thread.run.requires_action", dict(run))
+        self.events.emit("thread.run.requires_action", run)
 
     async def ended(self, ending: Ending) -> None:
         if ending.status == "requires_action":
@@ -586,84 +626,88 @@ class RunSink:
             ending = Ending("failed", code="invalid_prompt",
                             message="the model's content filter stopped its reply")  # fmt: skip
         if ending.status == "failed":
-            self.run["last_error"] = {"code": ending.code, "message": ending.message}
+            # The codes a run's error may have; the upstream's own is in the message.
+            code = ending.code if ending.code in ("rate_limit_exceeded", "invalid_prompt") else None
+            self.run.last_error = LastError(code=code or "server_error", message=ending.message)
         reason = INCOMPLETE.get(ending.reason or "") if ending.status == "incomplete" else None
-        self._end(ending.status, reason)
+        self._end(cast(_Ended, ending.status), reason)
 
     # Its objects.
 
-    def _entry(self, call: ToolCall) -> dict[str, Any]:
+    def _entry(self, call: ToolCall) -> StepToolCall:
         assert self.tool_step is not None
-        calls = self.tool_step["step_details"]["tool_calls"]
-        return next(entry for entry in calls if entry["id"] == call.id)
+        return next(entry for entry in _tool_calls(self.tool_step) if entry.id == call.id)
+
+    def _code(self, call: ToolCall) -> CodeInterpreterToolCall:
+        entry = self._entry(call)
+        assert isinstance(entry, CodeInterpreterToolCall)
+        return entry
 
     def _open_message(self) -> None:
         run, emit = self.run, self.events.emit
         message = wire.message(
-            thread_id=run["thread_id"],
+            thread_id=run.thread_id,
             role="assistant",
             content=[],
-            run_id=run["id"],
-            assistant_id=run["assistant_id"],
+            run_id=run.id,
+            assistant_id=run.assistant_id,
             status="in_progress",
         )
         step = wire.step(
             run_obj=run,
-            details={"type": "message_creation", "message_creation": {"message_id": message["id"]}},
+            details={"type": "message_creation", "message_creation": {"message_id": message.id}},
         )
         writes = Writes()
-        writes.create("step", self.owner, step, parent=run["id"])
-        writes.create("message", self.owner, message, parent=run["thread_id"])
+        writes.create("step", self.owner, step, parent=run.id)
+        writes.create("message", self.owner, message, parent=run.thread_id)
         self.store.submit(writes)
         self.message, self.message_step, self.text = message, step, ""
-        emit("thread.run.step.created", dict(step))
-        emit("thread.run.step.in_progress", dict(step))
-        emit("thread.message.created", dict(message))
-        emit("thread.message.in_progress", dict(message))
+        emit("thread.run.step.created", step)
+        emit("thread.run.step.in_progress", step)
+        emit("thread.message.created", message)
+        emit("thread.message.in_progress", message)
         for index, file_id in enumerate(self.images):
-            part = {"type": "image_file", "image_file": {"file_id": file_id}}
-            emit("thread.message.delta", _message_delta(message["id"], index, part))
+            part = _image_part(file_id)
+            emit("thread.message.delta", _message_delta(message.id, index, part))
 
     def _close_message(self, incomplete: str | None = None) -> None:
         """Store the reply being written (``incomplete`` with that reason, if cut short)."""
         message, step, text = self.message, self.message_step, self.text
         assert message is not None and step is not None
-        images = [
-            {"type": "image_file", "image_file": {"file_id": file_id, "detail": "auto"}}
-            for file_id in self.images
-        ]
         annotations = assistants.file_annotations(text, self.files)
         now = wire.now()
-        message["content"] = [*images, wire.text_part(text, annotations)]
+        message.content = [
+            *(_image_part(file_id) for file_id in self.images),
+            wire.text_part(text, annotations),
+        ]
         if incomplete is None:
-            message.update(status="completed", completed_at=now)
+            message.status, message.completed_at = "completed", now
         else:
-            message.update(
-                status="incomplete", incomplete_at=now, incomplete_details={"reason": incomplete}
-            )
-        status = {"run_failed": "failed", "run_cancelled": "cancelled"}.get(
+            message.status, message.incomplete_at = "incomplete", now
+            message.incomplete_details = IncompleteDetails.model_validate({"reason": incomplete})
+        status: _Ended = {"run_failed": "failed", "run_cancelled": "cancelled"}.get(
             incomplete or "", "completed"
-        )
-        step["status"] = status
-        step[f"{status}_at"] = now
+        )  # type: ignore[assignment]
+        _close_step(step, status, now)
         writes = Writes()
         writes.put("message", self.owner, message)
         reply = Unit([{"role": "assistant", "content": text}], message=True)
-        writes.append(self.owner, self.thread["id"], [reply], ref=message["id"])
+        writes.append(self.owner, self.thread.id, [reply], ref=message.id)
         writes.put("step", self.owner, step)
         self.store.submit(writes)
-        self.events.emit(f"thread.message.{message['status']}", dict(message))
-        self.events.emit(f"thread.run.step.{status}", dict(step))
+        self.events.emit(f"thread.message.{message.status}", message)
+        self.events.emit(f"thread.run.step.{status}", step)
         self.images = []
         self.message = self.message_step = None
         self.text = ""
 
-    def _end(self, status: str, reason: str | None = None) -> None:
+    def _end(self, status: _Ended, reason: str | None = None) -> None:
         """End the run (``completed``, ``incomplete``, ``failed``, ``cancelled``), closing
         what it left open: its reply keeps the text written so far. Not waited for: reads
         find the run ended before the commit, and closing the store writes what is queued."""
         run = self.run
-        run["usage"] = dict(self.budget.usage) if self.budget.turns else run.get("usage")
+        if self.budget.turns:
+            run.usage = Usage.model_validate(self.budget.usage)
         if self.message is not None:
             cut = {"failed": "run_failed", "cancelled": "run_cancelled"}.get(status, "max_tokens")
             self._close_message(cut)
@@ -671,50 +715,79 @@ class RunSink:
         writes = Writes()
         step = self.tool_step
         if step is not None:
-            if status in ("failed", "cancelled"):
-                step.update(status=status)
-                step["failed_at" if status == "failed" else "cancelled_at"] = now
-                if status == "failed":
-                    step["last_error"] = run["last_error"]
-            else:
-                step.update(status="completed", completed_at=now)
+            ended: _Ended = status if status in ("failed", "cancelled") else "completed"
+            _close_step(step, ended, now)
+            if ended == "failed" and run.last_error is not None:
+                limited = run.last_error.code == "rate_limit_exceeded"
+                step.last_error = StepError(
+                    code="rate_limit_exceeded" if limited else "server_error",
+                    message=run.last_error.message,
+                )
             writes.put("step", self.owner, step)
-            self.events.emit(f"thread.run.step.{step['status']}", dict(step))
+            self.events.emit(f"thread.run.step.{step.status}", step)
             self.tool_step = None
-        run["status"] = status
-        if status in ("completed", "failed", "cancelled"):
-            run[f"{status}_at"] = now
+        run.status = status
+        if status == "completed":
+            run.completed_at = now
+        elif status == "failed":
+            run.failed_at = now
+        elif status == "cancelled":
+            run.cancelled_at = now
         if reason is not None:
-            run["incomplete_details"] = {"reason": reason}
+            run.incomplete_details = RunIncomplete.model_validate({"reason": reason})
         writes.put("run", self.owner, run)
         self.store.submit(writes)
-        self.events.emit(f"thread.run.{status}", dict(run))
+        self.events.emit(f"thread.run.{status}", run)
 
 
-def message_unit(message: dict[str, Any]) -> Unit:
+_Ended = Literal["completed", "incomplete", "failed", "cancelled"]
+_CODE_OUTPUTS: TypeAdapter[list[CodeOutput]] = TypeAdapter(list[CodeOutput])
+
+
+def _close_step(step: RunStep, status: _Ended, now: int) -> None:
+    """A step ends as its run: ``completed`` (or, cut short, ``failed``, ``cancelled``)."""
+    if status == "failed":
+        step.status, step.failed_at = "failed", now
+    elif status == "cancelled":
+        step.status, step.cancelled_at = "cancelled", now
+    else:
+        step.status, step.completed_at = "completed", now
+
+
+def _tool_calls(step: RunStep) -> list[StepToolCall]:
+    details = step.step_details
+    assert isinstance(details, ToolCallsStepDetails)
+    return details.tool_calls
+
+
+def _image_part(file_id: str) -> MessageContent:
+    return ImageFileContentBlock.model_validate(
+        {"type": "image_file", "image_file": {"file_id": file_id, "detail": "auto"}}
+    )
+
+
+def message_unit(message: Message) -> Unit:
     """A thread's message as the model is sent it (attachments named when it is sent;
     images given by URL as image parts)."""
     parts = []
     images = []
-    for part in message["content"]:
-        if part["type"] == "text":
-            parts.append(part["text"]["value"])
-        elif part["type"] == "image_file":
-            image = part["image_file"]
-            images.append(file_image(image["file_id"], image.get("detail")))
-        elif part["type"] == "image_url":
-            image = part["image_url"]
+    for part in message.content:
+        if isinstance(part, TextContentBlock):
+            parts.append(part.text.value)
+        elif isinstance(part, ImageFileContentBlock):
+            images.append(file_image(part.image_file.file_id, part.image_file.detail))
+        elif isinstance(part, ImageURLContentBlock):
             images.append({"type": "image_url", "image_url": {
-                "url": image.get("url", ""), "detail": image.get("detail") or "auto"}})  # fmt: skip
-    files = [a["file_id"] for a in message.get("attachments") or []]
+                "url": part.image_url.url, "detail": part.image_url.detail or "auto"}})  # fmt: skip
+    files = [a.file_id for a in message.attachments or [] if a.file_id]
     text = "\n".join(parts)
     content: Any = text if not images else [{"type": "text", "text": text}, *images]
-    return Unit([{"role": message["role"], "content": content}], True, files)
+    return Unit([{"role": message.role, "content": content}], True, files)
 
 
-def calls_unit(step: dict[str, Any], shown: dict[str, str]) -> Unit:
+def calls_unit(step: RunStep, shown: dict[str, str]) -> Unit:
     """A tool step's calls and what they returned, kept or dropped together."""
-    calls = [c for c in step["step_details"]["tool_calls"] if c["id"] in shown]
+    calls = [c for c in _tool_calls(step) if c.id in shown]
     return Unit(
         [
             {
@@ -723,7 +796,7 @@ def calls_unit(step: dict[str, Any], shown: dict[str, str]) -> Unit:
                 "tool_calls": [_chat_tool_call(call) for call in calls],
             },
             *(
-                {"role": "tool", "tool_call_id": call["id"], "content": shown[call["id"]]}
+                {"role": "tool", "tool_call_id": call.id, "content": shown[call.id]}
                 for call in calls
             ),
         ]
@@ -731,43 +804,50 @@ def calls_unit(step: dict[str, Any], shown: dict[str, str]) -> Unit:
 
 
 def _tool_choice(choice: Any) -> Any:
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        return {"type": "function", "name": choice["function"]["name"]}
-    return choice
+    if isinstance(choice, str) or choice is None:
+        return choice
+    if choice.type == "function" and choice.function is not None:
+        return {"type": "function", "name": choice.function.name}
+    return choice.model_dump(exclude_none=True)
 
 
-def _message_delta(message_id: str, index: int, part: dict[str, Any]) -> dict[str, Any]:
+def _message_delta(message_id: str, index: int, part: MessageContent) -> MessageDeltaEvent:
     """A ``thread.message.delta`` carrying one content part at ``index``."""
-    return {
-        "id": message_id,
-        "object": "thread.message.delta",
-        "delta": {"content": [{"index": index, **part}]},
-    }
-
-
-def _call_object(call: ToolCall) -> dict[str, Any]:
-    if call.name == CODE_TOOL:
-        return {
-            "id": call.id,
-            "type": "code_interpreter",
-            "code_interpreter": {"input": "", "outputs": []},
+    return MessageDeltaEvent.model_validate(
+        {
+            "id": message_id,
+            "object": "thread.message.delta",
+            "delta": {"content": [{"index": index, **part.model_dump(exclude_none=True)}]},
         }
-    return {
-        "id": call.id,
-        "type": "function",
-        "function": {"name": call.name, "arguments": "", "output": None},
-    }
+    )
+
+
+def _call_object(call: ToolCall) -> StepToolCall:
+    if call.name == CODE_TOOL:
+        return CodeInterpreterToolCall.model_validate(
+            {
+                "id": call.id,
+                "type": "code_interpreter",
+                "code_interpreter": {"input": "", "outputs": []},
+            }
+        )
+    return FunctionToolCall.model_validate(
+        {"id": call.id, "type": "function",
+         "function": {"name": call.name, "arguments": "", "output": None}}
+    )  # fmt: skip
 
 
 def _call_created(call: ToolCall) -> dict[str, Any]:
-    return {"index": call.index, **_call_object(call)}
+    return {"index": call.index, **_call_object(call).model_dump()}
 
 
-def _chat_tool_call(call: dict[str, Any]) -> dict[str, Any]:
-    if call["type"] == "code_interpreter":
-        code = call["code_interpreter"]["input"]
-        return chat_tool_call(call["id"], CODE_TOOL, code_arguments(code))
-    return chat_tool_call(call["id"], call["function"]["name"], call["function"]["arguments"])
+def _chat_tool_call(call: StepToolCall) -> dict[str, Any]:
+    if isinstance(call, CodeInterpreterToolCall):
+        code = call.code_interpreter.input
+        return chat_tool_call(call.id, CODE_TOOL, code_arguments(code))
+    if isinstance(call, FunctionToolCall):
+        return chat_tool_call(call.id, call.function.name, call.function.arguments)
+    raise TypeError(f"a {call.type} call is not sent to the model")
 
 
 __all__ = ["DONE", "RunEvents", "RunSink", "Runner", "calls_unit", "message_unit"]

@@ -17,8 +17,9 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -48,6 +49,9 @@ from .agent.context import Unit
 log = logging.getLogger("interp.server")
 
 _T = TypeVar("_T")
+M = TypeVar("M")
+B = TypeVar("B", bound=BaseModel)
+_O = TypeVar("_O", bound=BaseModel | dict[str, Any])
 
 SCHEMA_VERSION = 2
 TAIL_PAGE = 200
@@ -69,6 +73,27 @@ Kind = Literal[
     "conversation_item",
 ]
 """``tool_result``: what the model was shown of a tool call (internal, never served)."""
+
+
+@dataclass(frozen=True)
+class Served(Generic[M]):
+    """A kind of stored object and what a read of it gives: the model the API serves it
+    as, or (``document``) its JSON."""
+
+    kind: Kind
+    load: Callable[[dict[str, Any]], M]
+
+
+def served(kind: Kind, model: type[B]) -> Served[B]:
+    return Served(kind, model.model_validate)
+
+
+def document(kind: Kind) -> Served[dict[str, Any]]:
+    return Served(kind, dict)
+
+
+def _document(obj: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    return obj.model_dump(mode="json") if isinstance(obj, BaseModel) else dict(obj)
 
 
 class _Base(DeclarativeBase):
@@ -139,8 +164,8 @@ class _Link(_Base):
 
 
 @dataclass(frozen=True)
-class Page:
-    data: list[dict[str, Any]]
+class Page(Generic[M]):
+    data: list[M]
     has_more: bool
 
 
@@ -192,39 +217,41 @@ class Writes:
         self,
         kind: Kind,
         owner: str,
-        obj: dict[str, Any],
+        obj: _O,
         *,
         parent: str | None = None,
         key: str | None = None,
-    ) -> dict[str, Any]:
-        """A new object; ``key``: the id it is found by, when not its own (an item kept
-        both as a response's input and in a conversation)."""
-        found_by = key or obj["id"]
+    ) -> _O:
+        """A new object, as it is now; ``key``: the id it is found by, when not its own (an
+        item kept both as a response's input and in a conversation)."""
+        data = _document(obj)
+        found_by = key or data["id"]
         row = {
             "id": found_by,
             "kind": kind,
             "owner": owner,
             "parent": parent,
-            "status": obj.get("status"),
-            "data": obj,
+            "status": data.get("status"),
+            "data": data,
         }
         self.objects.append(row)
-        self.shown.append(((kind, found_by), owner, obj))
+        self.shown.append(((kind, found_by), owner, data))
         return obj
 
-    def put(self, kind: Kind, owner: str, obj: dict[str, Any]) -> dict[str, Any]:
-        """Replace a stored object's JSON (its id, kind and owner stay)."""
-        data = dict(obj)
+    def put(self, kind: Kind, owner: str, obj: _O) -> _O:
+        """Replace a stored object's JSON with the object as it is now (its id, kind and
+        owner stay)."""
+        data = _document(obj)
         self.updates.append(
             {
-                "b_id": obj["id"],
+                "b_id": data["id"],
                 "b_kind": kind,
                 "b_owner": owner,
-                "status": obj.get("status"),
+                "status": data.get("status"),
                 "data": data,
             }
         )
-        self.shown.append(((kind, obj["id"]), owner, data))
+        self.shown.append(((kind, data["id"]), owner, data))
         return obj
 
     def delete(self, kind: Kind, owner: str, object_id: str) -> None:
@@ -522,23 +549,23 @@ class Store:
         self,
         kind: Kind,
         owner: str,
-        obj: dict[str, Any],
+        obj: _O,
         *,
         parent: str | None = None,
         key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> _O:
         async with self.transaction() as tx:
             tx.create(kind, owner, obj, parent=parent, key=key)
         return obj
 
-    async def put(self, kind: Kind, owner: str, obj: dict[str, Any]) -> dict[str, Any]:
+    async def put(self, kind: Kind, owner: str, obj: _O) -> _O:
         async with self.transaction() as tx:
             tx.put(kind, owner, obj)
         return obj
 
     async def delete(self, kind: Kind, owner: str, object_id: str) -> bool:
         """Delete an object; whether there was one."""
-        if await self.get(kind, owner, object_id) is None:
+        if await self.get(document(kind), owner, object_id) is None:
             return False
         async with self.transaction() as tx:
             tx.delete(kind, owner, object_id)
@@ -577,11 +604,19 @@ class Store:
         if any((owner, key) in self._keys for key in keys):
             await self.flushed()
 
-    async def get(self, kind: Kind, owner: str, object_id: str) -> dict[str, Any] | None:
-        (found,) = await self.get_many(owner, [(kind, object_id)])
-        return found
+    async def get(self, what: Served[M], owner: str, object_id: str) -> M | None:
+        (found,) = await self._documents(owner, [(what.kind, object_id)])
+        return None if found is None else what.load(found)
 
-    async def get_many(
+    async def get_pair(
+        self, owner: str, first: tuple[Served[M], str], second: tuple[Served[_T], str]
+    ) -> tuple[M | None, _T | None]:
+        """Two objects of an owner, in one query; ``None`` for one not found."""
+        (one, one_id), (two, two_id) = first, second
+        a, b = await self._documents(owner, [(one.kind, one_id), (two.kind, two_id)])
+        return (None if a is None else one.load(a)), (None if b is None else two.load(b))
+
+    async def _documents(
         self, owner: str, wanted: Sequence[tuple[Kind, str]]
     ) -> list[dict[str, Any] | None]:
         """Objects of an owner by kind and id, in one query; ``None`` for each not found."""
@@ -607,7 +642,7 @@ class Store:
 
     async def page(
         self,
-        kind: Kind,
+        what: Served[M],
         owner: str,
         *,
         parent: str | None = None,
@@ -616,10 +651,11 @@ class Store:
         after: str | None = None,
         before: str | None = None,
         where: dict[str, str | None] | None = None,
-    ) -> Page:
+    ) -> Page[M]:
         """A page in creation order, OpenAI's way: ``after``/``before`` are object ids;
         ``where``: values of the objects' fields they must have (``None``: any)."""
         await self._objects_written()
+        kind = what.kind
         query = select(_Object.data).where(_Object.kind == kind, _Object.owner == owner)
         if parent is not None:
             query = query.where(_Object.parent == parent)
@@ -653,27 +689,27 @@ class Store:
         rows = rows[:limit]
         if before is not None:
             rows.reverse()
-        return Page([dict(row) for row in rows], has_more)
+        return Page([what.load(row) for row in rows], has_more)
 
-    async def all(self, kind: Kind, owner: str, *, parent: str) -> list[dict[str, Any]]:
+    async def all(self, what: Served[M], owner: str, *, parent: str) -> list[M]:
         """Every object of a parent, oldest first."""
         await self._objects_written()
         rows = await self._rows(
             select(_Object.data)
-            .where(_Object.kind == kind, _Object.owner == owner, _Object.parent == parent)
+            .where(_Object.kind == what.kind, _Object.owner == owner, _Object.parent == parent)
             .order_by(_Object.seq.asc())
         )
-        return [dict(data) for (data,) in rows]
+        return [what.load(data) for (data,) in rows]
 
-    async def every(self, kind: Kind, status: str) -> list[tuple[str, dict[str, Any]]]:
+    async def every(self, what: Served[M], status: str) -> list[tuple[str, M]]:
         """Every object of a kind in a status, of every owner, oldest first."""
         await self._objects_written()
         rows = await self._rows(
             select(_Object.owner, _Object.data)
-            .where(_Object.kind == kind, _Object.status == status)
+            .where(_Object.kind == what.kind, _Object.status == status)
             .order_by(_Object.seq.asc())
         )
-        return [(owner, dict(data)) for owner, data in rows]
+        return [(owner, what.load(data)) for owner, data in rows]
 
     async def fail_unfinished_runs(self) -> int:
         """Mark runs and responses a crash left unfinished as failed; return how many."""

@@ -5,8 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._store import document
 from ._wire import new_id, now
 from .protocol.responses import NamedTool, ResponseCreate
+
+# Kept as the JSON the API serves (not yet typed as the openai package's models).
+RESPONSE = document("response")
+INPUT_ITEM = document("input_item")
+TOOL_RESULT = document("tool_result")
+CONTAINER = document("container")
+CONTAINER_FILE = document("container_file")
+CONVERSATION = document("conversation")
+CONVERSATION_ITEM = document("conversation_item")
 
 
 def usage(prompt: int = 0, completion: int = 0) -> dict[str, Any]:

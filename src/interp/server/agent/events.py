@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from pydantic import BaseModel
+
 from ...adapters import assistants
 
 
@@ -21,10 +23,16 @@ class RunEvents:
         self._sent: list[tuple[int, str]] | None = [] if replay else None
         self.closed = False
 
-    def emit(self, event: str, data: Any) -> None:
-        text = assistants.sse(event, data)
+    def emit(self, event: str, data: BaseModel | dict[str, Any]) -> None:
+        """Send an event; its object is written out now (it goes on changing)."""
+        if isinstance(data, BaseModel):
+            text = assistants.sse(event, data.model_dump_json())
+            number = getattr(data, "sequence_number", 0)
+        else:
+            text = assistants.sse(event, data)
+            number = data.get("sequence_number", 0)
         if self._sent is not None:
-            self._sent.append((data["sequence_number"], text))
+            self._sent.append((number, text))
         for queue in self._queues:
             queue.put_nowait(text)
 

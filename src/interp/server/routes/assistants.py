@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
+from openai.types import Model
+from openai.types.beta import AssistantDeleted
+from pydantic import BaseModel
 
 from .. import _wire as wire
 from .._errors import not_found
@@ -15,14 +18,27 @@ from .common import check_files, find, listing
 router = APIRouter()
 
 
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]
+
+
 @router.get("/v1/models")
-async def models(owner: Owner, services: ServicesDep) -> dict[str, Any]:
+async def models(owner: Owner, services: ServicesDep) -> ModelList:
     configured = services.config.model
     if configured:
-        data = [{"id": configured, "object": "model", "created": 0, "owned_by": "interp"}]
-    else:
-        data = await services.model.models()
-    return {"object": "list", "data": data}
+        return ModelList(data=[Model(id=configured, object="model", created=0, owned_by="interp")])
+    # As the upstream lists them, with the fields it adds (a context window) and the ones
+    # it may leave out (Model requires them) filled in.
+    listed = await services.model.models()
+    return ModelList(data=[Model.model_validate(_MODEL | _given(found)) for found in listed])
+
+
+_MODEL: dict[str, Any] = {"object": "model", "created": 0, "owned_by": "upstream"}
+
+
+def _given(found: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in found.items() if value is not None}
 
 
 async def resource_files(
@@ -36,26 +52,28 @@ async def resource_files(
 @router.post("/v1/assistants")
 async def create_assistant(
     body: AssistantCreate, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> wire.Assistant:
     await resource_files(services, owner, body.tool_resources)
     return await services.store.create("assistant", owner, wire.assistant(body))
 
 
 @router.get("/v1/assistants")
-async def list_assistants(owner: Owner, page: Page, services: ServicesDep) -> dict[str, Any]:
-    return await listing(services, "assistant", owner, page)
+async def list_assistants(
+    owner: Owner, page: Page, services: ServicesDep
+) -> wire.ListPage[wire.Assistant]:
+    return await listing(services, wire.ASSISTANT, owner, page)
 
 
 @router.get("/v1/assistants/{assistant_id}")
-async def get_assistant(assistant_id: str, owner: Owner, services: ServicesDep) -> dict[str, Any]:
-    return await find(services, "assistant", owner, assistant_id, "assistant")
+async def get_assistant(assistant_id: str, owner: Owner, services: ServicesDep) -> wire.Assistant:
+    return await find(services, wire.ASSISTANT, owner, assistant_id, "assistant")
 
 
 @router.post("/v1/assistants/{assistant_id}")
 async def modify_assistant(
     assistant_id: str, body: AssistantModify, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
-    found = await find(services, "assistant", owner, assistant_id, "assistant")
+) -> wire.Assistant:
+    found = await find(services, wire.ASSISTANT, owner, assistant_id, "assistant")
     await resource_files(services, owner, body.tool_resources)
     changes = body.model_dump(exclude_unset=True)
     if body.tools is not None:
@@ -64,14 +82,14 @@ async def modify_assistant(
         changes["tool_resources"] = wire.tool_resources(body.tool_resources)
     if body.response_format is not None:
         changes["response_format"] = wire.dumped(body.response_format)
-    found.update(changes)
-    return await services.store.put("assistant", owner, found)
+    changed = wire.Assistant.model_validate(found.model_dump() | changes)
+    return await services.store.put("assistant", owner, changed)
 
 
 @router.delete("/v1/assistants/{assistant_id}")
 async def delete_assistant(
     assistant_id: str, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> AssistantDeleted:
     if not await services.store.delete("assistant", owner, assistant_id):
         raise not_found("assistant", assistant_id)
-    return {"id": assistant_id, "object": "assistant.deleted", "deleted": True}
+    return AssistantDeleted(id=assistant_id, object="assistant.deleted", deleted=True)

@@ -8,7 +8,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -16,17 +16,17 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from .. import _wire as wire
 from .._errors import APIError, bad_request, file_not_found, not_found
-from .._store import Kind
+from .._store import Kind, Served
 from ..deps import PageQuery, Services
 
 JSON_BODY_BYTES = 16 * 1024**2
 
+M = TypeVar("M")
 
-async def find(
-    services: Services, kind: Kind, owner: str, object_id: str, name: str
-) -> dict[str, Any]:
+
+async def find(services: Services, what: Served[M], owner: str, object_id: str, name: str) -> M:
     """The owner's object, or OpenAI's 404 naming it ``name``."""
-    found = await services.store.get(kind, owner, object_id)
+    found = await services.store.get(what, owner, object_id)
     if found is None:
         raise not_found(name, object_id)
     return found
@@ -34,16 +34,16 @@ async def find(
 
 async def listing(
     services: Services,
-    kind: Kind,
+    what: Served[M],
     owner: str,
     page: PageQuery,
     *,
     parent: str | None = None,
     where: dict[str, str | None] | None = None,
-) -> dict[str, Any]:
+) -> wire.ListPage[Any]:
     """A page of a list route; ``where``: fields the objects have (``None``: any)."""
     found = await services.store.page(
-        kind, owner, parent=parent, limit=page.limit, order=page.order, after=page.after,
+        what, owner, parent=parent, limit=page.limit, order=page.order, after=page.after,
         before=page.before, where=where,
     )  # fmt: skip
     return wire.page(found.data, found.has_more)
@@ -52,15 +52,19 @@ async def listing(
 async def check_files(services: Services, owner: str, file_ids: list[str], param: str) -> None:
     """Every file id names one of the owner's files (else OpenAI's 404 for the first)."""
     for file_id in dict.fromkeys(file_ids):
-        if await services.store.get("file", owner, file_id) is None:
+        if await services.store.get(wire.FILE, owner, file_id) is None:
             raise file_not_found(file_id, param=param)
 
 
 async def put_metadata(
-    services: Services, kind: Kind, owner: str, found: dict[str, Any], metadata: Any
-) -> dict[str, Any]:
+    services: Services, kind: Kind, owner: str, found: Any, metadata: dict[str, str] | None
+) -> Any:
+    """An object (a model, or a JSON document) with its metadata set, stored."""
     if metadata is not None:
-        found["metadata"] = metadata
+        if isinstance(found, dict):
+            found["metadata"] = metadata
+        else:
+            found.metadata = metadata
     return await services.store.put(kind, owner, found)
 
 

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/conversations")
 
 
 async def _conversation(services: ServicesDep, owner: str, conversation_id: str) -> dict[str, Any]:
-    found = await services.store.get("conversation", owner, conversation_id)
+    found = await services.store.get(rwire.CONVERSATION, owner, conversation_id)
     if found is None:
         raise not_found("conversation", conversation_id)
     return found
@@ -71,7 +71,7 @@ async def create_items(
     body: ConversationItemsCreate,
     owner: Owner,
     services: ServicesDep,
-) -> dict[str, Any]:
+) -> wire.ListPage[dict[str, Any]]:
     await _conversation(services, owner, conversation_id)
     items = [stored_item(item) for item in body.items]
     await services.responder.check_images(owner, items, param="items")
@@ -87,11 +87,16 @@ async def list_items(
     limit: Limit = 20,
     order: ListOrder = "desc",
     after: Cursor = None,
-) -> dict[str, Any]:
+) -> wire.ListPage[dict[str, Any]]:
     await _conversation(services, owner, conversation_id)
     cursor = item_key(conversation_id, after) if after is not None else None
     page = await services.store.page(
-        "conversation_item", owner, parent=conversation_id, limit=limit, order=order, after=cursor
+        rwire.CONVERSATION_ITEM,
+        owner,
+        parent=conversation_id,
+        limit=limit,
+        order=order,
+        after=cursor,
     )
     return wire.page(page.data, page.has_more)
 
@@ -102,7 +107,7 @@ async def get_item(
 ) -> dict[str, Any]:
     await _conversation(services, owner, conversation_id)
     key = item_key(conversation_id, item_id)
-    found = await services.store.get("conversation_item", owner, key)
+    found = await services.store.get(rwire.CONVERSATION_ITEM, owner, key)
     if found is None:
         raise not_found("item", item_id)
     return found

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
+from openai.types import FileDeleted, FileObject
 
 from ... import InvalidInputError
 from .. import _wire as wire
@@ -23,8 +24,10 @@ async def upload_file(
     owner: Owner,
     services: ServicesDep,
     file: Annotated[UploadFile, File()],
-    purpose: Annotated[str, Form(max_length=64)],
-) -> dict[str, Any]:
+    # What a client may upload for (the others name what OpenAI makes, as `assistants_output`
+    # names what the code wrote).
+    purpose: Annotated[Literal["assistants", "batch", "fine-tune", "vision", "user_data"], Form()],
+) -> FileObject:
     with tempfile.TemporaryDirectory(prefix="interp-upload-") as scratch:
         path = Path(scratch) / "upload"
         name = await spool(file, path, services.config.max_upload_bytes)
@@ -40,29 +43,29 @@ async def list_files(
     order: ListOrder = "desc",
     after: Cursor = None,
     purpose: Cursor = None,
-) -> dict[str, Any]:
+) -> wire.ListPage[FileObject]:
     page = PageQuery(limit=limit, order=order, after=after)
-    return await listing(services, "file", owner, page, where={"purpose": purpose})
+    return await listing(services, wire.FILE, owner, page, where={"purpose": purpose})
 
 
 @router.get("/{file_id}")
-async def get_file(file_id: str, owner: Owner, services: ServicesDep) -> dict[str, Any]:
-    return await find(services, "file", owner, file_id, "file")
+async def get_file(file_id: str, owner: Owner, services: ServicesDep) -> FileObject:
+    return await find(services, wire.FILE, owner, file_id, "file")
 
 
 @router.get("/{file_id}/content")
 async def file_content(file_id: str, owner: Owner, services: ServicesDep) -> Response:
-    found = await find(services, "file", owner, file_id, "file")
+    found = await find(services, wire.FILE, owner, file_id, "file")
     path, mime = services.engine.file_path(file_id), services.engine.file(file_id).mime
     return StreamingResponse(
-        await open_stored(path, file_id), media_type=mime, headers=attachment(found["filename"])
+        await open_stored(path, file_id), media_type=mime, headers=attachment(found.filename)
     )
 
 
 @router.delete("/{file_id}")
-async def delete_file(file_id: str, owner: Owner, services: ServicesDep) -> dict[str, Any]:
-    await find(services, "file", owner, file_id, "file")
+async def delete_file(file_id: str, owner: Owner, services: ServicesDep) -> FileDeleted:
+    await find(services, wire.FILE, owner, file_id, "file")
     await services.store.delete("file", owner, file_id)
     with contextlib.suppress(InvalidInputError):  # already gone from the file store
         await services.engine.delete_file(file_id)
-    return {"id": file_id, "object": "file", "deleted": True}
+    return FileDeleted(id=file_id, object="file", deleted=True)

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from .. import _wire as wire
+from .. import _wire_responses as rwire
 from .._containers import stored_id
 from .._errors import bad_request, file_not_found
 from .._responses import KEPT_EVENTS_S, item_key, served
@@ -56,7 +58,7 @@ async def get_response(
     stream: bool = False,
     starting_after: Annotated[int | None, Query(ge=0)] = None,
 ) -> Response | dict[str, Any]:
-    found = await find(services, "response", owner, response_id, "response")
+    found = await find(services, rwire.RESPONSE, owner, response_id, "response")
     if not stream:
         return served(found, _include(request))
     # A background response's stream, joined (again): from its first event (what the SDK's
@@ -76,7 +78,7 @@ async def get_response(
 
 @router.delete("/v1/responses/{response_id}")
 async def delete_response(response_id: str, owner: Owner, services: ServicesDep) -> dict[str, Any]:
-    found = await find(services, "response", owner, response_id, "response")
+    found = await find(services, rwire.RESPONSE, owner, response_id, "response")
     if found["status"] in ("queued", "in_progress"):
         await services.responder.cancel(owner, found)
     await services.responder.remove(owner, response_id)
@@ -85,15 +87,15 @@ async def delete_response(response_id: str, owner: Owner, services: ServicesDep)
 
 @router.post("/v1/responses/{response_id}/cancel")
 async def cancel_response(response_id: str, owner: Owner, services: ServicesDep) -> dict[str, Any]:
-    found = await find(services, "response", owner, response_id, "response")
+    found = await find(services, rwire.RESPONSE, owner, response_id, "response")
     return served(await services.responder.cancel(owner, found), None)
 
 
 @router.get("/v1/responses/{response_id}/input_items")
 async def input_items(
     response_id: str, owner: Owner, page: Page, services: ServicesDep
-) -> dict[str, Any]:
-    await find(services, "response", owner, response_id, "response")
+) -> wire.ListPage[dict[str, Any]]:
+    await find(services, rwire.RESPONSE, owner, response_id, "response")
     # Input items are found by a key of their response (an item's id is the client's).
     keyed = PageQuery(
         limit=page.limit,
@@ -101,7 +103,7 @@ async def input_items(
         after=page.after and item_key(response_id, page.after),
         before=page.before and item_key(response_id, page.before),
     )
-    return await listing(services, "input_item", owner, keyed, parent=response_id)
+    return await listing(services, rwire.INPUT_ITEM, owner, keyed, parent=response_id)
 
 
 # Containers.
@@ -129,9 +131,9 @@ async def list_containers(
     order: ListOrder = "desc",
     after: Cursor = None,
     name: Annotated[str | None, Query(max_length=256)] = None,
-) -> dict[str, Any]:
+) -> wire.ListPage[dict[str, Any]]:
     page = PageQuery(limit=limit, order=order, after=after)
-    return await listing(services, "container", owner, page, where={"name": name})
+    return await listing(services, rwire.CONTAINER, owner, page, where={"name": name})
 
 
 @router.get("/v1/containers/{container_id}")
@@ -165,7 +167,7 @@ async def create_container_file(
         raise bad_request(
             "Send a multipart 'file' or a JSON body {\"file_id\": …}.", param="file_id"
         ) from None
-    if await services.store.get("file", owner, body.file_id) is None:
+    if await services.store.get(wire.FILE, owner, body.file_id) is None:
         raise file_not_found(body.file_id, param="file_id")
     return await containers.add_stored(owner, container_id, body.file_id, source="user")
 
@@ -178,10 +180,10 @@ async def list_container_files(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: ListOrder = "desc",
     after: Cursor = None,
-) -> dict[str, Any]:
+) -> wire.ListPage[dict[str, Any]]:
     await services.containers.live(owner, container_id)
     page = PageQuery(limit=limit, order=order, after=after)
-    return await listing(services, "container_file", owner, page, parent=container_id)
+    return await listing(services, rwire.CONTAINER_FILE, owner, page, parent=container_id)
 
 
 @router.get("/v1/containers/{container_id}/files/{file_id}")

@@ -5,10 +5,13 @@ finishes first and is undone by it, or finds the thread gone."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter
 from fastapi.responses import Response
+from openai.types.beta import Thread, ThreadDeleted
+from openai.types.beta.threads import Message, MessageDeleted
+from openai.types.beta.threads.runs import RunStep
 
 from .. import _wire as wire
 from .._errors import not_found
@@ -31,14 +34,16 @@ from .common import check_files, find, listing, put_metadata, sse
 
 router = APIRouter(prefix="/v1/threads")
 
-
-async def thread_of(services: Services, owner: str, thread_id: str) -> dict[str, Any]:
-    return await find(services, "thread", owner, thread_id, "thread")
+Live = TypeVar("Live", wire.Run, Message)
 
 
-async def run_of(services: Services, owner: str, thread_id: str, run_id: str) -> dict[str, Any]:
-    found = await find(services, "run", owner, run_id, "run")
-    if found["thread_id"] != thread_id:
+async def thread_of(services: Services, owner: str, thread_id: str) -> Thread:
+    return await find(services, wire.THREAD, owner, thread_id, "thread")
+
+
+async def run_of(services: Services, owner: str, thread_id: str, run_id: str) -> wire.Run:
+    found = await find(services, wire.RUN, owner, run_id, "run")
+    if found.thread_id != thread_id:
         raise not_found("run", run_id)
     return found
 
@@ -58,7 +63,7 @@ async def check_messages(services: Services, owner: str, messages: list[MessageC
     await check_files(services, owner, shown, "content")
 
 
-def add_message(tx: Writes, owner: str, thread_id: str, body: MessageCreate) -> dict[str, Any]:
+def add_message(tx: Writes, owner: str, thread_id: str, body: MessageCreate) -> Message:
     """A message (its files checked already), stored and in the transcript."""
     message = wire.message(
         thread_id=thread_id,
@@ -68,7 +73,7 @@ def add_message(tx: Writes, owner: str, thread_id: str, body: MessageCreate) -> 
         metadata=body.metadata,
     )
     tx.create("message", owner, message, parent=thread_id)
-    tx.append(owner, thread_id, [message_unit(message)], ref=message["id"])
+    tx.append(owner, thread_id, [message_unit(message)], ref=message.id)
     return message
 
 
@@ -76,67 +81,67 @@ async def _put_live_metadata(
     services: Services,
     kind: Literal["run", "message"],
     owner: str,
-    found: dict[str, Any],
+    found: Live,
     metadata: dict[str, str] | None,
-) -> dict[str, Any]:
+) -> Live:
     """Metadata set on a run or message, under its thread's lock: on the running task's copy
     too, when it has one, so that the run's own next write keeps the change."""
-    live = services.runner.modify(found["id"], metadata) if metadata is not None else None
-    return await put_metadata(services, kind, owner, live or found, metadata)
+    live = services.runner.modify(found.id, metadata) if metadata is not None else None
+    changed: Live = await put_metadata(services, kind, owner, live or found, metadata)
+    return changed
 
 
-async def new_thread(services: Services, owner: str, body: ThreadCreate) -> dict[str, Any]:
+async def new_thread(services: Services, owner: str, body: ThreadCreate) -> Thread:
     """A thread and its messages, in one unit of work (all checked first)."""
     await resource_files(services, owner, body.tool_resources)
     await check_messages(services, owner, body.messages)
     async with services.store.transaction() as tx:
         created = tx.create("thread", owner, wire.thread(body))
         for message in body.messages:
-            add_message(tx, owner, created["id"], message)
+            add_message(tx, owner, created.id, message)
     return created
 
 
 async def begin_run(
     services: Services,
     owner: str,
-    thread: dict[str, Any],
-    assistant: dict[str, Any],
+    thread: Thread,
+    assistant: wire.Assistant,
     body: RunCreate | ThreadAndRunCreate,
     additional: list[MessageCreate],
     extra_instructions: str | None,
     head: list[Unit] | None = None,
-) -> Response | dict[str, Any]:
-    await services.runner.settle_thread(owner, thread["id"])
-    services.runner.check_idle(thread["id"])
+) -> Response | wire.Run:
+    await services.runner.settle_thread(owner, thread.id)
+    services.runner.check_idle(thread.id)
     await check_messages(services, owner, additional)
-    instructions = (
-        body.instructions if body.instructions is not None else assistant.get("instructions")
-    )
+    instructions = body.instructions if body.instructions is not None else assistant.instructions
     if extra_instructions:
         instructions = f"{instructions or ''}\n\n{extra_instructions}".strip()
     run = wire.run(
-        thread_id=thread["id"], assistant_obj=assistant, body=body, instructions=instructions
+        thread_id=thread.id,
+        assistant_obj=assistant,
+        body=body,
+        instructions=instructions,
+        default_model=services.config.model,
     )
-    if run["model"] is None:
-        run["model"] = services.config.model
     # The run and its messages, in one unit: not waited for by a stream (until it is
     # committed, what reads the run or the thread's transcript finds it all the same).
     async with services.store.transaction(wait=not body.stream) as tx:
         for message in additional:
-            add_message(tx, owner, thread["id"], message)
-        tx.create("run", owner, dict(run), parent=thread["id"])
+            add_message(tx, owner, thread.id, message)
+        tx.create("run", owner, run, parent=thread.id)
+    made = None if body.stream else run.model_copy(deep=True)  # its task changes the run
     events = services.runner.start(
         owner=owner, run=run, assistant=assistant, thread=thread, head=head
     )
-    if not body.stream:
-        return dict(run)
-    return sse(events.follow(DONE))
+    return sse(events.follow(DONE)) if made is None else made
 
 
 @router.post("")
 async def create_thread(
     owner: Owner, services: ServicesDep, body: ThreadCreate | None = None
-) -> dict[str, Any]:
+) -> Thread:
     return await new_thread(services, owner, body or ThreadCreate())
 
 
@@ -144,8 +149,8 @@ async def create_thread(
 @router.post("/runs", response_model=None)
 async def create_thread_and_run(
     body: ThreadAndRunCreate, owner: Owner, services: ServicesDep
-) -> Response | dict[str, Any]:
-    assistant = await find(services, "assistant", owner, body.assistant_id, "assistant")
+) -> Response | wire.Run:
+    assistant = await find(services, wire.ASSISTANT, owner, body.assistant_id, "assistant")
     thread_body = body.thread or ThreadCreate()
     if body.tool_resources is not None and thread_body.tool_resources is None:
         thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
@@ -154,38 +159,40 @@ async def create_thread_and_run(
 
 
 @router.get("/{thread_id}")
-async def get_thread(thread_id: str, owner: Owner, services: ServicesDep) -> dict[str, Any]:
+async def get_thread(thread_id: str, owner: Owner, services: ServicesDep) -> Thread:
     return await thread_of(services, owner, thread_id)
 
 
 @router.post("/{thread_id}")
 async def modify_thread(
     thread_id: str, body: ThreadModify, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> Thread:
     found = await thread_of(services, owner, thread_id)
     await resource_files(services, owner, body.tool_resources)
+    changes: dict[str, Any] = {}
     if body.metadata is not None:
-        found["metadata"] = body.metadata
+        changes["metadata"] = body.metadata
     if body.tool_resources is not None:
-        found["tool_resources"] = wire.tool_resources(body.tool_resources)
-    return await services.store.put("thread", owner, found)
+        changes["tool_resources"] = wire.tool_resources(body.tool_resources)
+    changed = Thread.model_validate(found.model_dump() | changes)
+    return await services.store.put("thread", owner, changed)
 
 
 @router.delete("/{thread_id}")
-async def delete_thread(thread_id: str, owner: Owner, services: ServicesDep) -> dict[str, Any]:
+async def delete_thread(thread_id: str, owner: Owner, services: ServicesDep) -> ThreadDeleted:
     store, runner = services.store, services.runner
     async with runner.threads.hold(thread_id):
         await thread_of(services, owner, thread_id)
         await runner.stop(thread_id)
-        runs = await store.all("run", owner, parent=thread_id)
+        runs = await store.all(wire.RUN, owner, parent=thread_id)
         async with store.transaction() as tx:
-            tx.delete_children(owner, [r["id"] for r in runs])
+            tx.delete_children(owner, [r.id for r in runs])
             tx.delete_children(owner, [thread_id])
             tx.forget(owner, [thread_id])
             tx.delete("thread", owner, thread_id)
         if services.engine.has_session(thread_id):
             await services.engine.close_session(thread_id)
-    return {"id": thread_id, "object": "thread.deleted", "deleted": True}
+    return ThreadDeleted(id=thread_id, object="thread.deleted", deleted=True)
 
 
 # Messages.
@@ -194,7 +201,7 @@ async def delete_thread(thread_id: str, owner: Owner, services: ServicesDep) -> 
 @router.post("/{thread_id}/messages")
 async def create_message(
     thread_id: str, body: MessageCreate, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> Message:
     async with services.runner.threads.hold(thread_id):
         await thread_of(services, owner, thread_id)
         await services.runner.settle_thread(owner, thread_id)
@@ -207,19 +214,19 @@ async def create_message(
 @router.get("/{thread_id}/messages")
 async def list_messages(
     thread_id: str, owner: Owner, page: Page, services: ServicesDep, run_id: Cursor = None
-) -> dict[str, Any]:
+) -> wire.ListPage[Message]:
     await thread_of(services, owner, thread_id)
     return await listing(
-        services, "message", owner, page, parent=thread_id, where={"run_id": run_id}
+        services, wire.MESSAGE, owner, page, parent=thread_id, where={"run_id": run_id}
     )
 
 
 @router.get("/{thread_id}/messages/{message_id}")
 async def get_message(
     thread_id: str, message_id: str, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
-    found = await find(services, "message", owner, message_id, "message")
-    if found["thread_id"] != thread_id:
+) -> Message:
+    found = await find(services, wire.MESSAGE, owner, message_id, "message")
+    if found.thread_id != thread_id:
         raise not_found("message", message_id)
     return found
 
@@ -227,7 +234,7 @@ async def get_message(
 @router.post("/{thread_id}/messages/{message_id}")
 async def modify_message(
     thread_id: str, message_id: str, body: MetadataModify, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> Message:
     async with services.runner.threads.hold(thread_id):
         found = await get_message(thread_id, message_id, owner, services)
         return await _put_live_metadata(services, "message", owner, found, body.metadata)
@@ -236,12 +243,12 @@ async def modify_message(
 @router.delete("/{thread_id}/messages/{message_id}")
 async def delete_message(
     thread_id: str, message_id: str, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> MessageDeleted:
     await get_message(thread_id, message_id, owner, services)
     async with services.store.transaction() as tx:
         tx.delete("message", owner, message_id)
         tx.drop(owner, thread_id, message_id)
-    return {"id": message_id, "object": "thread.message.deleted", "deleted": True}
+    return MessageDeleted(id=message_id, object="thread.message.deleted", deleted=True)
 
 
 # Runs.
@@ -250,7 +257,7 @@ async def delete_message(
 @router.post("/{thread_id}/runs", response_model=None)
 async def create_run(
     thread_id: str, body: RunCreate, owner: Owner, services: ServicesDep
-) -> Response | dict[str, Any]:
+) -> Response | wire.Run:
     store = services.store
     async with services.runner.threads.hold(thread_id):
         # The thread's newest units are read while the request is checked: the run's first
@@ -258,9 +265,10 @@ async def create_run(
         reading = None if body.additional_messages else store.newest(owner, thread_id)
         head = asyncio.ensure_future(reading) if reading else None
         try:
-            thread, assistant = await store.get_many(
-                owner, [("thread", thread_id), ("assistant", body.assistant_id)]
+            found = await store.get_pair(
+                owner, (wire.THREAD, thread_id), (wire.ASSISTANT, body.assistant_id)
             )
+            thread, assistant = found
             if thread is None:
                 raise not_found("thread", thread_id)
             if assistant is None:
@@ -285,15 +293,13 @@ async def create_run(
 @router.get("/{thread_id}/runs")
 async def list_runs(
     thread_id: str, owner: Owner, page: Page, services: ServicesDep
-) -> dict[str, Any]:
+) -> wire.ListPage[wire.Run]:
     await thread_of(services, owner, thread_id)
-    return await listing(services, "run", owner, page, parent=thread_id)
+    return await listing(services, wire.RUN, owner, page, parent=thread_id)
 
 
 @router.get("/{thread_id}/runs/{run_id}")
-async def get_run(
-    thread_id: str, run_id: str, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+async def get_run(thread_id: str, run_id: str, owner: Owner, services: ServicesDep) -> wire.Run:
     found = await run_of(services, owner, thread_id, run_id)
     return await services.runner.settle(owner, found)
 
@@ -301,16 +307,14 @@ async def get_run(
 @router.post("/{thread_id}/runs/{run_id}")
 async def modify_run(
     thread_id: str, run_id: str, body: MetadataModify, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> wire.Run:
     async with services.runner.threads.hold(thread_id):
         found = await run_of(services, owner, thread_id, run_id)
         return await _put_live_metadata(services, "run", owner, found, body.metadata)
 
 
 @router.post("/{thread_id}/runs/{run_id}/cancel")
-async def cancel_run(
-    thread_id: str, run_id: str, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+async def cancel_run(thread_id: str, run_id: str, owner: Owner, services: ServicesDep) -> wire.Run:
     # Under the thread's lock, as tool outputs are submitted: a cancel racing them either
     # comes first (and the outputs are refused) or cancels the run they restart.
     async with services.runner.threads.hold(thread_id):
@@ -325,11 +329,11 @@ async def submit_tool_outputs(
     body: SubmitToolOutputs,
     owner: Owner,
     services: ServicesDep,
-) -> Response | dict[str, Any]:
+) -> Response | wire.Run:
     async with services.runner.threads.hold(thread_id):
         run = await run_of(services, owner, thread_id, run_id)
         thread = await thread_of(services, owner, thread_id)
-        assistant = await find(services, "assistant", owner, run["assistant_id"], "assistant")
+        assistant = await find(services, wire.ASSISTANT, owner, run.assistant_id, "assistant")
         events = await services.runner.submit_tool_outputs(
             owner=owner,
             run=run,
@@ -337,24 +341,26 @@ async def submit_tool_outputs(
             thread=thread,
             outputs={o.tool_call_id: o.output for o in body.tool_outputs},
         )
+        # As it restarts (queued): its task goes on changing it.
+        restarted = run.model_copy(deep=True)
     if not body.stream:
-        return dict(run)
+        return restarted
     return sse(events.follow(DONE))
 
 
 @router.get("/{thread_id}/runs/{run_id}/steps")
 async def list_steps(
     thread_id: str, run_id: str, owner: Owner, page: Page, services: ServicesDep
-) -> dict[str, Any]:
+) -> wire.ListPage[RunStep]:
     await run_of(services, owner, thread_id, run_id)
-    return await listing(services, "step", owner, page, parent=run_id)
+    return await listing(services, wire.STEP, owner, page, parent=run_id)
 
 
 @router.get("/{thread_id}/runs/{run_id}/steps/{step_id}")
 async def get_step(
     thread_id: str, run_id: str, step_id: str, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
-    found = await find(services, "step", owner, step_id, "run step")
-    if found["run_id"] != run_id or found["thread_id"] != thread_id:
+) -> RunStep:
+    found = await find(services, wire.STEP, owner, step_id, "run step")
+    if found.run_id != run_id or found.thread_id != thread_id:
         raise not_found("run step", step_id)
     return found
