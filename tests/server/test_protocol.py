@@ -28,7 +28,12 @@ from openai.types.conversations import (
     conversation_update_params,
     item_create_params,
 )
-from openai.types.responses import response_create_params
+from openai.types.responses import (
+    response_create_params,
+    response_input_file_param,
+    response_input_image_param,
+    response_input_text_param,
+)
 from pydantic import BaseModel, ValidationError
 
 from interp.server.protocol import assistants, responses
@@ -65,6 +70,10 @@ CASES: list[tuple[type[BaseModel], Any, set[str]]] = [
     (responses.ContainerCreate, container_create_params.ContainerCreateParams, {"skills"}),
     # `file` is the multipart upload, which the route reads as a form.
     (responses.ContainerFileFromId, file_create_params.FileCreateParams, {"file"}),
+    # The parts of an input message.
+    (responses.InputText, response_input_text_param.ResponseInputTextParam, set()),
+    (responses.InputImage, response_input_image_param.ResponseInputImageParam, set()),
+    (responses.InputFile, response_input_file_param.ResponseInputFileParam, set()),
 ]
 
 

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -26,6 +25,7 @@ from . import _wire_responses as rwire
 from ._errors import APIError, bad_request, file_not_found, not_found
 from ._locks import KeyedLocks
 from ._store import Store
+from ._wire_responses import Container, ContainerFile
 from .protocol.responses import MEMORY_BYTES
 
 log = logging.getLogger("interp.server")
@@ -88,7 +88,7 @@ class Containers:
         minutes: int = DEFAULT_MINUTES,
         memory_limit: str | None = None,
         param: str = "file_ids",
-    ) -> dict[str, Any]:
+    ) -> Container:
         """A new container with copies of the owner's ``/v1/files`` in its /mnt/data.
 
         Its session opens here, so that the files are in place (and a bad file refused)
@@ -101,27 +101,27 @@ class Containers:
         created = rwire.container(name=name, minutes=minutes, memory_limit=memory_limit)
         await self._store.create("container", owner, created)
         try:
-            await self._engine.create_session(created["id"], memory=memory)
+            await self._engine.create_session(created.id, memory=memory)
             for file_id in file_ids:
-                await self.add_stored(owner, created["id"], file_id, source="user")
+                await self.add_stored(owner, created.id, file_id, source="user")
         except BaseException:
-            await self.delete(owner, created["id"])
+            await self.delete(owner, created.id)
             raise
         return created
 
-    async def get(self, owner: str, container_id: str) -> dict[str, Any]:
+    async def get(self, owner: str, container_id: str) -> Container:
         """The container, expired or not; 404 if the owner has none of that id."""
         found = await self._store.get(rwire.CONTAINER, owner, container_id)
         if found is None:
             raise not_found("container", container_id)
-        if found["status"] == "running" and _idle_out(found):
+        if found.status == "running" and _idle_out(found):
             await self._expire(owner, found)
         return found
 
-    async def live(self, owner: str, container_id: str) -> dict[str, Any]:
+    async def live(self, owner: str, container_id: str) -> Container:
         """The container, to be used: 400 "Container is expired." once it has expired."""
         found = await self.get(owner, container_id)
-        if found["status"] != "running":
+        if found.status != "running":
             raise expired_error()
         return found
 
@@ -154,21 +154,21 @@ class Containers:
         found = await self._store.get(rwire.CONTAINER, owner, container_id)
         if found is None:
             raise not_found("container", container_id)
-        if found["status"] != "running":
+        if found.status != "running":
             raise expired_error()
         if session and not self._engine.has_session(container_id):
             files = await self._store.all(rwire.CONTAINER_FILE, owner, parent=container_id)
-            stored = [stored_id(f["id"]) for f in files]
-            memory = memory_bytes(found.get("memory_limit"), param="memory_limit")
+            stored = [stored_id(f.id) for f in files]
+            memory = memory_bytes(found.memory_limit, param="memory_limit")
             await self._engine.create_session(container_id, file_ids=stored, memory=memory)
-        found["last_active_at"] = wire.now()
+        found.last_active_at = wire.now()
         await self._store.put("container", owner, found)
 
     # Its files.
 
     async def add_stored(
         self, owner: str, container_id: str, file_id: str, *, source: str
-    ) -> dict[str, Any]:
+    ) -> ContainerFile:
         """Put a copy of a stored file (the owner's, or one uploaded here) in /mnt/data."""
         info = self._engine.file(file_id)
         copy = await self._engine.create_file(Path(info.name).name, self._engine.file_path(file_id))
@@ -176,13 +176,13 @@ class Containers:
 
     async def add_upload(
         self, owner: str, container_id: str, name: str, path: Path
-    ) -> dict[str, Any]:
+    ) -> ContainerFile:
         info = await self._engine.create_file(name, path)
         return await self._add(owner, container_id, info, source="user")
 
     async def _add(
         self, owner: str, container_id: str, info: FileInfo, *, source: str
-    ) -> dict[str, Any]:
+    ) -> ContainerFile:
         """Place a newly stored file in the container's /mnt/data and record it; deleted
         again if the container is gone."""
         try:
@@ -200,7 +200,7 @@ class Containers:
         the container was deleted or expired while the code ran."""
         async with self._locks.hold(container_id):
             found = await self._store.get(rwire.CONTAINER, owner, container_id)
-            if found is None or found["status"] != "running":
+            if found is None or found.status != "running":
                 with contextlib.suppress(InterpError):
                     await self._engine.delete_file(file_id)
                 return
@@ -211,9 +211,9 @@ class Containers:
         """Where a stored file's bytes are, and their media type."""
         return self._engine.file_path(file_id), self._engine.file(file_id).mime
 
-    async def file(self, owner: str, container_id: str, cfile: str) -> dict[str, Any]:
+    async def file(self, owner: str, container_id: str, cfile: str) -> ContainerFile:
         found = await self._store.get(rwire.CONTAINER_FILE, owner, cfile)
-        if found is None or found["container_id"] != container_id:
+        if found is None or found.container_id != container_id:
             raise not_found("container file", cfile)
         return found
 
@@ -225,20 +225,20 @@ class Containers:
         found = await self.file(owner, container_id, cfile)
         await self._store.delete("container_file", owner, cfile)
         if from_session and self._engine.has_session(container_id):
-            name = found["path"].removeprefix("/mnt/data/")
+            name = found.path.removeprefix("/mnt/data/")
             await self._engine.remove_session_file(container_id, name)
         with contextlib.suppress(InterpError):
             await self._engine.delete_file(stored_id(cfile))
 
     async def _record(
         self, owner: str, container_id: str, info: FileInfo, *, source: str
-    ) -> dict[str, Any]:
+    ) -> ContainerFile:
         name = Path(info.name).name
         path = f"/mnt/data/{name}"
         # The newest file at a path is the container's: an earlier one there is replaced.
         for older in await self._store.all(rwire.CONTAINER_FILE, owner, parent=container_id):
-            if older["path"] == path:
-                await self.delete_file(owner, container_id, older["id"], from_session=False)
+            if older.path == path:
+                await self.delete_file(owner, container_id, older.id, from_session=False)
         record = rwire.container_file(
             file_id=cfile_id(info.id),
             container_id=container_id,
@@ -251,16 +251,16 @@ class Containers:
 
     # Expiry.
 
-    async def _expire(self, owner: str, container: dict[str, Any]) -> None:
-        container["status"] = "expired"
-        await self._drop(owner, container["id"], expire=True)
+    async def _expire(self, owner: str, container: Container) -> None:
+        container.status = "expired"
+        await self._drop(owner, container.id, expire=True)
 
     async def _drop(self, owner: str, container_id: str, *, expire: bool) -> None:
         """Mark a container expired (or delete it), close its session, delete its files."""
         async with self._locks.hold(container_id):
             found = await self._store.get(rwire.CONTAINER, owner, container_id)
             if found is not None and expire:
-                found["status"] = "expired"
+                found.status = "expired"
                 await self._store.put("container", owner, found)
             elif found is not None:
                 await self._store.delete("container", owner, container_id)
@@ -269,7 +269,7 @@ class Containers:
                     await self._engine.close_session(container_id)
             for record in await self._store.all(rwire.CONTAINER_FILE, owner, parent=container_id):
                 with contextlib.suppress(InterpError):
-                    await self._engine.delete_file(stored_id(record["id"]))
+                    await self._engine.delete_file(stored_id(record.id))
             await self._store.delete_children(owner, [container_id])
 
     async def _sweep_loop(self) -> None:
@@ -283,6 +283,8 @@ class Containers:
                 log.exception("expiring containers failed; trying again later")
 
 
-def _idle_out(container: dict[str, Any]) -> bool:
-    minutes = (container.get("expires_after") or {}).get("minutes") or DEFAULT_MINUTES
-    return bool(wire.now() - int(container["last_active_at"]) >= minutes * 60)
+def _idle_out(container: Container) -> bool:
+    after = container.expires_after
+    minutes = (after.minutes if after is not None else None) or DEFAULT_MINUTES
+    active = container.last_active_at
+    return wire.now() - (container.created_at if active is None else active) >= minutes * 60

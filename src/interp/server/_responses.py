@@ -19,7 +19,19 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
+
+from openai.types.responses import (
+    Response,
+    ResponseCodeInterpreterToolCall,
+    ResponseError,
+    ResponseFunctionToolCall,
+    ResponseOutputItem,
+    ResponseOutputMessage,
+    ResponseStreamEvent,
+)
+from openai.types.responses.response import IncompleteDetails
+from pydantic import TypeAdapter
 
 from .. import Engine, ExecutionResult, ExecutionStarted, FileSaved, ImageFile, ImageSaved
 from .._models import Event
@@ -49,20 +61,29 @@ from .protocol.responses import (
 
 log = logging.getLogger("interp.server")
 
+OutputItem = ResponseOutputItem
+CallItem = ResponseCodeInterpreterToolCall | ResponseFunctionToolCall
+_Status = Literal["completed", "incomplete", "failed", "cancelled"]
+_EVENT: TypeAdapter[ResponseStreamEvent] = TypeAdapter(ResponseStreamEvent)
+
 KEPT_EVENTS_S = 600.0
 """How long a background response's events are kept for a stream to (re)join, once it
 has ended. They are kept in memory: a restart of the server drops them."""
 
 
-def served(response: dict[str, Any], include: list[str] | None) -> dict[str, Any]:
-    """The response as a client sees it: code outputs only when ``include``d."""
-    if include and INCLUDE_OUTPUTS in include:
-        return response
-    return {**response, "output": [_without_outputs(item) for item in response["output"]]}
+def served(response: Response, include: list[str] | None) -> Response:
+    """The response as a client sees it, now: code outputs only when ``include``d."""
+    output = [shown(item, include) for item in response.output]
+    return response.model_copy(update={"output": output}, deep=True)
 
 
-def _without_outputs(item: dict[str, Any]) -> dict[str, Any]:
-    return {**item, "outputs": None} if item["type"] == "code_interpreter_call" else item
+def shown(item: OutputItem, include: list[str] | None) -> OutputItem:
+    """An output item as a client sees it: a code call's outputs when ``include``d."""
+    if isinstance(item, ResponseCodeInterpreterToolCall) and not (
+        include and INCLUDE_OUTPUTS in include
+    ):
+        return item.model_copy(update={"outputs": None})
+    return item
 
 
 class Responder:
@@ -94,7 +115,7 @@ class Responder:
 
     async def start(
         self, owner: str, body: ResponseCreate, *, base_url: str
-    ) -> tuple[dict[str, Any], RunEvents, asyncio.Task[APIError | None]]:
+    ) -> tuple[Response, RunEvents, asyncio.Task[APIError | None]]:
         """Check the request, store the response and its input, and start it. The task
         ends with the error to answer instead when the model refused the request before
         anything of it was streamed."""
@@ -164,26 +185,26 @@ class Responder:
                     # Gone (deleted or expired) since: the next code call makes a new one.
                     with contextlib.suppress(APIError):
                         found = await self.containers.get(owner, reused)
-                        sink.container = found if found["status"] == "running" else None
+                        sink.container = found if found.status == "running" else None
         if store:
             async with self.store.transaction(wait=False) as tx:
-                tx.create("response", owner, dict(response))
+                tx.create("response", owner, response)
                 for item in items:
                     # Keyed by the response: a client carrying its history sends ids it got
                     # before, and one item may stand in many responses' input.
-                    key = item_key(response["id"], item["id"])
-                    tx.create("input_item", owner, item, parent=response["id"], key=key)
-                tx.link(owner, response["id"], body.previous_response_id, reused)
-        self._events[response["id"]] = sink.events
+                    key = item_key(response.id, item["id"])
+                    tx.create("input_item", owner, item, parent=response.id, key=key)
+                tx.link(owner, response.id, body.previous_response_id, reused)
+        self._events[response.id] = sink.events
         task = self._runs.start(
-            response["id"], self._drive(sink, settings, budget), name=f"interp-{response['id']}"
+            response.id, self._drive(sink, settings, budget), name=f"interp-{response.id}"
         )
         return response, sink.events, task
 
     async def _drive(
         self, sink: ResponseSink, settings: Settings, budget: Budget
     ) -> APIError | None:
-        response_id = sink.response["id"]
+        response_id = sink.response.id
         try:
             sink.emit_response("response.created")
             sink.emit_response("response.in_progress")
@@ -205,13 +226,13 @@ class Responder:
                 self.forget(response_id)
         return sink.refusal
 
-    async def cancel(self, owner: str, response: dict[str, Any]) -> dict[str, Any]:
-        if self._runs.task(response["id"]) is None:
-            if response["status"] in ("queued", "in_progress"):
+    async def cancel(self, owner: str, response: Response) -> Response:
+        if self._runs.task(response.id) is None:
+            if response.status in ("queued", "in_progress"):
                 raise bad_request("This response is no longer running and cannot be cancelled.")
             return response
-        await self._runs.stop(response["id"])
-        return await self.store.get(rwire.RESPONSE, owner, response["id"]) or response
+        await self._runs.stop(response.id)
+        return await self.store.get(rwire.RESPONSE, owner, response.id) or response
 
     async def close(self) -> None:
         await self._runs.close()
@@ -278,7 +299,7 @@ class ResponseSink:
         responder: Responder,
         *,
         owner: str,
-        response: dict[str, Any],
+        response: Response,
         body: ResponseCreate,
         base_url: str,
         history: list[str],
@@ -301,20 +322,22 @@ class ResponseSink:
         self.inputs = units_of(items, {})
         self.units: list[Unit] = []
         """What it has added to the conversation so far."""
-        self.container: dict[str, Any] | None = None
+        self.container: rwire.Container | None = None
         self.auto: AutoContainer | None = None
         self.files: list[FileSaved] = []
         self.sequence = 0
         self.started = False
         """Something was sent to the client besides the response's creation."""
         self.refusal: APIError | None = None
-        self.message: dict[str, Any] | None = None
+        self.message: ResponseOutputMessage | None = None
         self.text = ""
-        self.calls: dict[str, dict[str, Any]] = {}
+        self.calls: dict[str, CallItem] = {}
         """The model's call id -> its output item."""
 
     def emit(self, type_: str, **fields: Any) -> None:
-        event = {"type": type_, "sequence_number": self.sequence, **fields}
+        """An event, numbered, as the openai package's types have it (its objects are
+        written out now: they go on changing)."""
+        event = _EVENT.validate_python({"type": type_, "sequence_number": self.sequence, **fields})
         self.sequence += 1
         self.events.emit(type_, event)
 
@@ -343,7 +366,7 @@ class ResponseSink:
 
     async def text_delta(self, text: str) -> None:
         self.started = True
-        output = self.response["output"]
+        output = self.response.output
         if self.message is None:
             self.message = rwire.message_item()
             output.append(self.message)
@@ -352,7 +375,7 @@ class ResponseSink:
             self.emit(
                 "response.content_part.added",
                 output_index=index,
-                item_id=self.message["id"],
+                item_id=self.message.id,
                 content_index=0,
                 part=rwire.output_text(""),
             )
@@ -360,7 +383,7 @@ class ResponseSink:
         self.emit(
             "response.output_text.delta",
             output_index=output.index(self.message),
-            item_id=self.message["id"],
+            item_id=self.message.id,
             content_index=0,
             delta=text,
             logprobs=[],
@@ -370,8 +393,8 @@ class ResponseSink:
         message, text = self.message, self.text
         if message is None:
             return
-        index = self.response["output"].index(message)
-        container_id = self.container["id"] if self.container else ""
+        index = self.response.output.index(message)
+        container_id = self.container.id if self.container else ""
         annotations = [
             {
                 "type": "container_file_citation",
@@ -387,7 +410,7 @@ class ResponseSink:
             self.emit(
                 "response.output_text.annotation.added",
                 output_index=index,
-                item_id=message["id"],
+                item_id=message.id,
                 content_index=0,
                 annotation_index=number,
                 annotation=annotation,
@@ -396,7 +419,7 @@ class ResponseSink:
         self.emit(
             "response.output_text.done",
             output_index=index,
-            item_id=message["id"],
+            item_id=message.id,
             content_index=0,
             text=text,
             logprobs=[],
@@ -404,45 +427,37 @@ class ResponseSink:
         self.emit(
             "response.content_part.done",
             output_index=index,
-            item_id=message["id"],
+            item_id=message.id,
             content_index=0,
             part=part,
         )
-        message.update(status="incomplete" if cut else "completed", content=[part])
-        self.emit("response.output_item.done", output_index=index, item=dict(message))
+        message.status, message.content = "incomplete" if cut else "completed", [part]
+        self.emit("response.output_item.done", output_index=index, item=message)
         self.units.append(Unit([{"role": "assistant", "content": text}], message=True))
         self.message, self.text = None, ""
 
     async def call_started(self, call: ToolCall) -> None:
         self.started = True
-        output = self.response["output"]
-        item: dict[str, Any]
+        output = self.response.output
+        item: CallItem
         if call.name == CODE_TOOL:
             container = await self._container()
-            item = {
-                "id": wire.new_id("ci_"),
-                "type": "code_interpreter_call",
-                "status": "in_progress",
-                "code": "",
-                "container_id": container["id"],
-                "outputs": None,
-            }
+            item = ResponseCodeInterpreterToolCall(
+                id=wire.new_id("ci_"), type="code_interpreter_call", status="in_progress",
+                code="", container_id=container.id, outputs=None,
+            )  # fmt: skip
         else:
-            item = {
-                "id": wire.new_id("fc_"),
-                "type": "function_call",
-                "status": "in_progress",
-                "call_id": call.id,
-                "name": call.name,
-                "arguments": "",
-            }
+            item = ResponseFunctionToolCall(
+                id=wire.new_id("fc_"), type="function_call", status="in_progress",
+                call_id=call.id, name=call.name, arguments="",
+            )  # fmt: skip
         output.append(item)
         self.calls[call.id] = item
         index = len(output) - 1
-        self.emit("response.output_item.added", output_index=index, item=dict(item))
+        self.emit("response.output_item.added", output_index=index, item=item)
         if call.name == CODE_TOOL:
             self.emit(
-                "response.code_interpreter_call.in_progress", output_index=index, item_id=item["id"]
+                "response.code_interpreter_call.in_progress", output_index=index, item_id=item.id
             )
 
     async def code_delta(self, call: ToolCall, text: str) -> None:
@@ -450,18 +465,18 @@ class ResponseSink:
         if item is not None:
             self.emit(
                 "response.code_interpreter_call_code.delta",
-                output_index=self.response["output"].index(item),
-                item_id=item["id"],
+                output_index=self.response.output.index(item),
+                item_id=item.id,
                 delta=text,
             )
 
-    async def _container(self) -> dict[str, Any]:
+    async def _container(self) -> rwire.Container:
         """The response's container; an ``auto`` one is made at its first code call."""
         if self.container is None:
             auto = self.auto or AutoContainer(type="auto")
             self.container = await self.responder.containers.create(
                 self.owner,
-                name=f"auto container of {self.response['id']}",
+                name=f"auto container of {self.response.id}",
                 file_ids=list(auto.file_ids),
                 memory_limit=auto.memory_limit,
                 param="tools",
@@ -471,29 +486,29 @@ class ResponseSink:
     async def session(self) -> str:
         container = await self._container()
         containers = self.responder.containers
-        await containers.live(self.owner, container["id"])
-        return await containers.session(self.owner, container["id"])
+        await containers.live(self.owner, container.id)
+        return await containers.session(self.owner, container.id)
 
     async def code_running(self, call: ToolCall, code: str) -> None:
-        item = self.calls[call.id]
-        item["code"] = code
+        item = self._code(call)
+        item.code = code
         self.emit(
             "response.code_interpreter_call_code.done",
-            output_index=self.response["output"].index(item),
-            item_id=item["id"],
+            output_index=self.response.output.index(item),
+            item_id=item.id,
             code=code,
         )
 
     async def code_output(self, call: ToolCall, event: Event) -> None:
-        item, containers = self.calls[call.id], self.responder.containers
+        item, containers = self._code(call), self.responder.containers
         assert self.container is not None
-        session = self.container["id"]
+        session = self.container.id
         if isinstance(event, ExecutionStarted):
-            item["status"] = "interpreting"
+            item.status = "interpreting"
             self.emit(
                 "response.code_interpreter_call.interpreting",
-                output_index=self.response["output"].index(item),
-                item_id=item["id"],
+                output_index=self.response.output.index(item),
+                item_id=item.id,
             )
             self.save()  # a client polling a background response sees it
         elif isinstance(event, ImageSaved):
@@ -503,55 +518,60 @@ class ResponseSink:
             self.files.append(event)
 
     async def code_done(self, call: ToolCall, result: ExecutionResult) -> None:
-        item = self.calls[call.id]
+        item = self._code(call)
         assert self.container is not None
-        session = self.container["id"]
+        session = self.container.id
         await self.responder.containers.touch(self.owner, session)
         base = self.base_url
 
         def url(image: ImageFile) -> str:
             return f"{base}v1/containers/{session}/files/{cfile_id(image.file_id)}/content"
 
-        done = call_item(result, image_url=url)
-        item.update(status=done["status"], outputs=done["outputs"])
-        index = self.response["output"].index(item)
+        done = ResponseCodeInterpreterToolCall.model_validate(call_item(result, image_url=url))
+        item.status, item.outputs = done.status, done.outputs
+        index = self.response.output.index(item)
+        self.emit("response.code_interpreter_call.completed", output_index=index, item_id=item.id)
         self.emit(
-            "response.code_interpreter_call.completed", output_index=index, item_id=item["id"]
+            "response.output_item.done", output_index=index, item=shown(item, self.body.include)
         )
-        shown = served({"output": [item]}, self.body.include)["output"][0]
-        self.emit("response.output_item.done", output_index=index, item=shown)
 
     async def code_skipped(self, call: ToolCall, note: str) -> None:
-        item = self.calls[call.id]
-        item.update(code=call.code, status="incomplete", outputs=[])
-        index = self.response["output"].index(item)
-        self.emit("response.output_item.done", output_index=index, item=dict(item))
+        item = self._code(call)
+        item.code, item.status, item.outputs = call.code, "incomplete", []
+        index = self.response.output.index(item)
+        self.emit("response.output_item.done", output_index=index, item=item)
 
     async def calls_done(self, calls: list[ToolCall], shown: dict[str, str]) -> None:
-        output = self.response["output"]
+        output = self.response.output
         for call in calls:
-            if call.name == CODE_TOOL:
-                continue
             item = self.calls[call.id]
-            item.update(arguments=call.arguments, status="completed")
+            if not isinstance(item, ResponseFunctionToolCall):
+                continue
+            item.arguments, item.status = call.arguments, "completed"
             index = output.index(item)
             self.emit(
                 "response.function_call_arguments.delta",
                 output_index=index,
-                item_id=item["id"],
+                item_id=item.id,
                 delta=call.arguments,
             )
             self.emit(
                 "response.function_call_arguments.done",
                 output_index=index,
-                item_id=item["id"],
+                item_id=item.id,
+                name=call.name,
                 arguments=call.arguments,
             )
-            self.emit("response.output_item.done", output_index=index, item=dict(item))
+            self.emit("response.output_item.done", output_index=index, item=item)
         # A code item is its own call's id for the model (its output says so).
-        results = {self.calls[c]["id"]: text for c, text in shown.items()}
-        self.units += units_of([self.calls[call.id] for call in calls], results)
+        results = {_item_id(self.calls[c]): text for c, text in shown.items()}
+        self.units += units_of([self.calls[call.id].model_dump() for call in calls], results)
         self.save()
+
+    def _code(self, call: ToolCall) -> ResponseCodeInterpreterToolCall:
+        item = self.calls[call.id]
+        assert isinstance(item, ResponseCodeInterpreterToolCall)
+        return item
 
     async def functions_pending(self, calls: list[ToolCall]) -> None:
         """Function calls are answered by the caller, in a request of its own."""
@@ -568,43 +588,45 @@ class ResponseSink:
             ending = Ending("failed", code="invalid_prompt", message=message)
         response = self.response
         if ending.status == "failed":
-            response["error"] = {"code": ending.code, "message": ending.message}
-        status = "completed" if ending.status == "requires_action" else ending.status
+            response.error = ResponseError.model_validate(
+                {"code": _error_code(ending.code), "message": ending.message or ""}
+            )
+        status: _Status = "completed" if ending.status == "requires_action" else ending.status
         if ending.status == "incomplete":
             reason = "content_filter" if ending.reason == "content_filter" else "max_output_tokens"
-            response["incomplete_details"] = {"reason": reason}
+            response.incomplete_details = IncompleteDetails(reason=reason)
         await self._end(status)
 
-    async def _end(self, status: str) -> None:
+    async def _end(self, status: _Status) -> None:
         """End the response; what a response that completes (or stops short of its
         limits) added is kept for the responses that continue it."""
         response = self.response
-        response["status"] = status
+        response.status = status
         if status in ("failed", "cancelled"):
             _stop_items(response)
         if status == "completed":
-            response["completed_at"] = wire.now()
+            response.completed_at = wire.now()
         if self.budget.turns:
             usage = self.budget.usage
-            response["usage"] = rwire.usage(usage["prompt_tokens"], usage["completion_tokens"])
+            response.usage = rwire.usage(usage["prompt_tokens"], usage["completion_tokens"])
         if self.body.conversation is not None and status in ("completed", "incomplete"):
             conversation = self.body.conversation_id()
             if await self.store.get(rwire.CONVERSATION, self.owner, conversation) is not None:
-                items = [*self.items, *(dict(item) for item in response["output"])]
+                items = [*self.items, *(item.model_dump() for item in response.output)]
                 await self.responder.add_items(self.owner, conversation, items)
         if self.keep:
             async with self.store.transaction() as tx:
                 if status in ("completed", "incomplete"):
-                    container = self.container["id"] if self.container else None
-                    tx.append(self.owner, response["id"], [*self.inputs, *self.units])
-                    tx.relink(self.owner, response["id"], container)
+                    container = self.container.id if self.container else None
+                    tx.append(self.owner, response.id, [*self.inputs, *self.units])
+                    tx.relink(self.owner, response.id, container)
                 tx.put("response", self.owner, response)
         # The API has no cancelled event: the stream ends with the response, cancelled.
         self.emit_response("response.incomplete" if status == "cancelled" else f"response.{status}")
 
     async def _forget(self) -> None:
         if self.keep:
-            await self.responder.remove(self.owner, self.response["id"])
+            await self.responder.remove(self.owner, self.response.id)
 
 
 def _settings(body: ResponseCreate, model: str) -> Settings:
@@ -741,11 +763,24 @@ def _chat_call(item: dict[str, Any]) -> dict[str, Any]:
     return chat_tool_call(item["call_id"], item["name"], item["arguments"])
 
 
-def _stop_items(response: dict[str, Any]) -> None:
+def _stop_items(response: Response) -> None:
     """Items a stopped response leaves unfinished say so."""
-    for item in response["output"]:
-        if item.get("status") in ("in_progress", "interpreting"):
-            item["status"] = "incomplete"
+    for item in response.output:
+        if isinstance(item, CallItem | ResponseOutputMessage) and item.status in (
+            "in_progress",
+            "interpreting",
+        ):
+            item.status = "incomplete"
+
+
+def _item_id(item: CallItem) -> str:
+    return item.id or ""
+
+
+def _error_code(code: str | None) -> str:
+    """An error code the Responses API has: the upstream's own is in the message."""
+    known = {"server_error", "rate_limit_exceeded", "invalid_prompt"}
+    return code if code in known else "server_error"
 
 
 def units_of(items: list[dict[str, Any]], results: dict[str, str]) -> list[Unit]:

@@ -21,9 +21,14 @@ MEMORY_BYTES: dict[str, int] = {
 INCLUDE_OUTPUTS = "code_interpreter_call.outputs"
 
 
+# `prompt_cache_breakpoint` (on each input part) steers OpenAI's prompt cache: accepted,
+# and not used.
+
+
 class InputText(Body):
     type: Literal["input_text"]
     text: Annotated[str, Field(max_length=1_000_000)]
+    prompt_cache_breakpoint: dict[str, Any] | None = None
 
 
 class OutputText(Echoed):
@@ -37,6 +42,7 @@ class InputImage(Body):
     image_url: Annotated[str, Field(max_length=20_000_000)] | None = None
     file_id: ID | None = None
     detail: Literal["low", "high", "auto"] | None = None
+    prompt_cache_breakpoint: dict[str, Any] | None = None
 
 
 class InputFile(Body):
@@ -45,6 +51,8 @@ class InputFile(Body):
     filename: Annotated[str, Field(max_length=255)] | None = None
     file_data: Annotated[str, Field(max_length=20_000_000)] | None = None
     file_url: Annotated[str, Field(max_length=2048)] | None = None
+    detail: Literal["low", "high", "auto"] | None = None
+    prompt_cache_breakpoint: dict[str, Any] | None = None
 
 
 Content = Annotated[InputText | OutputText | InputImage | InputFile, Field(discriminator="type")]

@@ -4,9 +4,12 @@ through."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
+from openai.types.conversations import (
+    Conversation,
+    ConversationDeletedResource,
+    ConversationItem,
+)
 
 from .. import _wire as wire
 from .. import _wire_responses as rwire
@@ -18,7 +21,7 @@ from ..protocol.responses import ConversationCreate, ConversationItemsCreate, Co
 router = APIRouter(prefix="/v1/conversations")
 
 
-async def _conversation(services: ServicesDep, owner: str, conversation_id: str) -> dict[str, Any]:
+async def _conversation(services: ServicesDep, owner: str, conversation_id: str) -> Conversation:
     found = await services.store.get(rwire.CONVERSATION, owner, conversation_id)
     if found is None:
         raise not_found("conversation", conversation_id)
@@ -28,41 +31,43 @@ async def _conversation(services: ServicesDep, owner: str, conversation_id: str)
 @router.post("")
 async def create_conversation(
     body: ConversationCreate, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> Conversation:
     items = [stored_item(item) for item in body.items or []]
     await services.responder.check_images(owner, items, param="items")
     created = rwire.conversation(body.metadata)
     await services.store.create("conversation", owner, created)
-    await services.responder.add_items(owner, created["id"], items)
+    await services.responder.add_items(owner, created.id, items)
     return created
 
 
 @router.get("/{conversation_id}")
 async def get_conversation(
     conversation_id: str, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> Conversation:
     return await _conversation(services, owner, conversation_id)
 
 
 @router.post("/{conversation_id}")
 async def update_conversation(
     conversation_id: str, body: ConversationUpdate, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> Conversation:
     found = await _conversation(services, owner, conversation_id)
-    found["metadata"] = body.metadata
+    found.metadata = body.metadata
     return await services.store.put("conversation", owner, found)
 
 
 @router.delete("/{conversation_id}")
 async def delete_conversation(
     conversation_id: str, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> ConversationDeletedResource:
     await _conversation(services, owner, conversation_id)
     async with services.store.transaction() as tx:
         tx.delete_children(owner, [conversation_id])
         tx.forget(owner, [conversation_id])
         tx.delete("conversation", owner, conversation_id)
-    return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+    return ConversationDeletedResource(
+        id=conversation_id, object="conversation.deleted", deleted=True
+    )
 
 
 @router.post("/{conversation_id}/items")
@@ -71,12 +76,12 @@ async def create_items(
     body: ConversationItemsCreate,
     owner: Owner,
     services: ServicesDep,
-) -> wire.ListPage[dict[str, Any]]:
+) -> wire.ListPage[ConversationItem]:
     await _conversation(services, owner, conversation_id)
     items = [stored_item(item) for item in body.items]
     await services.responder.check_images(owner, items, param="items")
     await services.responder.add_items(owner, conversation_id, items)
-    return wire.page(items, False)
+    return wire.page([rwire.CONVERSATION_ITEM.load(item) for item in items], False)
 
 
 @router.get("/{conversation_id}/items")
@@ -87,7 +92,7 @@ async def list_items(
     limit: Limit = 20,
     order: ListOrder = "desc",
     after: Cursor = None,
-) -> wire.ListPage[dict[str, Any]]:
+) -> wire.ListPage[ConversationItem]:
     await _conversation(services, owner, conversation_id)
     cursor = item_key(conversation_id, after) if after is not None else None
     page = await services.store.page(
@@ -104,7 +109,7 @@ async def list_items(
 @router.get("/{conversation_id}/items/{item_id}")
 async def get_item(
     conversation_id: str, item_id: str, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> ConversationItem:
     await _conversation(services, owner, conversation_id)
     key = item_key(conversation_id, item_id)
     found = await services.store.get(rwire.CONVERSATION_ITEM, owner, key)
@@ -116,7 +121,7 @@ async def get_item(
 @router.delete("/{conversation_id}/items/{item_id}")
 async def delete_item(
     conversation_id: str, item_id: str, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> Conversation:
     found = await _conversation(services, owner, conversation_id)
     key = item_key(conversation_id, item_id)
     if not await services.store.delete("conversation_item", owner, key):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from openai.types.responses import ResponseItem
 
 from .. import _wire as wire
 from .. import _wire_responses as rwire
@@ -35,7 +36,7 @@ def _include(request: Request) -> list[str]:
 @router.post("/v1/responses", response_model=None)
 async def create_response(
     body: ResponseCreate, owner: Owner, services: ServicesDep, request: Request
-) -> Response | dict[str, Any]:
+) -> Response | rwire.Response:
     response, events, task = await services.responder.start(
         owner, body, base_url=str(request.base_url)
     )
@@ -57,13 +58,13 @@ async def get_response(
     request: Request,
     stream: bool = False,
     starting_after: Annotated[int | None, Query(ge=0)] = None,
-) -> Response | dict[str, Any]:
+) -> Response | rwire.Response:
     found = await find(services, rwire.RESPONSE, owner, response_id, "response")
     if not stream:
         return served(found, _include(request))
     # A background response's stream, joined (again): from its first event (what the SDK's
     # `responses.stream(response_id=…)` needs), or after ``starting_after``.
-    if not found["background"]:
+    if not found.background:
         raise bad_request("Only a background response can be streamed again.", param="stream")
     events = services.responder.events(response_id)
     if events is None:
@@ -77,16 +78,16 @@ async def get_response(
 
 
 @router.delete("/v1/responses/{response_id}")
-async def delete_response(response_id: str, owner: Owner, services: ServicesDep) -> dict[str, Any]:
+async def delete_response(response_id: str, owner: Owner, services: ServicesDep) -> wire.Deleted:
     found = await find(services, rwire.RESPONSE, owner, response_id, "response")
-    if found["status"] in ("queued", "in_progress"):
+    if found.status in ("queued", "in_progress"):
         await services.responder.cancel(owner, found)
     await services.responder.remove(owner, response_id)
-    return {"id": response_id, "object": "response.deleted", "deleted": True}
+    return wire.Deleted(id=response_id, object="response.deleted")
 
 
 @router.post("/v1/responses/{response_id}/cancel")
-async def cancel_response(response_id: str, owner: Owner, services: ServicesDep) -> dict[str, Any]:
+async def cancel_response(response_id: str, owner: Owner, services: ServicesDep) -> rwire.Response:
     found = await find(services, rwire.RESPONSE, owner, response_id, "response")
     return served(await services.responder.cancel(owner, found), None)
 
@@ -94,7 +95,7 @@ async def cancel_response(response_id: str, owner: Owner, services: ServicesDep)
 @router.get("/v1/responses/{response_id}/input_items")
 async def input_items(
     response_id: str, owner: Owner, page: Page, services: ServicesDep
-) -> wire.ListPage[dict[str, Any]]:
+) -> wire.ListPage[ResponseItem]:
     await find(services, rwire.RESPONSE, owner, response_id, "response")
     # Input items are found by a key of their response (an item's id is the client's).
     keyed = PageQuery(
@@ -112,7 +113,7 @@ async def input_items(
 @router.post("/v1/containers")
 async def create_container(
     body: ContainerCreate, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> rwire.Container:
     minutes = body.expires_after.minutes if body.expires_after else 20
     return await services.containers.create(
         owner,
@@ -131,28 +132,26 @@ async def list_containers(
     order: ListOrder = "desc",
     after: Cursor = None,
     name: Annotated[str | None, Query(max_length=256)] = None,
-) -> wire.ListPage[dict[str, Any]]:
+) -> wire.ListPage[rwire.Container]:
     page = PageQuery(limit=limit, order=order, after=after)
     return await listing(services, rwire.CONTAINER, owner, page, where={"name": name})
 
 
 @router.get("/v1/containers/{container_id}")
-async def get_container(container_id: str, owner: Owner, services: ServicesDep) -> dict[str, Any]:
+async def get_container(container_id: str, owner: Owner, services: ServicesDep) -> rwire.Container:
     return await services.containers.get(owner, container_id)
 
 
 @router.delete("/v1/containers/{container_id}")
-async def delete_container(
-    container_id: str, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+async def delete_container(container_id: str, owner: Owner, services: ServicesDep) -> wire.Deleted:
     await services.containers.delete(owner, container_id)
-    return {"id": container_id, "object": "container.deleted", "deleted": True}
+    return wire.Deleted(id=container_id, object="container.deleted")
 
 
 @router.post("/v1/containers/{container_id}/files")
 async def create_container_file(
     container_id: str, owner: Owner, services: ServicesDep, request: Request
-) -> dict[str, Any]:
+) -> rwire.ContainerFile:
     containers = services.containers
     await containers.live(owner, container_id)
     kind = request.headers.get("content-type", "")
@@ -180,7 +179,7 @@ async def list_container_files(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: ListOrder = "desc",
     after: Cursor = None,
-) -> wire.ListPage[dict[str, Any]]:
+) -> wire.ListPage[rwire.ContainerFile]:
     await services.containers.live(owner, container_id)
     page = PageQuery(limit=limit, order=order, after=after)
     return await listing(services, rwire.CONTAINER_FILE, owner, page, parent=container_id)
@@ -189,7 +188,7 @@ async def list_container_files(
 @router.get("/v1/containers/{container_id}/files/{file_id}")
 async def get_container_file(
     container_id: str, file_id: str, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> rwire.ContainerFile:
     await services.containers.live(owner, container_id)
     return await services.containers.file(owner, container_id, file_id)
 
@@ -201,8 +200,8 @@ async def container_file_content(
     containers = services.containers
     await containers.live(owner, container_id)
     found = await containers.file(owner, container_id, file_id)
-    path, mime = containers.stored(stored_id(found["id"]))
-    name = found["path"].rsplit("/", 1)[-1]
+    path, mime = containers.stored(stored_id(found.id))
+    name = found.path.rsplit("/", 1)[-1]
     return StreamingResponse(
         await open_stored(path, file_id), media_type=mime, headers=attachment(name)
     )
@@ -211,7 +210,7 @@ async def container_file_content(
 @router.delete("/v1/containers/{container_id}/files/{file_id}")
 async def delete_container_file(
     container_id: str, file_id: str, owner: Owner, services: ServicesDep
-) -> dict[str, Any]:
+) -> wire.Deleted:
     await services.containers.live(owner, container_id)
     await services.containers.delete_file(owner, container_id, file_id)
-    return {"id": file_id, "object": "container.file.deleted", "deleted": True}
+    return wire.Deleted(id=file_id, object="container.file.deleted")
