@@ -35,6 +35,7 @@ from openai.types.beta.threads.runs import (
     CodeInterpreterToolCall,
     FunctionToolCall,
     RunStep,
+    RunStepDeltaEvent,
     ToolCallsStepDetails,
 )
 from openai.types.beta.threads.runs import ToolCall as StepToolCall
@@ -523,10 +524,7 @@ class RunSink:
             emit("thread.run.step.created", self.tool_step)
             emit("thread.run.step.in_progress", self.tool_step)
         _tool_calls(self.tool_step).append(_call_object(call))
-        emit(
-            "thread.run.step.delta",
-            assistants.step_delta(self.tool_step.id, _call_created(call)),
-        )
+        emit("thread.run.step.delta", _step_delta(self.tool_step.id, _call_created(call)))
 
     async def code_delta(self, call: ToolCall, text: str) -> None:
         if self.tool_step is None:
@@ -536,7 +534,7 @@ class RunSink:
             "type": "code_interpreter",
             "code_interpreter": {"input": text},
         }
-        self.events.emit("thread.run.step.delta", assistants.step_delta(self.tool_step.id, delta))
+        self.events.emit("thread.run.step.delta", _step_delta(self.tool_step.id, delta))
 
     async def session(self) -> str:
         return await self.runner.session(self)
@@ -560,7 +558,7 @@ class RunSink:
                 tool_index=position,
             )  # fmt: skip
             for delta in deltas:
-                self.events.emit("thread.run.step.delta", delta)
+                self.events.emit("thread.run.step.delta", RunStepDeltaEvent.model_validate(delta))
 
     async def code_done(self, call: ToolCall, result: ExecutionResult) -> None:
         found = _CODE_OUTPUTS.validate_python(assistants.outputs(result))
@@ -742,6 +740,11 @@ class RunSink:
 
 _Ended = Literal["completed", "incomplete", "failed", "cancelled"]
 _CODE_OUTPUTS: TypeAdapter[list[CodeOutput]] = TypeAdapter(list[CodeOutput])
+
+
+def _step_delta(step_id: str, call: dict[str, Any]) -> RunStepDeltaEvent:
+    """A ``thread.run.step.delta`` for one tool call (the engine's adapter shapes it)."""
+    return RunStepDeltaEvent.model_validate(assistants.step_delta(step_id, call))
 
 
 def _close_step(step: RunStep, status: _Ended, now: int) -> None:
