@@ -151,6 +151,9 @@ class Config(BaseSettings):
     """Context windows by model name, over what the upstream reports."""
     tool_outputs_timeout: float = Field(600.0, gt=0)
     """Seconds a run waits in ``requires_action`` for its tool outputs before it ``expired``."""
+    run_timeout: float = Field(600.0, gt=0)
+    """Seconds a run (or a response) may run, all its model turns and code included (not
+    its wait for tool outputs): past them, a run ends ``expired``, a response ``failed``."""
     model: str | None = None
     """The model a run uses when neither it nor its assistant names one; also what
     ``GET /v1/models`` lists (else the upstream's list)."""

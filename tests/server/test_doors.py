@@ -152,6 +152,38 @@ async def test_tool_outputs_that_do_not_come_expire_the_run(doors: Doors) -> Non
     await client.beta.threads.messages.create(thread_id=thread.id, role="user", content="x")
 
 
+async def test_a_run_that_goes_on_past_its_time_ends_and_its_code_is_stopped(
+    doors: Doors,
+) -> None:
+    """Past ``run_timeout`` a run ends ``expired`` (its open step too) and a response
+    ``failed``, each saying why; the code running then is stopped, not waited for."""
+    services = doors.app.state.services
+    services.runner.run_timeout = services.responder.run_timeout = 0.3
+    client = doors.client()
+    helper = await code_assistant(client)
+    thread = await client.beta.threads.create(
+        messages=[{"role": "user", "content": "RUN: SLEEP 30"}]
+    )
+    started = asyncio.get_running_loop().time()
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=helper, poll_interval_ms=20
+    )
+    assert run.status == "expired" and run.expires_at is not None
+    assert asyncio.get_running_loop().time() - started < 10  # the sleep did not finish
+    steps = await client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id)
+    assert [s.status for s in steps.data] == ["expired"]
+    await client.beta.threads.messages.create(thread_id=thread.id, role="user", content="hi")
+    again = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=helper, poll_interval_ms=20
+    )
+    assert again.status == "completed"  # the thread goes on
+    tools: Any = [{"type": "code_interpreter", "container": {"type": "auto"}}]
+    response = await client.responses.create(model=MODEL, input="RUN: SLEEP 30", tools=tools)
+    assert response.status == "failed" and response.error is not None
+    assert "past 0.3 s" in response.error.message
+    assert [getattr(item, "status", None) for item in response.output] == ["incomplete"]
+
+
 async def test_another_keys_objects_are_not_found(doors: Doors) -> None:
     alice, bob = doors.client(KEY_A), doors.client(KEY_B)
     helper = await code_assistant(alice)

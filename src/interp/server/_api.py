@@ -222,6 +222,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             agent=agent,
             default_model=config.model,
             tool_outputs_timeout=config.tool_outputs_timeout,
+            run_timeout=config.run_timeout,
         )
         containers = Containers(store=store, engine=sandbox)
         responder = Responder(
@@ -230,6 +231,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             agent=agent,
             containers=containers,
             default_model=config.model,
+            run_timeout=config.run_timeout,
         )
         containers.start()
         holder["state"] = app.state.services = Services(

@@ -45,7 +45,7 @@ from ._store import Store, Writes
 from .agent.context import Unit, outputs_text, replay
 from .agent.events import RunEvents
 from .agent.images import file_image
-from .agent.loop import Ending, Runs, drive
+from .agent.loop import Ending, Runs, Status, drive
 from .agent.model import CODE_TOOL, ToolCall, chat_tool_call, code_arguments
 from .agent.turn import Agent, Budget, History, PromptTooLong, Settings
 from .protocol.responses import (
@@ -65,6 +65,16 @@ OutputItem = ResponseOutputItem
 CallItem = ResponseCodeInterpreterToolCall | ResponseFunctionToolCall
 _Status = Literal["completed", "incomplete", "failed", "cancelled"]
 _EVENT: TypeAdapter[ResponseStreamEvent] = TypeAdapter(ResponseStreamEvent)
+_STATUS: dict[Status, _Status] = {
+    "completed": "completed",
+    "incomplete": "incomplete",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    # Functions waiting for their outputs: the response is complete (its caller answers
+    # them in a request of its own).
+    "requires_action": "completed",
+    "expired": "failed",  # the Responses API has no such status
+}
 
 KEPT_EVENTS_S = 600.0
 """How long a background response's events are kept for a stream to (re)join, once it
@@ -95,12 +105,15 @@ class Responder:
         agent: Agent,
         containers: Containers,
         default_model: str | None,
+        run_timeout: float = 600.0,
     ) -> None:
         self.store = store
         self._engine = engine
         self._agent = agent
         self.containers = containers
         self._default_model = default_model
+        self.run_timeout = run_timeout
+        """Seconds a response may run."""
         self._runs = Runs()
         self._events: dict[str, RunEvents] = {}
 
@@ -159,7 +172,9 @@ class Responder:
             history=history,
             items=items,
             budget=Budget(
-                max_tool_calls=body.max_tool_calls, max_completion_tokens=body.max_output_tokens
+                max_tool_calls=body.max_tool_calls,
+                max_completion_tokens=body.max_output_tokens,
+                seconds=self.run_timeout,
             ),
         )
         settings, budget = _settings(body, model), sink.budget
@@ -587,11 +602,11 @@ class ResponseSink:
             message = f"the input does not fit the model: {ending.message}"
             ending = Ending("failed", code="invalid_prompt", message=message)
         response = self.response
-        if ending.status == "failed":
+        status = _STATUS[ending.status]
+        if status == "failed":
             response.error = ResponseError.model_validate(
                 {"code": _error_code(ending.code), "message": ending.message or ""}
             )
-        status: _Status = "completed" if ending.status == "requires_action" else ending.status
         if ending.status == "incomplete":
             reason = "content_filter" if ending.reason == "content_filter" else "max_output_tokens"
             response.incomplete_details = IncompleteDetails(reason=reason)

@@ -78,6 +78,7 @@ class Runner:
         agent: Agent,
         default_model: str | None,
         tool_outputs_timeout: float = 600.0,
+        run_timeout: float = 600.0,
     ):
         self._store = store
         self._engine = engine
@@ -85,6 +86,8 @@ class Runner:
         self._default_model = default_model
         self.outputs_timeout = tool_outputs_timeout
         """Seconds a run waits in ``requires_action`` before it ``expired``."""
+        self.run_timeout = run_timeout
+        """Seconds a run may go on (from its start, or its restart with tool outputs)."""
         self.clock: Callable[[], float] = time.time
         """What ``expires_at`` is measured by (a test moves it on)."""
         self._runs = Runs()
@@ -164,7 +167,7 @@ class Runner:
         self.check_idle(thread.id)
         events = RunEvents()
         self._events[run.id] = events
-        budget = Budget(max_completion_tokens=run.max_completion_tokens)
+        budget = Budget(max_completion_tokens=run.max_completion_tokens, seconds=self.run_timeout)
         if run.usage is not None:
             budget.usage.update(run.usage.model_dump())
         sink = RunSink(self, owner=owner, run=run, assistant=assistant, thread=thread,
@@ -629,6 +632,8 @@ class RunSink:
             self.run.last_error = LastError(code=code or "server_error", message=ending.message)
         reason = INCOMPLETE.get(ending.reason or "") if ending.status == "incomplete" else None
         self._end(cast(_Ended, ending.status), reason)
+        if ending.status == "expired":
+            log.warning("run %s expired: %s", self.run.id, ending.message)
 
     # Its objects.
 
@@ -683,9 +688,7 @@ class RunSink:
         else:
             message.status, message.incomplete_at = "incomplete", now
             message.incomplete_details = IncompleteDetails.model_validate({"reason": incomplete})
-        status: _Ended = {"run_failed": "failed", "run_cancelled": "cancelled"}.get(
-            incomplete or "", "completed"
-        )  # type: ignore[assignment]
+        status: _Ended = next((s for s, cut in _CUT.items() if cut == incomplete), "completed")
         _close_step(step, status, now)
         writes = Writes()
         writes.put("message", self.owner, message)
@@ -707,13 +710,12 @@ class RunSink:
         if self.budget.turns:
             run.usage = Usage.model_validate(self.budget.usage)
         if self.message is not None:
-            cut = {"failed": "run_failed", "cancelled": "run_cancelled"}.get(status, "max_tokens")
-            self._close_message(cut)
+            self._close_message(_CUT.get(status, "max_tokens"))
         now = wire.now()
         writes = Writes()
         step = self.tool_step
         if step is not None:
-            ended: _Ended = status if status in ("failed", "cancelled") else "completed"
+            ended: _Ended = status if status in _CUT else "completed"
             _close_step(step, ended, now)
             if ended == "failed" and run.last_error is not None:
                 limited = run.last_error.code == "rate_limit_exceeded"
@@ -731,6 +733,8 @@ class RunSink:
             run.failed_at = now
         elif status == "cancelled":
             run.cancelled_at = now
+        elif status == "expired":
+            run.expires_at = now
         if reason is not None:
             run.incomplete_details = RunIncomplete.model_validate({"reason": reason})
         writes.put("run", self.owner, run)
@@ -738,7 +742,13 @@ class RunSink:
         self.events.emit(f"thread.run.{status}", run)
 
 
-_Ended = Literal["completed", "incomplete", "failed", "cancelled"]
+_Ended = Literal["completed", "incomplete", "failed", "cancelled", "expired"]
+_CUT: dict[_Ended, Literal["run_failed", "run_cancelled", "run_expired"]] = {
+    "failed": "run_failed",
+    "cancelled": "run_cancelled",
+    "expired": "run_expired",
+}
+"""How a run that ends so leaves its reply (``incomplete``) and its open step (so)."""
 _CODE_OUTPUTS: TypeAdapter[list[CodeOutput]] = TypeAdapter(list[CodeOutput])
 
 
@@ -753,6 +763,8 @@ def _close_step(step: RunStep, status: _Ended, now: int) -> None:
         step.status, step.failed_at = "failed", now
     elif status == "cancelled":
         step.status, step.cancelled_at = "cancelled", now
+    elif status == "expired":
+        step.status, step.expired_at = "expired", now
     else:
         step.status, step.completed_at = "completed", now
 

@@ -36,13 +36,14 @@ from .turn import Agent, Budget, History, PromptTooLong, Reason, Settings
 
 log = logging.getLogger("interp.server")
 
-Status = Literal["completed", "incomplete", "failed", "cancelled", "requires_action"]
+Status = Literal["completed", "incomplete", "failed", "cancelled", "requires_action", "expired"]
 
 
 @dataclass(frozen=True)
 class Ending:
     status: Status
-    """``requires_action``: the run waits for the outputs of the functions it called."""
+    """``requires_action``: the run waits for the outputs of the functions it called;
+    ``expired``: it went on past its budget's ``seconds``."""
     reason: Reason | None = None
     """Why it is ``incomplete``."""
     code: str | None = None
@@ -170,9 +171,18 @@ async def drive(
     started: Callable[[], bool],
 ) -> None:
     """Run the loop and tell the sink how it ended, whatever ended it: a cancel (when
-    ``cancelled()``; else the server stopping), the model, the sandbox, a bug."""
+    ``cancelled()``; else the server stopping), its time running out (code running then
+    is interrupted, as by a cancel), the model, the sandbox, a bug."""
+    loop = asyncio.get_running_loop()
+    limit = asyncio.timeout_at(None if budget.seconds is None else loop.time() + budget.seconds)
     try:
-        ending = await run_loop(agent, engine, settings, budget, sink)
+        try:
+            async with limit:
+                ending = await run_loop(agent, engine, settings, budget, sink)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            ending = Ending("expired", message=f"the run went on past {budget.seconds:g} s")
     except asyncio.CancelledError:
         if cancelled():
             ending = Ending("cancelled")

@@ -77,6 +77,8 @@ class Budget:
     max_tool_calls: int | None = None
     max_completion_tokens: int | None = None
     max_turns: int = MAX_MODEL_TURNS
+    seconds: float | None = None
+    """How long the run may go on, from its start (or its restart with tool outputs)."""
     turns: int = 0
     tool_calls: int = 0
     usage: dict[str, int] = field(
