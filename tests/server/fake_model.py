@@ -23,7 +23,8 @@ request's tokens by its own rule (words and punctuation, as a tokenizer the serv
 not know), refuses one over the window (with ``max_completion_tokens``) as OpenAI and vLLM
 do (400 ``context_length_exceeded``, naming the window), reports the count as
 ``usage.prompt_tokens``, advertises the window as ``max_model_len`` in ``/v1/models``
-(unless ``advertise`` is false), and cuts a reply at ``max_completion_tokens`` with
+(unless ``advertise`` is false; as Ollama, with ``ollama``, it names it in ``/api/ps``
+only), and cuts a reply at ``max_completion_tokens`` with
 ``finish_reason: "length"``.
 """
 
@@ -109,10 +110,16 @@ def _pieces(text: str, size: int = 7) -> Iterator[str]:
 
 class FakeModel:
     def __init__(
-        self, port: int | None = None, *, window: int | None = None, advertise: bool = True
+        self,
+        port: int | None = None,
+        *,
+        window: int | None = None,
+        advertise: bool = True,
+        ollama: bool = False,
     ) -> None:
         self.window = window
-        self.advertise = advertise
+        self.advertise = advertise and not ollama
+        self.ollama = ollama
         self.requests: list[dict[str, Any]] = []
         """Every request answered (not refused as too long)."""
         self.refused: list[int] = []
@@ -125,6 +132,8 @@ class FakeModel:
             routes=[
                 Route("/v1/chat/completions", self._complete, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/api/show", self._show, methods=["POST"]),
+                Route("/api/ps", self._running, methods=["GET"]),
             ]
         )
         self._server = uvicorn.Server(
@@ -150,6 +159,21 @@ class FakeModel:
         if self.window is not None and self.advertise:
             model["max_model_len"] = self.window
         return JSONResponse({"object": "list", "data": [model]})
+
+    async def _show(self, request: Request) -> Response:
+        """Ollama's model details: its trained context in ``model_info`` (not what it
+        serves), no ``num_ctx`` parameter."""
+        if not self.ollama:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        info = {"general.architecture": "llama", "llama.context_length": 131072}
+        return JSONResponse({"parameters": "temperature 0.7", "model_info": info})
+
+    async def _running(self, request: Request) -> Response:
+        """Ollama's loaded models, each with the window it allocated (the one it serves)."""
+        if not self.ollama:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        loaded = {"name": f"{MODEL}:latest", "model": f"{MODEL}:latest"}
+        return JSONResponse({"models": [{**loaded, "context_length": self.window}]})
 
     async def _complete(self, request: Request) -> Response:
         body = await request.json()

@@ -364,6 +364,27 @@ def test_a_model_whose_window_is_not_advertised_is_fitted_after_its_first_refusa
             server.stop()
 
 
+def test_an_ollama_models_window_is_the_one_it_allocated(tmp_path: Path) -> None:
+    """Ollama names no window in /v1/models and cuts an over-long prompt from its start
+    without a word: the window it has allocated (/api/ps) is the one fitted, from the
+    first request, not the model's trained length (/api/show)."""
+    with FakeModel(window=WINDOW, ollama=True) as model:
+        server = start_server(tmp_path, model.url)
+        try:
+            client = server.client()
+            thread = client.beta.threads.create(
+                messages=[{"role": "user", "content": note(i, 500)} for i in range(24)]
+            )
+            run = client.beta.threads.runs.create_and_poll(
+                thread_id=thread.id, assistant_id=code_assistant(client), poll_interval_ms=100
+            )
+            assert run.status == "completed", run.last_error
+            assert model.refused == []
+            assert all(request["prompt_tokens"] <= WINDOW for request in model.requests)
+        finally:
+            server.stop()
+
+
 def expiring_outputs(client: openai.OpenAI) -> None:
     """With tool_outputs_timeout 1 s, a run waiting for outputs ends expired, its step
     too; its outputs are then refused and the thread takes a new run."""

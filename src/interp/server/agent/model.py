@@ -92,6 +92,7 @@ _CONTEXT_LIMIT = re.compile(
     r"(?:maximum context length|context length|context window)(?: is| of)?\s+(\d+)", re.I
 )
 _WINDOW_FIELDS = ("max_model_len", "context_length", "context_window", "max_context_length")
+OLLAMA_DEFAULT_WINDOW = 4096
 """Where servers put a model's context window in ``/v1/models``: vLLM, LM Studio and
 OpenRouter, others."""
 
@@ -187,6 +188,7 @@ class Model:
             base_url=base_url, api_key=api_key, timeout=timeout, max_retries=1
         )
         self._listed: dict[str, dict[str, Any]] | None = None
+        self._ollama: dict[str, int | None] = {}
 
     async def close(self) -> None:
         await self.client.close()
@@ -209,7 +211,37 @@ class Model:
             value = found.get(field_name)
             if isinstance(value, int) and value > 0:
                 return value
-        return None
+        if name not in self._ollama:  # asked once a model, as /v1/models is
+            try:
+                async with asyncio.timeout(10):
+                    self._ollama[name] = await self._ollama_window(name)
+            except (openai.APIError, TimeoutError):
+                self._ollama[name] = None
+        return self._ollama[name]
+
+    async def _ollama_window(self, name: str) -> int | None:
+        """Ollama's window for a model (``None`` from a server that is not Ollama).
+
+        Its ``/v1/models`` names none, and a prompt over the window is cut from its start
+        without a word (the instructions go first): the window it allocated for the model
+        when it is loaded (``/api/ps``), else the model's ``num_ctx``, else the smallest of
+        its defaults (4096; more with more VRAM, which the API does not say)."""
+        root = str(self.client.base_url).rstrip("/").removesuffix("/v1")
+        shown = await self.client.post(f"{root}/api/show", body={"model": name}, cast_to=object)
+        if not isinstance(shown, dict) or "model_info" not in shown:
+            return None
+        running = await self.client.get(f"{root}/api/ps", cast_to=object)
+        loaded = running.get("models") if isinstance(running, dict) else None
+        names = {name, f"{name}:latest"}
+        for model in loaded or []:
+            size = model.get("context_length")
+            if model.get("name") in names and isinstance(size, int) and size > 0:
+                return size
+        for line in str(shown.get("parameters") or "").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "num_ctx" and value.strip().isdigit():
+                return int(value.strip())
+        return OLLAMA_DEFAULT_WINDOW
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[Piece]:
         """Stream one completion as pieces; the last one is ``Finished``."""
