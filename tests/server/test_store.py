@@ -146,6 +146,20 @@ async def test_a_database_of_another_schema_version_is_refused(db_url: str) -> N
     await refused.close()
 
 
+async def append(
+    store: Store, owner: str, key: str, units: list[Unit], *, ref: str | None = None
+) -> None:
+    async with store.transaction() as tx:
+        tx.append(owner, key, units, ref=ref)
+
+
+async def link(
+    store: Store, owner: str, response_id: str, previous: str | None, container: str | None
+) -> None:
+    async with store.transaction() as tx:
+        tx.link(owner, response_id, previous, container)
+
+
 async def collect(found: AsyncIterator[Unit]) -> list[Unit]:
     return [unit async for unit in found]
 
@@ -156,13 +170,13 @@ def said(text: str, role: str = "user") -> Unit:
 
 async def test_a_transcript_is_read_newest_first_a_page_at_a_time(store: Store) -> None:
     units = [said(f"m{i}") for i in range(TAIL_PAGE * 2 + 5)]
-    await store.append("alice", "thread_1", units[:10])
-    await store.append("alice", "thread_1", units[10:])
-    await store.append("bob", "thread_1", [said("not alice's")])
+    await append(store, "alice", "thread_1", units[:10])
+    await append(store, "alice", "thread_1", units[10:])
+    await append(store, "bob", "thread_1", [said("not alice's")])
     tail = await collect(store.tail("alice", "thread_1"))
     assert [u.messages[0]["content"] for u in tail] == [f"m{i}" for i in reversed(range(405))]
     pin = tail[0].seq
-    await store.append("alice", "thread_1", [said("reply", "assistant")], ref="msg_r")
+    await append(store, "alice", "thread_1", [said("reply", "assistant")], ref="msg_r")
     newest = await collect(store.tail("alice", "thread_1"))
     assert [u.messages[0]["content"] for u in newest[:2]] == ["reply", "m404"]
     before = await collect(store.tail("alice", "thread_1", before=pin))
@@ -179,9 +193,9 @@ async def test_a_chain_of_responses_is_walked_in_one_query(store: Store) -> None
     previous = None
     for i in range(50):
         container = "cntr_a" if i == 10 else None
-        await store.link("alice", f"resp_{i}", previous, container)
+        await link(store, "alice", f"resp_{i}", previous, container)
         previous = f"resp_{i}"
-    await store.link("alice", "resp_branch", "resp_20", None)
+    await link(store, "alice", "resp_branch", "resp_20", None)
     chain = await store.chain("alice", "resp_49")
     assert [found for found, _ in chain] == [f"resp_{i}" for i in reversed(range(50))]
     assert [found for found, _ in await store.chain("alice", "resp_branch")][:2] == [

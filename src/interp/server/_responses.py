@@ -708,30 +708,32 @@ def stored_item(item: Any) -> dict[str, Any]:
     return data
 
 
-def _chat_items(items: list[dict[str, Any]], results: dict[str, str]) -> list[dict[str, Any]]:
-    """Stored input or output items as chat messages; calls of a turn in one message."""
-    chat: list[dict[str, Any]] = []
+def _chat_items(
+    items: list[dict[str, Any]], results: dict[str, str]
+) -> list[tuple[dict[str, Any], str | None]]:
+    """Stored input or output items as chat messages (calls of a turn in one message), each
+    with the id of the message item it is, if it is one (by which a deleted conversation
+    item leaves the transcript)."""
+    chat: list[tuple[dict[str, Any], str | None]] = []
     for item in items:
         kind = item.get("type", "message")
         if kind == "message":
             role = {"developer": "system"}.get(item["role"], item["role"])
-            content = _content_of(item["content"])
-            chat.append({"role": role, "content": content, "_ref": item.get("id")})
+            chat.append(({"role": role, "content": _content_of(item["content"])}, item.get("id")))
             continue
         if kind == "function_call_output":
-            chat.append(
-                {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
-            )
+            output = {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
+            chat.append((output, None))
             continue
         call = _chat_call(item)
-        previous = chat[-1] if chat else None
+        previous = chat[-1][0] if chat else None
         if previous and previous["role"] == "assistant" and previous.get("tool_calls"):
             previous["tool_calls"].append(call)
         else:
-            chat.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            chat.append(({"role": "assistant", "content": None, "tool_calls": [call]}, None))
         if kind == "code_interpreter_call":
             shown = results.get(item["id"]) or outputs_text(item.get("outputs"))
-            chat.append({"role": "tool", "tool_call_id": item["id"], "content": shown})
+            chat.append(({"role": "tool", "tool_call_id": item["id"], "content": shown}, None))
     return chat
 
 
@@ -803,14 +805,14 @@ def units_of(items: list[dict[str, Any]], results: dict[str, str]) -> list[Unit]
     turn with their outputs one."""
     units: list[Unit] = []
     calls: list[dict[str, Any]] = []
-    for message in _chat_items(items, results):
+    for message, ref in _chat_items(items, results):
         if message["role"] == "tool" or message.get("tool_calls"):
             calls.append(message)
             continue
         if calls:
             units.append(Unit(calls))
             calls = []
-        units.append(Unit([message], message=True, ref=message.pop("_ref", None)))
+        units.append(Unit([message], message=True, ref=ref))
     if calls:
         units.append(Unit(calls))
     return units

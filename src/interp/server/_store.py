@@ -575,18 +575,6 @@ class Store:
         async with self.transaction() as tx:
             tx.delete_children(owner, parents)
 
-    async def append(
-        self, owner: str, key: str, units: Sequence[Unit], *, ref: str | None = None
-    ) -> None:
-        async with self.transaction() as tx:
-            tx.append(owner, key, units, ref=ref)
-
-    async def link(
-        self, owner: str, response_id: str, previous: str | None, container: str | None
-    ) -> None:
-        async with self.transaction() as tx:
-            tx.link(owner, response_id, previous, container)
-
     async def drop(self, owner: str, key: str, ref: str) -> None:
         async with self.transaction() as tx:
             tx.drop(owner, key, ref)
