@@ -113,6 +113,21 @@ def test_config_reads_a_toml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert (config.cpus, config.runtime) == (0.5, "crun")
 
 
+def test_an_interp_variable_naming_no_setting_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A typo in the environment is said, with the closest setting, as the same key in the
+    TOML file is: for the CLI, the server and the engine alike (each makes a Config)."""
+    monkeypatch.setenv("INTERP_POOLSIZE", "5")
+    with pytest.raises(ConfigError, match="INTERP_POOLSIZE is not a setting") as raised:
+        Config()
+    assert raised.value.field == "INTERP_POOLSIZE"
+    assert raised.value.hint == "did you mean INTERP_POOL_SIZE?"
+    monkeypatch.delenv("INTERP_POOLSIZE")
+    monkeypatch.setenv("INTERP_POOL_SIZE", "5")
+    assert Config().pool_size == 5
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -7,6 +7,7 @@ read when a ``Config`` is constructed, never at import.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -180,6 +181,7 @@ class Config(BaseSettings):
         return value
 
     def __init__(self, **values: Any) -> None:
+        _check_environment()
         try:
             super().__init__(**values)
         except ValidationError as exc:
@@ -199,6 +201,21 @@ class Config(BaseSettings):
             env_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=_config_file()),
         )
+
+
+def _check_environment() -> None:
+    """An ``INTERP_*`` variable that names no setting is a typo (or a setting of another
+    version): an error, as the same key in the TOML file is, naming the closest setting.
+    ``INTERP_CONFIG`` names the file; ``INTERP_TEST_*`` are interp's own tests'."""
+    known = {f"INTERP_{name.upper()}" for name in Config.model_fields} | {"INTERP_CONFIG"}
+    for name in os.environ:
+        upper = name.upper()
+        if not upper.startswith("INTERP_") or upper in known or upper.startswith("INTERP_TEST_"):
+            continue
+        names = sorted(known_name.removeprefix("INTERP_") for known_name in known)
+        close = difflib.get_close_matches(upper.removeprefix("INTERP_"), names, n=1)
+        hint = f"did you mean INTERP_{close[0]}?" if close else "the README lists the settings"
+        raise ConfigError(f"{name} is not a setting of interp", field=name, hint=hint)
 
 
 def _config_error(exc: ValidationError) -> ConfigError:

@@ -1,6 +1,7 @@
 """An engine without kernels, for the door tests: the server's rules need its surface, not
 its sandbox. Code "runs" by echoing itself (``ran: <code>``), at once; ``SLEEP <s>`` in the
-code makes it take that long; files live in a dict."""
+code makes it take that long; files live in a dict; ``full`` refuses new sessions as an
+engine at its capacity does."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from interp import (
+    CapacityError,
     Event,
     ExecutionFinished,
     ExecutionResult,
@@ -31,6 +33,7 @@ class FakeEngine:
         self.files: dict[str, FileInfo] = {}
         self.ran: list[tuple[str, str]] = []
         """(session, code) of every execution."""
+        self.full = False
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -44,6 +47,8 @@ class FakeEngine:
     async def create_session(
         self, session: str | None = None, *, file_ids: Sequence[str] = (), memory: int | None = None
     ) -> str:
+        if self.full and session not in self.sessions:
+            raise CapacityError("64 sessions are open; close one or raise max_sessions")
         session = session or "sess_" + secrets.token_hex(6)
         placed = self.sessions.setdefault(session, set())
         for file_id in file_ids:

@@ -305,6 +305,14 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         error = APIError(502, exc.message, type="server_error", code=exc.code)
         return JSONResponse(error.body(), status_code=502)
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug: answered as OpenAI answers its own (the traceback goes to the log).
+        error = APIError(
+            500, "The server had an error while processing your request.", type="server_error"
+        )
+        return JSONResponse(error.body(), status_code=500)
+
     for part in (assistants, threads, files, responses, conversations):
         app.include_router(part.router)
     wrapped = _BodyLimit(_WithMcp(app, mcp_app, owner_of), upload_bytes=config.max_upload_bytes)

@@ -162,6 +162,7 @@ class Responder:
         model = body.model or self._default_model or ""
         response = rwire.response(body, model=model, tools=tools)
         items = [stored_item(item) for item in body.items()]
+        distinct(items, param="input")
         await self.check_images(owner, items, param="input")
         sink = ResponseSink(
             self,
@@ -267,14 +268,25 @@ class Responder:
                 raise file_not_found(file_id, param=param)
 
     async def add_items(
-        self, owner: str, conversation_id: str, items: list[dict[str, Any]]
+        self, owner: str, conversation_id: str, items: list[dict[str, Any]], *, again: bool
     ) -> None:
-        """Store items in a conversation and add them to its transcript."""
+        """Store items in a conversation and add them to its transcript. One it holds
+        already is left as it is (``again``: a response's input sent with the history it
+        continues), or refused."""
+        keys = [item_key(conversation_id, item["id"]) for item in items]
+        held = [
+            item
+            for item, key in zip(items, keys, strict=True)
+            if await self.store.get(rwire.CONVERSATION_ITEM, owner, key) is not None
+        ]
+        if held and not again:
+            raise bad_request(f"Duplicate item found with id {held[0]['id']}.", param="items")
+        new = [item for item in items if item not in held]
         async with self.store.transaction() as tx:
-            for item in items:
+            for item in new:
                 key = item_key(conversation_id, item["id"])
                 tx.create("conversation_item", owner, item, parent=conversation_id, key=key)
-            tx.append(owner, conversation_id, units_of(items, {}))
+            tx.append(owner, conversation_id, units_of(new, {}))
 
     async def _tools(self, owner: str, body: ResponseCreate) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
@@ -628,7 +640,7 @@ class ResponseSink:
             conversation = self.body.conversation_id()
             if await self.store.get(rwire.CONVERSATION, self.owner, conversation) is not None:
                 items = [*self.items, *(item.model_dump() for item in response.output)]
-                await self.responder.add_items(self.owner, conversation, items)
+                await self.responder.add_items(self.owner, conversation, items, again=True)
         if self.keep:
             async with self.store.transaction() as tx:
                 if status in ("completed", "incomplete"):
@@ -706,6 +718,15 @@ def stored_item(item: Any) -> dict[str, Any]:
         data.setdefault("id", wire.new_id("item_"))
         data.setdefault("status", "completed")
     return data
+
+
+def distinct(items: list[dict[str, Any]], *, param: str) -> None:
+    """Items of one request have distinct ids (OpenAI's 400 else)."""
+    seen: set[str] = set()
+    for item in items:
+        if item["id"] in seen:
+            raise bad_request(f"Duplicate item found with id {item['id']}.", param=param)
+        seen.add(item["id"])
 
 
 def _chat_items(

@@ -288,5 +288,6 @@ def file_object(info: FileInfo, *, purpose: str) -> FileObject:
 
 
 def quoted(name: str) -> str:
-    """A file name as it can stand in a quoted ``content-disposition`` filename."""
-    return "".join(c if c.isprintable() and c not in '"\\' else "_" for c in name)
+    """A file name as it can stand in a quoted ``content-disposition`` filename: printable
+    ASCII, without quotes or backslashes."""
+    return "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)

@@ -17,7 +17,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from ... import Engine, ExecutionFinished, ExecutionResult, InterpError
+from ... import (
+    CapacityError,
+    Engine,
+    ExecutionFinished,
+    ExecutionResult,
+    InterpError,
+    StoreFullError,
+)
 from ..._models import Event
 from ...adapters.chat import tool_text
 from .._errors import APIError
@@ -198,6 +205,8 @@ async def drive(
     except PromptTooLong as exc:
         log.info("a run's prompt does not fit: %s", exc.message)
         ending = Ending("incomplete", "prompt", message=exc.message)
+    except (CapacityError, StoreFullError) as exc:  # the client may try again later
+        ending = Ending("failed", code="rate_limit_exceeded", message=str(exc))
     except InterpError as exc:
         ending = Ending("failed", code="server_error", message=f"the sandbox failed: {exc}")
     except APIError as exc:  # a container gone while its code was to run

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from ..agent.model import CODE_TOOL
-from .common import ID, Body, FunctionDef, Metadata, ReasoningEffort, ResponseFormat
+from .common import ID, Body, FunctionDef, Json, Metadata, ReasoningEffort, ResponseFormat
 
 
 class Tool(Body):
     type: Literal["code_interpreter", "function", "file_search"]
     function: FunctionDef | None = None
-    file_search: dict[str, Any] | None = None
+    file_search: Json | None = None
 
     @field_validator("function")
     @classmethod
@@ -36,7 +36,7 @@ class CodeInterpreterResources(Body):
 
 class ToolResources(Body):
     code_interpreter: CodeInterpreterResources | None = None
-    file_search: dict[str, Any] | None = None
+    file_search: Json | None = None
 
 
 class _AssistantFields(Body):

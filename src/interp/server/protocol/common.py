@@ -2,40 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 ID = Annotated[str, Field(min_length=1, max_length=64)]
-Metadata = dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]]
+Metadata = Annotated[
+    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
+    Field(max_length=16),
+]
+"""OpenAI's: at most 16 pairs, keys of at most 64 characters, values of at most 512."""
+Json = dict[str, JsonValue]
+"""A JSON object a client gives (a schema, an option): JSON's values only (no NaN)."""
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # JSON has no NaN or Infinity (Python's parser takes them, JavaScript's refuses them).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Echoed(BaseModel):
     """An item a client may send back as an earlier response served it: keys this server
     does not use are ignored (the ``openai`` SDK's models serialise them)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class FunctionDef(Body):
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
     description: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: Json | None = None
     strict: bool | None = None
 
 
 class JsonSchemaFormat(Body):
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
     description: str | None = None
-    schema_: Annotated[dict[str, Any] | None, Field(alias="schema")] = None
+    schema_: Annotated[Json | None, Field(alias="schema")] = None
     strict: bool | None = None
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, populate_by_name=True, serialize_by_alias=True
+    )
 
 
 class ResponseFormat(Body):

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    Field,
+    JsonValue,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from ..agent.model import CODE_TOOL
-from .common import ID, Body, Echoed, FunctionDef, Metadata, ReasoningEffort
+from .common import ID, Body, Echoed, FunctionDef, Json, Metadata, ReasoningEffort
 
 MemoryLimit = Literal["1g", "4g", "16g", "64g"]
 MEMORY_BYTES: dict[str, int] = {
@@ -28,13 +36,13 @@ INCLUDE_OUTPUTS = "code_interpreter_call.outputs"
 class InputText(Body):
     type: Literal["input_text"]
     text: Annotated[str, Field(max_length=1_000_000)]
-    prompt_cache_breakpoint: dict[str, Any] | None = None
+    prompt_cache_breakpoint: Json | None = None
 
 
 class OutputText(Echoed):
     type: Literal["output_text"]
     text: Annotated[str, Field(max_length=1_000_000)]
-    annotations: list[dict[str, Any]] = Field(default_factory=list)
+    annotations: list[Json] = Field(default_factory=list)
 
 
 class InputImage(Body):
@@ -42,7 +50,7 @@ class InputImage(Body):
     image_url: Annotated[str, Field(max_length=20_000_000)] | None = None
     file_id: ID | None = None
     detail: Literal["low", "high", "auto"] | None = None
-    prompt_cache_breakpoint: dict[str, Any] | None = None
+    prompt_cache_breakpoint: Json | None = None
 
 
 class InputFile(Body):
@@ -52,7 +60,7 @@ class InputFile(Body):
     file_data: Annotated[str, Field(max_length=20_000_000)] | None = None
     file_url: Annotated[str, Field(max_length=2048)] | None = None
     detail: Literal["low", "high", "auto"] | None = None
-    prompt_cache_breakpoint: dict[str, Any] | None = None
+    prompt_cache_breakpoint: Json | None = None
 
 
 Content = Annotated[InputText | OutputText | InputImage | InputFile, Field(discriminator="type")]
@@ -91,7 +99,7 @@ class CodeCallItem(Echoed):
     id: ID
     code: Annotated[str, Field(max_length=1_000_000)] | None = None
     container_id: ID
-    outputs: list[dict[str, Any]] | None = None
+    outputs: list[Json] | None = None
     status: str | None = None
 
 
@@ -120,7 +128,7 @@ class AutoContainer(Body):
     type: Literal["auto"]
     file_ids: Annotated[list[ID], Field(max_length=50)] = Field(default_factory=list)
     memory_limit: MemoryLimit | None = None
-    network_policy: dict[str, Any] | None = None
+    network_policy: Json | None = None
 
 
 class CodeInterpreterTool(Body):
@@ -155,10 +163,12 @@ class TextFormat(Body):
         None
     )
     description: str | None = None
-    schema_: Annotated[dict[str, Any] | None, Field(alias="schema")] = None
+    schema_: Annotated[Json | None, Field(alias="schema")] = None
     strict: bool | None = None
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, populate_by_name=True, serialize_by_alias=True
+    )
 
     @model_validator(mode="after")
     def _named(self) -> TextFormat:
@@ -213,18 +223,18 @@ class ResponseCreate(Body):
     # Accepted for the clients that send them (the Agents SDK's ModelSettings among them)
     # and not used: they steer OpenAI's own service (caching, tiers, moderation, prompt
     # templates) and have no counterpart on a chat-completions upstream.
-    prompt: dict[str, Any] | None = None
+    prompt: Json | None = None
     prompt_cache_key: Annotated[str, Field(max_length=256)] | None = None
     prompt_cache_retention: str | None = None
-    prompt_cache_options: dict[str, Any] | None = None
+    prompt_cache_options: Json | None = None
     safety_identifier: Annotated[str, Field(max_length=256)] | None = None
     service_tier: str | None = None
-    stream_options: dict[str, Any] | None = None
-    context_management: list[dict[str, Any]] | None = None
-    background_options: dict[str, Any] | None = None
-    moderation: Any = None
-    access_programs: Any = None
-    image: Any = None
+    stream_options: Json | None = None
+    context_management: list[Json] | None = None
+    background_options: Json | None = None
+    moderation: JsonValue = None
+    access_programs: JsonValue = None
+    image: JsonValue = None
 
     def conversation_id(self) -> str:
         found = self.conversation
@@ -263,7 +273,7 @@ class ContainerCreate(Body):
     file_ids: Annotated[list[ID], Field(max_length=50)] = Field(default_factory=list)
     expires_after: ExpiresAfter | None = None
     memory_limit: MemoryLimit | None = None
-    network_policy: dict[str, Any] | None = None
+    network_policy: Json | None = None
 
 
 class ContainerFileFromId(Body):

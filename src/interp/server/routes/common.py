@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -124,5 +125,11 @@ async def _chunks(stored: BinaryIO) -> AsyncIterator[bytes]:
 
 
 def attachment(name: str) -> dict[str, str]:
-    """The ``content-disposition`` of a download named ``name``."""
-    return {"content-disposition": f'attachment; filename="{wire.quoted(name)}"'}
+    """The ``content-disposition`` of a download named ``name`` (RFC 6266): a name in
+    printable ASCII as it is, another as an ASCII stand-in and the name itself in UTF-8,
+    percent-encoded (RFC 5987), which browsers and HTTP clients prefer."""
+    plain = wire.quoted(name)
+    value = f'attachment; filename="{plain}"'
+    if plain != name:
+        value += f"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
+    return {"content-disposition": value}

@@ -14,7 +14,7 @@ from openai.types.conversations import (
 from .. import _wire as wire
 from .. import _wire_responses as rwire
 from .._errors import not_found
-from .._responses import item_key, stored_item
+from .._responses import distinct, item_key, stored_item
 from ..deps import Cursor, Limit, ListOrder, Owner, ServicesDep
 from ..protocol.responses import ConversationCreate, ConversationItemsCreate, ConversationUpdate
 
@@ -33,10 +33,11 @@ async def create_conversation(
     body: ConversationCreate, owner: Owner, services: ServicesDep
 ) -> Conversation:
     items = [stored_item(item) for item in body.items or []]
+    distinct(items, param="items")
     await services.responder.check_images(owner, items, param="items")
     created = rwire.conversation(body.metadata)
     await services.store.create("conversation", owner, created)
-    await services.responder.add_items(owner, created.id, items)
+    await services.responder.add_items(owner, created.id, items, again=False)
     return created
 
 
@@ -79,8 +80,9 @@ async def create_items(
 ) -> wire.ListPage[ConversationItem]:
     await _conversation(services, owner, conversation_id)
     items = [stored_item(item) for item in body.items]
+    distinct(items, param="items")
     await services.responder.check_images(owner, items, param="items")
-    await services.responder.add_items(owner, conversation_id, items)
+    await services.responder.add_items(owner, conversation_id, items, again=False)
     return wire.page([rwire.CONVERSATION_ITEM.load(item) for item in items], False)
 
 
