@@ -152,6 +152,10 @@ class Config(BaseSettings):
     """Context windows by model name, over what the upstream reports."""
     tool_outputs_timeout: float = Field(600.0, gt=0)
     """Seconds a run waits in ``requires_action`` for its tool outputs before it ``expired``."""
+    body_timeout: float = Field(10.0, gt=0)
+    body_min_rate: int = Field(16 * 1024, gt=0)
+    """A request body gets ``body_timeout`` seconds, and then must have come at
+    ``body_min_rate`` bytes a second: a slower one is refused (408)."""
     run_timeout: float = Field(600.0, gt=0)
     """Seconds a run (or a response) may run, all its model turns and code included (not
     its wait for tool outputs): past them, a run ends ``expired``, a response ``failed``."""

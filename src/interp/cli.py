@@ -541,7 +541,15 @@ def serve(
         "  keys: "
         + (f"{len(config.api_keys)} required" if config.api_keys else "none (loopback only)")
     )
-    uvicorn.run(asgi_app(config), host=config.host, port=config.port, log_level="warning")
+    # A stop waits this long for open requests (a run's stream, an upload), then ends them:
+    # runs end failed, saying the server stopped, and no sandbox is left.
+    uvicorn.run(
+        asgi_app(config),
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
 
 
 @app.command("mcp")

@@ -20,7 +20,7 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent
 
-from .conftest import KEY_A, Server, raw_request, start_server
+from .conftest import KEY_A, KEY_B, Server, raw_request, start_server
 from .fake_model import FakeModel
 
 pytestmark = pytest.mark.docker
@@ -175,6 +175,43 @@ async def test_two_sessions_run_at_once_with_progress(server: Server) -> None:
     assert a_start < b_end and b_start < a_end  # the two ran at the same time
     assert len(reported) >= 2 and reported[-1][0] >= 1.0
     assert all(message and message.startswith("running for") for _, message in reported)
+
+
+def test_an_mcp_session_is_its_makers(fake_model: FakeModel, tmp_path: Path) -> None:
+    """Another key naming an MCP session finds none (404), to use it or to end it; its
+    maker's session goes on."""
+    server = start_server(tmp_path, fake_model.url, "--api-key", KEY_A, "--api-key", KEY_B)
+    url = server.url.removesuffix("/v1") + "/mcp"
+    base = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    try:
+        with httpx2.Client(timeout=30) as http:
+            made = http.post(url, json=hello, headers={**base, "authorization": f"Bearer {KEY_A}"})
+            assert made.status_code == 200, made.text
+            session = made.headers["mcp-session-id"]
+            alice = {**base, "authorization": f"Bearer {KEY_A}", "mcp-session-id": session}
+            bob = {**base, "authorization": f"Bearer {KEY_B}", "mcp-session-id": session}
+            for method in ("POST", "DELETE"):
+                answer = http.request(method, url, json=listing, headers=bob)
+                assert answer.status_code == 404, answer.text
+                assert answer.json()["error"]["code"] == "session_not_found"
+            initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+            assert http.post(url, json=initialized, headers=alice).status_code == 202
+            tools = http.post(url, json=listing, headers=alice)
+            assert tools.status_code == 200 and "run_python" in tools.text
+            assert http.delete(url, headers=alice).status_code == 200
+    finally:
+        server.stop()
 
 
 async def test_mcp_over_http_needs_the_servers_key(fake_model: FakeModel, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -173,6 +174,59 @@ def test_sigterm_fails_the_run_in_progress_and_removes_the_sandboxes(
             stopped = again.client().beta.threads.runs.retrieve(thread_id=thread.id, run_id=run.id)
             assert stopped.status == "failed" and stopped.last_error is not None
             assert stopped.last_error.message == "the server stopped"
+        finally:
+            again.stop()
+
+
+def _slow_body(server_url: str, path: str, declared: int) -> socket.socket:
+    """A request whose body is declared ``declared`` bytes and never comes but for one."""
+    host, port = server_url.removeprefix("http://").split("/")[0].split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+        f"content-length: {declared}\r\n\r\n{{"
+    )
+    sock.sendall(head.encode())
+    return sock
+
+
+def test_slow_bodies_are_cut_and_a_stop_with_uploads_and_runs_in_flight_is_bounded(
+    tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    """Bodies trickled in are a 408 once their time is out (``body_timeout`` 1 s here),
+    each; a SIGTERM with uploads half sent and a run executing code ends the server
+    within 10 s, its run failed and no sandbox left."""
+    with FakeModel() as model:
+        server = start_server(tmp_path, model.url, env={"INTERP_BODY_TIMEOUT": "1"})
+        started = time.monotonic()
+        slow = [_slow_body(server.url, "/v1/assistants", 1000) for _ in range(20)]
+        for sock in slow:
+            answer = sock.recv(4096).decode()
+            assert answer.startswith("HTTP/1.1 408"), answer
+            assert "did not arrive in time" in answer
+            sock.close()
+        assert time.monotonic() - started < 6
+        client = server.client()
+        thread = client.beta.threads.create(
+            messages=[{"role": "user", "content": "RUN: import time\ntime.sleep(60)"}]
+        )
+        run = client.beta.threads.runs.create(
+            thread_id=thread.id, assistant_id=code_assistant(client)
+        )
+        wait_for_step(client, thread.id, run.id)
+        uploads = [_slow_body(server.url, "/v1/files", 10_000_000) for _ in range(2)]
+        stopping = time.monotonic()
+        assert server.stop() in (0, -signal.SIGTERM)
+        assert time.monotonic() - stopping < 10
+        for sock in uploads:
+            sock.close()
+        owner = f"io.interp.owner-pid={server.process.pid}"
+        assert containers_labelled(docker_client, owner) == []
+        again = start_server(tmp_path, model.url)
+        try:
+            stopped = again.client().beta.threads.runs.retrieve(thread_id=thread.id, run_id=run.id)
+            assert stopped.status == "failed"
+            assert again.client().files.list().data == []  # no half upload was kept
         finally:
             again.stop()
 

@@ -93,11 +93,16 @@ def _owner_of(keys: tuple[str, ...]) -> Callable[[Request], str]:
 
 
 class _BodyLimit:
-    """Refuse bodies over the limit (413) while they arrive, without buffering them."""
+    """Refuse bodies over the limit (413) while they arrive, without buffering them, and
+    bodies that come too slowly (408): past ``grace`` seconds a body must have come at
+    ``min_rate`` bytes a second (else a client trickling a byte a second holds a
+    connection, a task and a buffer for as long as it likes, and stalls shutdown)."""
 
-    def __init__(self, app: Any, *, upload_bytes: int) -> None:
+    def __init__(self, app: Any, *, upload_bytes: int, grace: float, min_rate: int) -> None:
         self.app = app
         self.upload_bytes = upload_bytes
+        self.grace = grace
+        self.min_rate = min_rate
 
     async def __call__(
         self,
@@ -118,15 +123,23 @@ class _BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_error(send, too_large(limit))
             return
-        seen = 0
+        seen, whole = 0, False
+        started = asyncio.get_running_loop().time()
 
         async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, whole
+            if whole:  # waiting for a disconnect, while the answer streams: no limit
+                return await receive()
+            try:
+                async with asyncio.timeout_at(started + self.grace + seen / self.min_rate):
+                    message = await receive()
+            except TimeoutError:
+                # Raised where the route reads its body: answered by the app's handler.
+                raise StarletteHTTPException(408, _SLOW_BODY) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                whole = not message.get("more_body", False)
                 if seen > limit:
-                    # Raised where the route reads its body: answered by the app's handler.
                     raise StarletteHTTPException(413, too_large(limit).message)
             return message
 
@@ -145,6 +158,9 @@ async def _send_error(send: Send, error: APIError) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
+_SLOW_BODY = "The request body did not arrive in time: send it at a steadier rate."
+
+
 def _engine_error(exc: InterpError) -> APIError:
     if isinstance(exc, NoSuchFileError):
         return not_found("file", exc.file_id)
@@ -158,12 +174,16 @@ def _engine_error(exc: InterpError) -> APIError:
 
 
 class _WithMcp:
-    """``/mcp`` (and below) to the MCP app, for a key's owner; the rest to the API."""
+    """``/mcp`` (and below) to the MCP app, for a key's owner; the rest to the API. An MCP
+    session (``Mcp-Session-Id``) is its maker's: another key naming it is answered as if
+    it did not exist (404), whatever it asks, ending it included."""
 
     def __init__(self, api: Any, mcp: Any, owner: Callable[[Request], str]) -> None:
         self.api = api
         self.mcp = mcp
         self.owner = owner
+        self._makers: dict[str, str] = {}
+        """MCP session id -> the owner whose request made it."""
 
     async def __call__(
         self,
@@ -175,13 +195,28 @@ class _WithMcp:
         if scope["type"] != "http" or not (path == "/mcp" or path.startswith("/mcp/")):
             await self.api(scope, receive, send)
             return
+        request = Request(scope)
         try:
-            owner = self.owner(Request(scope))
+            owner = self.owner(request)
         except APIError as exc:
             await _send_error(send, exc)
             return
+        named = request.headers.get("mcp-session-id")
+        if named is not None and self._makers.get(named, owner) != owner:
+            await _send_error(send, APIError(404, "Session not found.", code="session_not_found"))
+            return
+
+        async def noting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                made = dict(message.get("headers") or []).get(b"mcp-session-id")
+                if made is not None:
+                    self._makers.setdefault(made.decode("latin-1"), owner)
+                if named is not None and scope["method"] == "DELETE" and message["status"] < 300:
+                    self._makers.pop(named, None)
+            await send(message)
+
         inner = dict(scope, path="/" + path[len("/mcp") :].lstrip("/"), interp_owner=owner)
-        await self.mcp(inner, receive, send)
+        await self.mcp(inner, receive, noting)
 
 
 def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
@@ -315,7 +350,12 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
 
     for part in (assistants, threads, files, responses, conversations):
         app.include_router(part.router)
-    wrapped = _BodyLimit(_WithMcp(app, mcp_app, owner_of), upload_bytes=config.max_upload_bytes)
+    wrapped = _BodyLimit(
+        _WithMcp(app, mcp_app, owner_of),
+        upload_bytes=config.max_upload_bytes,
+        grace=config.body_timeout,
+        min_rate=config.body_min_rate,
+    )
     app.state.asgi = wrapped
     return app
 
