@@ -220,6 +220,10 @@ async def test_mcp_over_http_needs_the_servers_key(fake_model: FakeModel, tmp_pa
         async with _http_with_key(server, KEY_A) as client:
             result = await client.call_tool("run_python", {"code": "print(2 + 2)"})
             assert _text(result).startswith("4\n")
+            # A file that is not the caller's is not found: said to it, not logged as a crash.
+            with pytest.raises(Exception, match="no file 'file-nope'"):
+                await client.read_resource("interp://files/file-nope")
+        assert "Traceback" not in server.logs()
         with pytest.raises(BaseExceptionGroup):
             async with _http_with_key(server, "not-the-key") as refused:
                 await refused.list_tools()

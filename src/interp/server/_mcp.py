@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 from pydantic import Field
 
@@ -228,10 +229,14 @@ def build(engine: Callable[[], Engine]) -> MCPServer:
 
     @mcp.resource("interp://files/{file_id}", mime_type="application/octet-stream")
     async def stored_file(file_id: str, ctx: Context) -> bytes:
-        """A file a session wrote or drew, by the id its result linked."""
-        info = engine().file(file_id)
-        if info.session is None or not sessions.owns(ctx, info.session):
-            raise InterpError(f"no file {file_id!r}")
+        """A file a session wrote or drew, by the id its result linked; one the caller's
+        sessions did not make is not found (the SDK's own error: no traceback logged)."""
+        try:
+            info = engine().file(file_id)
+        except InterpError:
+            info = None
+        if info is None or info.session is None or not sessions.owns(ctx, info.session):
+            raise ResourceNotFoundError(f"no file {file_id!r}")
         return await engine().download(file_id)
 
     return mcp
