@@ -100,6 +100,10 @@ class Config(BaseSettings):
     max_kernels: int = Field(16, gt=0)
     """Kernels alive at once: warm ones plus those leased to sessions."""
     max_sessions: int = Field(64, gt=0)
+    max_sessions_per_key: int | None = Field(None, gt=0)
+    """``interp serve``: sessions one API key may hold (threads', containers', MCP's);
+    past it, the key's session idle longest gives its place up. Unset: a quarter of
+    ``max_sessions`` with API keys, all of them without."""
     capacity_wait: float = Field(30.0, ge=0)
     """How long a new session or kernel waits for room before ``CapacityError``."""
     session_idle_timeout: float = Field(3600.0, gt=0)

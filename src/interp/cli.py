@@ -575,7 +575,8 @@ def mcp_stdio(
     async def serve_stdio() -> None:
         # stdout is the protocol's: everything else goes to stderr.
         async with Engine(config) as engine:
-            await build(lambda: engine).run_stdio_async()
+            server, _ = build(lambda: engine)
+            await server.run_stdio_async()
 
     try:
         asyncio.run(serve_stdio())

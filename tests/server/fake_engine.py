@@ -22,13 +22,14 @@ from interp import (
     LogChunk,
     LogsOutput,
     NoSuchFileError,
+    SessionInfo,
 )
 
 
 class FakeEngine:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.sessions: dict[str, set[str]] = {}
+        self.opened: dict[str, set[str]] = {}
         """Session id -> the file ids placed in it."""
         self.files: dict[str, FileInfo] = {}
         self.ran: list[tuple[str, str]] = []
@@ -39,25 +40,30 @@ class FakeEngine:
         self.root.mkdir(parents=True, exist_ok=True)
 
     async def close(self) -> None:
-        self.sessions.clear()
+        self.opened.clear()
 
     def has_session(self, session: str) -> bool:
-        return session in self.sessions
+        return session in self.opened
+
+    def sessions(self) -> list[SessionInfo]:
+        now = datetime.now(UTC)
+        made = {"created_at": now, "last_used_at": now, "files_dir": self.root}
+        return [SessionInfo(id=s, has_kernel=False, busy=False, **made) for s in self.opened]
 
     async def create_session(
         self, session: str | None = None, *, file_ids: Sequence[str] = (), memory: int | None = None
     ) -> str:
-        if self.full and session not in self.sessions:
+        if self.full and session not in self.opened:
             raise CapacityError("64 sessions are open; close one or raise max_sessions")
         session = session or "sess_" + secrets.token_hex(6)
-        placed = self.sessions.setdefault(session, set())
+        placed = self.opened.setdefault(session, set())
         for file_id in file_ids:
             self.file(file_id)
             placed.add(file_id)
         return session
 
     async def close_session(self, session: str, *, keep_files: bool = False) -> None:
-        self.sessions.pop(session, None)
+        self.opened.pop(session, None)
 
     async def stream(
         self, code: str | bytes, *, session: str | None = None, timeout: float | None = None

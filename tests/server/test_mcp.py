@@ -179,7 +179,7 @@ async def test_two_sessions_run_at_once_with_progress(server: Server) -> None:
 
 def test_an_mcp_session_is_its_makers(fake_model: FakeModel, tmp_path: Path) -> None:
     """Another key naming an MCP session finds none (404), to use it or to end it; its
-    maker's session goes on."""
+    maker's session goes on, and its end ends its sandbox session."""
     server = start_server(tmp_path, fake_model.url, "--api-key", KEY_A, "--api-key", KEY_B)
     url = server.url.removesuffix("/v1") + "/mcp"
     base = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
@@ -209,7 +209,16 @@ def test_an_mcp_session_is_its_makers(fake_model: FakeModel, tmp_path: Path) -> 
             assert http.post(url, json=initialized, headers=alice).status_code == 202
             tools = http.post(url, json=listing, headers=alice)
             assert tools.status_code == 200 and "run_python" in tools.text
+            arguments = {"code": "print(6 * 7)"}
+            params = {"name": "run_python", "arguments": arguments}
+            call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": params}
+            ran = http.post(url, json=call, headers=alice)
+            assert "42" in ran.text
+            sandbox = ran.text.split("[session: ", 1)[1].split("]", 1)[0]
+            assert list(server.data_dir.glob(f"sessions/*/{sandbox}"))
             assert http.delete(url, headers=alice).status_code == 200
+            # Its sandbox session ended with it (it had stayed open for an hour).
+            assert not list(server.data_dir.glob(f"sessions/*/{sandbox}"))
     finally:
         server.stop()
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -196,39 +197,137 @@ def test_slow_bodies_are_cut_and_a_stop_with_uploads_and_runs_in_flight_is_bound
     """Bodies trickled in are a 408 once their time is out (``body_timeout`` 1 s here),
     each; a SIGTERM with uploads half sent and a run executing code ends the server
     within 10 s, its run failed and no sandbox left."""
-    with FakeModel() as model:
+    with FakeModel() as model, contextlib.ExitStack() as sockets:
         server = start_server(tmp_path, model.url, env={"INTERP_BODY_TIMEOUT": "1"})
-        started = time.monotonic()
-        slow = [_slow_body(server.url, "/v1/assistants", 1000) for _ in range(20)]
-        for sock in slow:
-            answer = sock.recv(4096).decode()
-            assert answer.startswith("HTTP/1.1 408"), answer
-            assert "did not arrive in time" in answer
-            sock.close()
-        assert time.monotonic() - started < 6
-        client = server.client()
-        thread = client.beta.threads.create(
-            messages=[{"role": "user", "content": "RUN: import time\ntime.sleep(60)"}]
-        )
-        run = client.beta.threads.runs.create(
-            thread_id=thread.id, assistant_id=code_assistant(client)
-        )
-        wait_for_step(client, thread.id, run.id)
-        uploads = [_slow_body(server.url, "/v1/files", 10_000_000) for _ in range(2)]
-        stopping = time.monotonic()
-        assert server.stop() in (0, -signal.SIGTERM)
+        try:
+            started = time.monotonic()
+            slow = [_slow_body(server.url, "/v1/assistants", 1000) for _ in range(20)]
+            for sock in slow:
+                sockets.enter_context(sock)
+            for sock in slow:
+                answer = sock.recv(4096).decode()
+                while not answer.endswith("}"):  # the body may come in a packet of its own
+                    answer += sock.recv(4096).decode()
+                assert answer.startswith("HTTP/1.1 408"), answer
+                assert "did not arrive in time" in answer
+            assert time.monotonic() - started < 6
+            client = server.client()
+            thread = client.beta.threads.create(
+                messages=[{"role": "user", "content": "RUN: import time\ntime.sleep(60)"}]
+            )
+            run = client.beta.threads.runs.create(
+                thread_id=thread.id, assistant_id=code_assistant(client)
+            )
+            wait_for_step(client, thread.id, run.id)
+            for _ in range(2):
+                sockets.enter_context(_slow_body(server.url, "/v1/files", 10_000_000))
+            stopping = time.monotonic()
+        finally:
+            stopped = server.stop()
+        assert stopped in (0, -signal.SIGTERM)
         assert time.monotonic() - stopping < 10
-        for sock in uploads:
-            sock.close()
         owner = f"io.interp.owner-pid={server.process.pid}"
         assert containers_labelled(docker_client, owner) == []
         again = start_server(tmp_path, model.url)
         try:
-            stopped = again.client().beta.threads.runs.retrieve(thread_id=thread.id, run_id=run.id)
-            assert stopped.status == "failed"
+            stopped_run = again.client().beta.threads.runs.retrieve(
+                thread_id=thread.id, run_id=run.id
+            )
+            assert stopped_run.status == "failed"
             assert again.client().files.list().data == []  # no half upload was kept
         finally:
             again.stop()
+
+
+FLOOD = "RUN: import sys\nfor _ in range(50):\n    sys.stdout.write('x' * 1_000_000)"
+
+
+def test_readers_that_do_not_keep_up_are_cut_and_their_runs_go_on(tmp_path: Path) -> None:
+    """Four runs printing 50 MB each, streamed to clients that read nothing while they
+    run: each stream is cut once it is 2 MiB behind (what waited for it let go), ending
+    with an error event that says so, and the runs complete."""
+    with FakeModel() as model:
+        server = start_server(tmp_path, model.url, env={"INTERP_POOL_SIZE": "4"})
+        try:
+            client = server.client()
+            helper = code_assistant(client)
+            threads = [
+                client.beta.threads.create(messages=[{"role": "user", "content": FLOOD}]).id
+                for _ in range(4)
+            ]
+            host, port = server.url.removeprefix("http://").split("/")[0].split(":")
+            body = json.dumps({"assistant_id": helper, "stream": True}).encode()
+            readers = []
+            for thread_id in threads:
+                reader = socket.create_connection((host, int(port)), timeout=30)
+                reader.sendall(
+                    f"POST /v1/threads/{thread_id}/runs HTTP/1.1\r\nhost: {host}\r\n"
+                    f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+                    .encode() + body
+                )  # fmt: skip
+                readers.append(reader)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                runs = [client.beta.threads.runs.list(thread_id=t).data for t in threads]
+                if all(found and found[0].status == "completed" for found in runs):
+                    break
+                time.sleep(0.2)
+            assert all(found and found[0].status == "completed" for found in runs), runs
+            for reader in readers:
+                received = bytearray()
+                while b"[DONE]" not in received[-64:]:
+                    chunk = reader.recv(1 << 20)
+                    assert chunk, bytes(received[-300:])
+                    received += chunk
+                assert b"fell 2 MiB behind its run and was cut" in received[-1000:]
+                # Not the whole 50 MB of output: what the sockets' buffers took, and the
+                # 2 MiB the server held before the cut.
+                assert len(received) < 20 * 1024**2, len(received)
+                reader.close()
+        finally:
+            server.stop()
+
+
+def test_a_key_that_floods_sessions_takes_no_place_from_another(tmp_path: Path) -> None:
+    """Key B opens 8 containers (and 2 threads' sessions) on an engine of 6 sessions, 3 a
+    key: each is made, B's own session idle longest giving its place up; key A's runs
+    then all complete, and B's first container, used again, comes back with its files."""
+    env = {
+        "INTERP_MAX_SESSIONS": "6",
+        "INTERP_MAX_SESSIONS_PER_KEY": "3",
+        "INTERP_CAPACITY_WAIT": "1",
+    }
+    with FakeModel() as model:
+        server = start_server(tmp_path, model.url, "--api-key", KEY_A, "--api-key", KEY_B, env=env)
+        try:
+            alice, bob = server.client(KEY_A), server.client(KEY_B)
+            first = bob.containers.create(name="first")
+            bob.containers.files.create(first.id, file=("kept.txt", b"kept bytes"))
+            for i in range(7):
+                bob.containers.create(name=f"flood {i}")
+            for _ in range(2):
+                thread = bob.beta.threads.create(messages=[{"role": "user", "content": "RUN: 1"}])
+                bob.beta.threads.runs.create_and_poll(
+                    thread_id=thread.id, assistant_id=code_assistant(bob), poll_interval_ms=100
+                )
+            helper = code_assistant(alice)
+            for i in range(5):
+                thread = alice.beta.threads.create(
+                    messages=[{"role": "user", "content": f"RUN: print({i} * 2)"}]
+                )
+                run = alice.beta.threads.runs.create_and_poll(
+                    thread_id=thread.id, assistant_id=helper, poll_interval_ms=100
+                )
+                assert run.status == "completed", run.last_error
+                assert reply_text(alice, thread.id) == f"Result: {i * 2}"
+            tool: Any = [{"type": "code_interpreter", "container": first.id}]
+            again = bob.responses.create(
+                model=MODEL, input="RUN: print(open('kept.txt').read())", tools=tool
+            )
+            assert again.status == "completed"
+            assert "kept bytes" in again.output_text
+        finally:
+            server.stop()
 
 
 def test_an_expired_session_comes_back_with_its_files(tmp_path: Path) -> None:

@@ -34,7 +34,9 @@ from .._exceptions import (
 )
 from ._containers import Containers
 from ._errors import APIError, bad_request, not_found
+from ._mcp import McpSessions
 from ._mcp import build as build_mcp
+from ._places import Places
 from ._responses import Responder
 from ._runs import Runner
 from ._store import Store
@@ -176,12 +178,16 @@ def _engine_error(exc: InterpError) -> APIError:
 class _WithMcp:
     """``/mcp`` (and below) to the MCP app, for a key's owner; the rest to the API. An MCP
     session (``Mcp-Session-Id``) is its maker's: another key naming it is answered as if
-    it did not exist (404), whatever it asks, ending it included."""
+    it did not exist (404), whatever it asks, ending it included; ending it ends its
+    sandbox session."""
 
-    def __init__(self, api: Any, mcp: Any, owner: Callable[[Request], str]) -> None:
+    def __init__(
+        self, api: Any, mcp: Any, owner: Callable[[Request], str], sessions: McpSessions
+    ) -> None:
         self.api = api
         self.mcp = mcp
         self.owner = owner
+        self.sessions = sessions
         self._makers: dict[str, str] = {}
         """MCP session id -> the owner whose request made it."""
 
@@ -213,6 +219,7 @@ class _WithMcp:
                     self._makers.setdefault(made.decode("latin-1"), owner)
                 if named is not None and scope["method"] == "DELETE" and message["status"] < 300:
                     self._makers.pop(named, None)
+                    await self.sessions.end(owner, named)
             await send(message)
 
         inner = dict(scope, path="/" + path[len("/mcp") :].lstrip("/"), interp_owner=owner)
@@ -223,7 +230,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
     """The ASGI app; the engine (``engine``, else one made from ``config``), store and
     model client live for the app's lifespan."""
     holder: dict[str, Services] = {}
-    mcp = build_mcp(lambda: holder["state"].engine)
+    mcp, mcp_sessions = build_mcp(lambda: holder["state"].engine, lambda: holder["state"].places)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=config.host)
 
     @asynccontextmanager
@@ -251,15 +258,20 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             model, default=config.model_context_tokens, table=dict(config.model_contexts)
         )
         agent = Agent(model, windows, files=engine_files(sandbox))
+        shared = max(1, config.max_sessions // 4) if config.api_keys else config.max_sessions
+        places = Places(
+            sandbox, per_key=config.max_sessions_per_key or shared, total=config.max_sessions
+        )
         runner = Runner(
             store=store,
             engine=sandbox,
+            places=places,
             agent=agent,
             default_model=config.model,
             tool_outputs_timeout=config.tool_outputs_timeout,
             run_timeout=config.run_timeout,
         )
-        containers = Containers(store=store, engine=sandbox)
+        containers = Containers(store=store, engine=sandbox, places=places)
         responder = Responder(
             store=store,
             engine=sandbox,
@@ -270,7 +282,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         )
         containers.start()
         holder["state"] = app.state.services = Services(
-            config, store, sandbox, model, runner, containers, responder
+            config, store, sandbox, places, model, runner, containers, responder
         )
         # What start-up made lives as long as the server: out of the collector's full
         # passes, which otherwise walk it all (a pause of about 200 ms a pass, once a long
@@ -351,7 +363,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
     for part in (assistants, threads, files, responses, conversations):
         app.include_router(part.router)
     wrapped = _BodyLimit(
-        _WithMcp(app, mcp_app, owner_of),
+        _WithMcp(app, mcp_app, owner_of, mcp_sessions),
         upload_bytes=config.max_upload_bytes,
         grace=config.body_timeout,
         min_rate=config.body_min_rate,

@@ -24,6 +24,7 @@ from . import _wire as wire
 from . import _wire_responses as rwire
 from ._errors import APIError, bad_request, file_not_found, not_found
 from ._locks import KeyedLocks
+from ._places import Places
 from ._store import Store
 from ._wire_responses import Container, ContainerFile
 from .protocol.responses import MEMORY_BYTES
@@ -62,9 +63,10 @@ def memory_bytes(limit: str | None, *, param: str) -> int | None:
 
 
 class Containers:
-    def __init__(self, *, store: Store, engine: Engine) -> None:
+    def __init__(self, *, store: Store, engine: Engine, places: Places) -> None:
         self._store = store
         self._engine = engine
+        self._places = places
         self._locks = KeyedLocks()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -101,7 +103,7 @@ class Containers:
         created = rwire.container(name=name, minutes=minutes, memory_limit=memory_limit)
         await self._store.create("container", owner, created)
         try:
-            await self._engine.create_session(created.id, memory=memory)
+            await self._places.open(owner, created.id, memory=memory)
             for file_id in file_ids:
                 await self.add_stored(owner, created.id, file_id, source="user")
         except BaseException:
@@ -160,7 +162,7 @@ class Containers:
             files = await self._store.all(rwire.CONTAINER_FILE, owner, parent=container_id)
             stored = [stored_id(f.id) for f in files]
             memory = memory_bytes(found.memory_limit, param="memory_limit")
-            await self._engine.create_session(container_id, file_ids=stored, memory=memory)
+            await self._places.open(owner, container_id, file_ids=stored, memory=memory)
         found.last_active_at = wire.now()
         await self._store.put("container", owner, found)
 

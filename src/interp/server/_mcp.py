@@ -40,6 +40,7 @@ from .. import (
 )
 from .._models import ImageOutput, LogsOutput
 from ..adapters._outputs import openai_outputs
+from ._places import Places
 
 MAX_IMAGE_BYTES = 1024**2
 """An image up to this size comes inline as image content; a larger one as a link."""
@@ -77,8 +78,11 @@ class _Kernel:
 class McpSessions:
     """MCP sessions -> engine sessions, per owner (an API key, or the local user)."""
 
-    def __init__(self, engine: Callable[[], Engine]) -> None:
+    def __init__(
+        self, engine: Callable[[], Engine], places: Callable[[], Places] | None = None
+    ) -> None:
         self._engine = engine
+        self._places = places
         self._by_key: dict[tuple[str, str], str] = {}
         """(owner, MCP session key) -> engine session id."""
         self._owners: dict[str, str] = {}
@@ -99,7 +103,10 @@ class McpSessions:
             current = self._by_key.get((owner, key))
             if current is not None and engine.has_session(current):
                 return current, None
-            created = await engine.create_session(_new_id())
+            if self._places is not None:
+                created = await self._places().open(owner, _new_id())
+            else:
+                created = await engine.create_session(_new_id())
             self._by_key[(owner, key)] = created
             self._by_key[(owner, created)] = created
             self._owners[created] = owner
@@ -112,6 +119,19 @@ class McpSessions:
 
     def owns(self, ctx: Context, engine_session: str) -> bool:
         return self._owners.get(engine_session) == _owner(ctx)
+
+    async def end(self, owner: str, key: str) -> None:
+        """The MCP session ``key`` of ``owner`` ended: so does its engine session (its
+        kernel and files; they were the MCP session's)."""
+        async with self._lock:
+            found = self._by_key.pop((owner, key), None)
+            if found is None:
+                return
+            self._by_key.pop((owner, found), None)
+            self._owners.pop(found, None)
+        engine = self._engine()
+        if engine.has_session(found):
+            await engine.close_session(found)
 
 
 def _new_id() -> str:
@@ -135,14 +155,17 @@ def _transport_key(ctx: Context) -> str:
     return str(found) if found else "call-" + _new_id()
 
 
-def build(engine: Callable[[], Engine]) -> MCPServer:
-    """The MCP server over ``engine()``. Files the code writes are linked as
-    ``interp://files/<id>`` resources, readable by the session's owner."""
+def build(
+    engine: Callable[[], Engine], places: Callable[[], Places] | None = None
+) -> tuple[MCPServer, McpSessions]:
+    """The MCP server over ``engine()``, and its sessions. Files the code writes are linked
+    as ``interp://files/<id>`` resources, readable by the session's owner. With ``places``
+    (``interp serve``'s), sessions are opened through them, each key within its share."""
     # The SDK sets up the root logger at this level unless the program already has: at its
     # default (INFO) every upstream model request was logged, through rich, on the event
     # loop, 7.5 ms of each run.
     mcp = MCPServer("interp", instructions=INSTRUCTIONS, log_level="WARNING")
-    sessions = McpSessions(engine)
+    sessions = McpSessions(engine, places)
 
     def link(file_id: str, name: str, size: int, mime: str) -> ResourceLink:
         uri = f"interp://files/{file_id}"
@@ -239,7 +262,7 @@ def build(engine: Callable[[], Engine]) -> MCPServer:
             raise ResourceNotFoundError(f"no file {file_id!r}")
         return await engine().download(file_id)
 
-    return mcp
+    return mcp, sessions
 
 
 async def _run(

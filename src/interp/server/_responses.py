@@ -43,7 +43,7 @@ from ._containers import Containers, cfile_id
 from ._errors import APIError, bad_request, file_not_found, not_found
 from ._store import Store, Writes
 from .agent.context import Unit, outputs_text, replay
-from .agent.events import RunEvents
+from .agent.events import BEHIND, RunEvents
 from .agent.images import file_image
 from .agent.loop import Ending, Runs, Status, drive
 from .agent.model import CODE_TOOL, ToolCall, chat_tool_call, code_arguments
@@ -340,7 +340,7 @@ class ResponseSink:
         self.response = response
         self.body = body
         self.base_url = base_url
-        self.events = RunEvents(replay=bool(body.background))
+        self.events = RunEvents(cut=self._behind, replay=bool(body.background))
         self.keep = body.store is not False
         self.keys = history
         """The transcripts it continues: its chain's responses, or its conversation."""
@@ -367,6 +367,14 @@ class ResponseSink:
         event = _EVENT.validate_python({"type": type_, "sequence_number": self.sequence, **fields})
         self.sequence += 1
         self.events.emit(type_, event)
+
+    def _behind(self) -> str:
+        """The stream's last event for a reader too slow to follow the response."""
+        event = _EVENT.validate_python(
+            {"type": "error", "code": "server_error", "message": BEHIND, "param": None,
+             "sequence_number": self.sequence}
+        )  # fmt: skip
+        return assistants.sse("error", event.model_dump_json())
 
     def emit_response(self, type_: str) -> None:
         self.emit(type_, response=served(self.response, self.body.include))

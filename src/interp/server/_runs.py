@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal, cast
 
+from openai.types import ErrorObject
 from openai.types.beta import Thread
 from openai.types.beta.threads import (
     ImageFileContentBlock,
@@ -51,10 +52,11 @@ from ..adapters import assistants
 from . import _wire as wire
 from ._errors import bad_request
 from ._locks import KeyedLocks
+from ._places import Places
 from ._store import Store, Writes
 from ._wire import Assistant, Run
 from .agent.context import Unit, outputs_text, replay
-from .agent.events import RunEvents
+from .agent.events import BEHIND, RunEvents
 from .agent.images import file_image
 from .agent.loop import Ending, Runs, drive
 from .agent.model import CODE_TOOL, ToolCall, chat_tool_call, code_arguments
@@ -75,6 +77,7 @@ class Runner:
         *,
         store: Store,
         engine: Engine,
+        places: Places,
         agent: Agent,
         default_model: str | None,
         tool_outputs_timeout: float = 600.0,
@@ -82,6 +85,7 @@ class Runner:
     ):
         self._store = store
         self._engine = engine
+        self._places = places
         self._agent = agent
         self._default_model = default_model
         self.outputs_timeout = tool_outputs_timeout
@@ -165,7 +169,7 @@ class Runner:
         """Start driving ``run`` (stored, or queued to be); its events from the start.
         ``head``: the thread's newest units, read already."""
         self.check_idle(thread.id)
-        events = RunEvents()
+        events = RunEvents(cut=_behind)
         self._events[run.id] = events
         budget = Budget(max_completion_tokens=run.max_completion_tokens, seconds=self.run_timeout)
         if run.usage is not None:
@@ -360,7 +364,7 @@ class Runner:
         thread_id = sink.thread.id
         if not self._engine.has_session(thread_id):
             self._placed[thread_id] = set()
-        await self._engine.create_session(thread_id)
+        await self._places.open(sink.owner, thread_id)
         placed = self._placed[thread_id]
         for file_id in await self._input_files(sink):
             if file_id in placed:
@@ -750,6 +754,12 @@ _CUT: dict[_Ended, Literal["run_failed", "run_cancelled", "run_expired"]] = {
 }
 """How a run that ends so leaves its reply (``incomplete``) and its open step (so)."""
 _CODE_OUTPUTS: TypeAdapter[list[CodeOutput]] = TypeAdapter(list[CodeOutput])
+
+
+def _behind() -> str:
+    """The Assistants stream's last event for a reader too slow to follow its run."""
+    error = {"code": "server_error", "message": BEHIND, "param": None, "type": "server_error"}
+    return assistants.sse("error", ErrorObject.model_validate(error).model_dump_json())
 
 
 def _step_delta(step_id: str, call: dict[str, Any]) -> RunStepDeltaEvent:

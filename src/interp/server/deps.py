@@ -10,6 +10,7 @@ from fastapi import Depends, Query, Request
 
 from .. import Config, Engine
 from ._containers import Containers
+from ._places import Places
 from ._responses import Responder
 from ._runs import Runner
 from ._store import Store
@@ -26,6 +27,7 @@ class Services:
     config: Config
     store: Store
     engine: Engine
+    places: Places
     model: Model
     runner: Runner
     containers: Containers

@@ -1,0 +1,79 @@
+"""The engine's sessions as places that keys hold: a thread's, a container's, an MCP
+session's. A key holds at most ``per_key`` of them, and the engine ``total``. A new one
+that would pass either limit first takes the place of the session idle longest (the
+key's own when the key is at its quota, else anyone's): that session is closed with its
+stored files kept, and its thread, container or MCP session opens it again at its next
+call, with its files and without its variables. Only when every candidate is running
+code is the new one refused (``CapacityError``: OpenAI's 429, ``rate_limit_exceeded`` for
+a run), so that no key can take every place from the others, and an idle session never
+keeps a place someone needs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from .. import CapacityError, Engine, SessionInfo
+
+log = logging.getLogger("interp.server")
+
+
+class Places:
+    def __init__(self, engine: Engine, *, per_key: int, total: int) -> None:
+        self._engine = engine
+        self.per_key = per_key
+        self.total = total
+        self._owners: dict[str, str] = {}
+        """Session id -> the owner it was opened for."""
+        self._lock = asyncio.Lock()
+
+    async def open(
+        self,
+        owner: str,
+        session: str,
+        *,
+        file_ids: Sequence[str] = (),
+        memory: int | None = None,
+    ) -> str:
+        """The session, opened for ``owner`` if it is not open (making room as above);
+        ``file_ids`` are put in its /mnt/data either way."""
+        engine = self._engine
+        if not engine.has_session(session):
+            async with self._lock:
+                if not engine.has_session(session):
+                    await self._make_room(owner)
+                    await engine.create_session(session, file_ids=file_ids, memory=memory)
+                    self._owners[session] = owner
+                    return session
+        if file_ids:
+            await engine.create_session(session, file_ids=file_ids)
+        return session
+
+    def forget(self, session: str) -> None:
+        """A session closed by its holder."""
+        self._owners.pop(session, None)
+
+    async def _make_room(self, owner: str) -> None:
+        live = {info.id: info for info in self._engine.sessions()}
+        for gone in set(self._owners) - set(live):  # closed or expired meanwhile
+            del self._owners[gone]
+        mine = [live[s] for s, held_by in self._owners.items() if held_by == owner]
+        if len(mine) >= self.per_key:
+            await self._give_up(mine, f"this key holds its {self.per_key} sessions")
+        elif len(live) >= self.total:
+            await self._give_up(list(live.values()), f"{self.total} sessions are open")
+
+    async def _give_up(self, candidates: list[SessionInfo], full: str) -> None:
+        idle = sorted((s for s in candidates if not s.busy), key=lambda s: s.last_used_at)
+        if not idle:
+            raise CapacityError(
+                f"{full} and each is running code", hint="try again when one has finished"
+            )
+        session = idle[0].id
+        log.info("session %s gives its place up (%s; idle longest)", session, full)
+        await self._engine.close_session(session, keep_files=True)
+        self._owners.pop(session, None)
+
+
+__all__ = ["Places"]
