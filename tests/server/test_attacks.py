@@ -132,3 +132,6 @@ async def test_a_run_refused_for_capacity_tells_the_client_to_retry(doors: Doors
     assert run.status == "failed" and run.last_error is not None
     assert run.last_error.code == "rate_limit_exceeded"
     assert "sessions are open" in run.last_error.message
+    with pytest.raises(openai.RateLimitError) as refused:
+        await client.containers.create(name="no room")
+    assert refused.value.response.headers["retry-after"] == "1"

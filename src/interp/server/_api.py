@@ -149,7 +149,7 @@ class _BodyLimit:
 
 
 async def _send_error(send: Send, error: APIError) -> None:
-    response = JSONResponse(error.body(), status_code=error.status)
+    response = JSONResponse(error.body(), status_code=error.status, headers=error.headers)
     await send(
         {
             "type": "http.response.start",
@@ -171,7 +171,7 @@ def _engine_error(exc: InterpError) -> APIError:
     if isinstance(exc, SessionNotFoundError):
         return APIError(404, exc.message, code="not_found")
     if isinstance(exc, StoreFullError | CapacityError):
-        return APIError(429, str(exc), type="server_error", code="capacity_exceeded")
+        return APIError(429, str(exc), type="server_error", code="capacity_exceeded", retry_after=1)
     return APIError(500, f"The sandbox failed: {exc}", type="server_error")
 
 
@@ -314,7 +314,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -345,7 +345,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
     @app.exception_handler(InterpError)
     async def engine_error(request: Request, exc: InterpError) -> JSONResponse:
         error = _engine_error(exc)
-        return JSONResponse(error.body(), status_code=error.status)
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
     @app.exception_handler(UpstreamError)
     async def upstream_error(request: Request, exc: UpstreamError) -> JSONResponse:

@@ -16,8 +16,11 @@ class APIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = {"retry-after": str(retry_after)} if retry_after is not None else None
+        """A 429's ``Retry-After``: when a client (the openai SDK does) may try again."""
         self.status = status
         self.message = message
         self.type = type
