@@ -339,6 +339,18 @@ def test_max_tool_calls_and_max_output_tokens_bound_the_response(
     assert len(cut.output_text.split()) == 16
 
 
+def run_long_thread(client: openai.OpenAI) -> str:
+    """A thread of 24 notes of 500 words (over an 8192-token window), run to its end."""
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": note(i, 500)} for i in range(24)]
+    )
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=code_assistant(client), poll_interval_ms=100
+    )
+    assert run.status == "completed", run.last_error
+    return thread.id
+
+
 def test_a_model_whose_window_is_not_advertised_is_fitted_after_its_first_refusal(
     tmp_path: Path,
 ) -> None:
@@ -346,17 +358,11 @@ def test_a_model_whose_window_is_not_advertised_is_fitted_after_its_first_refusa
         server = start_server(tmp_path, model.url, env={"INTERP_TOOL_OUTPUTS_TIMEOUT": "1"})
         try:
             client = server.client()
-            thread = client.beta.threads.create(
-                messages=[{"role": "user", "content": note(i, 500)} for i in range(24)]
-            )
-            run = client.beta.threads.runs.create_and_poll(
-                thread_id=thread.id, assistant_id=code_assistant(client), poll_interval_ms=100
-            )
-            assert run.status == "completed", run.last_error
+            thread = run_long_thread(client)
             assert len(model.refused) == 1 and model.refused[0] > WINDOW
             assert model.requests[-1]["prompt_tokens"] <= WINDOW
             again = client.beta.threads.runs.create_and_poll(
-                thread_id=thread.id, assistant_id=code_assistant(client), poll_interval_ms=100
+                thread_id=thread, assistant_id=code_assistant(client), poll_interval_ms=100
             )
             assert again.status == "completed" and len(model.refused) == 1
             expiring_outputs(client)
@@ -372,13 +378,7 @@ def test_an_ollama_models_window_is_the_one_it_allocated(tmp_path: Path) -> None
         server = start_server(tmp_path, model.url)
         try:
             client = server.client()
-            thread = client.beta.threads.create(
-                messages=[{"role": "user", "content": note(i, 500)} for i in range(24)]
-            )
-            run = client.beta.threads.runs.create_and_poll(
-                thread_id=thread.id, assistant_id=code_assistant(client), poll_interval_ms=100
-            )
-            assert run.status == "completed", run.last_error
+            run_long_thread(client)
             assert model.refused == []
             assert all(request["prompt_tokens"] <= WINDOW for request in model.requests)
         finally:

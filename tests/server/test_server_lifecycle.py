@@ -19,6 +19,8 @@ from typing import Any
 import docker
 import openai
 import pytest
+from openai.types.beta import Thread
+from openai.types.beta.threads import Run
 
 from ..conftest import containers_labelled
 from .conftest import KEY_A, KEY_B, follow_up, reply_text, start_server, wait_for_step
@@ -153,19 +155,23 @@ def test_a_model_that_is_down_or_hangs_fails_the_run_and_the_next_one_works(
         server.stop()
 
 
+def sleeping_run(client: openai.OpenAI) -> tuple[Thread, Run]:
+    """A run whose code sleeps a minute, once its code runs."""
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": "RUN: import time\ntime.sleep(60)"}]
+    )
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=code_assistant(client))
+    wait_for_step(client, thread.id, run.id)
+    return thread, run
+
+
 def test_sigterm_fails_the_run_in_progress_and_removes_the_sandboxes(
     tmp_path: Path, docker_client: docker.DockerClient
 ) -> None:
     with FakeModel() as model:
         server = start_server(tmp_path, model.url)
         client = server.client()
-        thread = client.beta.threads.create(
-            messages=[{"role": "user", "content": "RUN: import time\ntime.sleep(60)"}]
-        )
-        run = client.beta.threads.runs.create(
-            thread_id=thread.id, assistant_id=code_assistant(client)
-        )
-        wait_for_step(client, thread.id, run.id)
+        thread, run = sleeping_run(client)
         assert server.stop() in (0, -signal.SIGTERM)
         owner = f"io.interp.owner-pid={server.process.pid}"
         assert containers_labelled(docker_client, owner) == []
@@ -212,13 +218,7 @@ def test_slow_bodies_are_cut_and_a_stop_with_uploads_and_runs_in_flight_is_bound
                 assert "did not arrive in time" in answer
             assert time.monotonic() - started < 6
             client = server.client()
-            thread = client.beta.threads.create(
-                messages=[{"role": "user", "content": "RUN: import time\ntime.sleep(60)"}]
-            )
-            run = client.beta.threads.runs.create(
-                thread_id=thread.id, assistant_id=code_assistant(client)
-            )
-            wait_for_step(client, thread.id, run.id)
+            thread, run = sleeping_run(client)
             for _ in range(2):
                 sockets.enter_context(_slow_body(server.url, "/v1/files", 10_000_000))
             stopping = time.monotonic()
