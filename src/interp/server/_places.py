@@ -50,10 +50,6 @@ class Places:
             await engine.create_session(session, file_ids=file_ids)
         return session
 
-    def forget(self, session: str) -> None:
-        """A session closed by its holder."""
-        self._owners.pop(session, None)
-
     async def _make_room(self, owner: str) -> None:
         live = {info.id: info for info in self._engine.sessions()}
         for gone in set(self._owners) - set(live):  # closed or expired meanwhile
