@@ -21,3 +21,13 @@ async def test_a_reader_that_falls_behind_is_cut_and_what_waited_for_it_let_go()
     # What waited for the slow reader was dropped when it was cut: it reads the cut.
     assert [text async for text in slow] == ["event: error\ndata: cut\n\n[DONE]"]
     assert events.readers == 0
+
+
+async def test_a_reader_that_has_read_all_gets_an_event_larger_than_the_bound() -> None:
+    events = RunEvents(cut=lambda: "cut", behind=1_000)
+    reader = aiter(events.follow())
+    events.emit("completed", {"text": "x" * 5_000})
+    assert "x" * 5_000 in await anext(reader)
+    events.emit("done", {"n": 1})
+    events.close()
+    assert [text async for text in reader] == ['event: done\ndata: {"n":1}\n\n']

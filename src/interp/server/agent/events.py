@@ -53,7 +53,9 @@ class RunEvents:
         if self._sent is not None:
             self._sent.append((number, text))
         for queue, waiting in list(self._queues.items()):
-            if waiting + len(text) > self._behind:
+            # One that has read all gets the event, however large (a response's last
+            # event holds all of it): the backlog is bounded by ``behind`` and one event.
+            if waiting and waiting + len(text) > self._behind:
                 self._drop(queue)
             else:
                 self._queues[queue] = waiting + len(text)
