@@ -83,6 +83,7 @@ def start_server(
             text=True,
         )
     server = Server(f"http://127.0.0.1:{port}/v1", process, data_dir, log)
+    _started.append(server)
     deadline = time.monotonic() + 60
     while True:
         if process.poll() is not None:
@@ -148,6 +149,23 @@ def raw_request(
         return response.status, json.loads(response.read())
     finally:
         connection.close()
+
+
+_started: list[Server] = []
+"""Every server ``start_server`` started, in order."""
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_its_test() -> Iterator[None]:
+    """The servers a test started are stopped when it ends, however it ends: one that
+    failed before its own ``stop()`` had left its server running, with its sandboxes. (A
+    module's ``server`` is started before this and stops with the module.)"""
+    before = len(_started)
+    yield
+    for server in _started[before:]:
+        if server.process.poll() is None:
+            server.stop()
+    del _started[before:]
 
 
 @pytest.fixture(scope="module")
