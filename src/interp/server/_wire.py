@@ -82,8 +82,7 @@ def now() -> int:
 
 
 def page(data: list[M], has_more: bool) -> ListPage[M]:
-    # The Responses door's objects are JSON documents still.
-    ids = [found["id"] if isinstance(found, dict) else getattr(found, "id", None) for found in data]
+    ids = [getattr(found, "id", None) for found in data]
     return ListPage[M](
         data=data,
         first_id=ids[0] if ids else None,

@@ -17,7 +17,7 @@ from openai.types.responses import (
 )
 from pydantic import TypeAdapter
 
-from ._store import Served, document, served
+from ._store import Served, served
 from ._wire import new_id, now
 from .protocol.responses import NamedTool, ResponseCreate
 
@@ -32,8 +32,6 @@ CONVERSATION = served("conversation", Conversation)
 CONVERSATION_ITEM: Served[ConversationItem] = Served(
     "conversation_item", _CONVERSATION_ITEM.validate_python
 )
-TOOL_RESULT = document("tool_result")
-"""What the model was shown of a tool call: internal, never served."""
 
 
 def usage(prompt: int = 0, completion: int = 0) -> ResponseUsage:
@@ -146,7 +144,6 @@ __all__ = [
     "CONVERSATION_ITEM",
     "INPUT_ITEM",
     "RESPONSE",
-    "TOOL_RESULT",
     "Container",
     "ContainerFile",
     "Response",

@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from .. import _wire as wire
 from .._errors import APIError, bad_request, file_not_found, not_found
-from .._store import Kind, Served
+from .._store import Served
 from ..deps import PageQuery, Services
 
 JSON_BODY_BYTES = 16 * 1024**2
@@ -55,18 +55,6 @@ async def check_files(services: Services, owner: str, file_ids: list[str], param
     for file_id in dict.fromkeys(file_ids):
         if await services.store.get(wire.FILE, owner, file_id) is None:
             raise file_not_found(file_id, param=param)
-
-
-async def put_metadata(
-    services: Services, kind: Kind, owner: str, found: Any, metadata: dict[str, str] | None
-) -> Any:
-    """An object (a model, or a JSON document) with its metadata set, stored."""
-    if metadata is not None:
-        if isinstance(found, dict):
-            found["metadata"] = metadata
-        else:
-            found.metadata = metadata
-    return await services.store.put(kind, owner, found)
 
 
 def sse(stream: AsyncIterator[str]) -> StreamingResponse:

@@ -30,7 +30,7 @@ from ..protocol.assistants import (
     ThreadModify,
 )
 from .assistants import resource_files
-from .common import check_files, find, listing, put_metadata, sse
+from .common import check_files, find, listing, sse
 
 router = APIRouter(prefix="/v1/threads")
 
@@ -87,8 +87,10 @@ async def _put_live_metadata(
     """Metadata set on a run or message, under its thread's lock: on the running task's copy
     too, when it has one, so that the run's own next write keeps the change."""
     live = services.runner.modify(found.id, metadata) if metadata is not None else None
-    changed: Live = await put_metadata(services, kind, owner, live or found, metadata)
-    return changed
+    changed: Live = live or found
+    if metadata is not None:
+        changed.metadata = metadata
+    return await services.store.put(kind, owner, changed)
 
 
 async def new_thread(services: Services, owner: str, body: ThreadCreate) -> Thread:
