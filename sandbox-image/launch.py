@@ -8,6 +8,7 @@ import re
 import shutil
 import sys
 
+import zmq
 from ipykernel import kernelapp
 from ipykernel.iostream import OutStream
 
@@ -45,7 +46,26 @@ class BoundedOutStream(OutStream):
         return len(string)
 
 
-kernelapp.launch_new_instance(
+_IOPUB_QUEUE = 8
+"""Messages iopub holds for a reader that is behind (ZMQ's default, 1 000, can be a GiB)."""
+
+
+class App(kernelapp.IPKernelApp):
+    def init_iopub(self, context: zmq.Context) -> None:
+        """Make iopub wait for a reader that is behind instead of dropping its messages.
+
+        The engine takes only a couple of messages ahead of what it has handled, so that a
+        flood cannot fill the host's memory. Past a short queue here the kernel waits too
+        (a write blocks in its flush), rather than hoarding the flood until the memory
+        limit kills it or dropping output, or the message that says the execution ended.
+        iopub is the last socket the kernel makes from this context.
+        """
+        context.setsockopt(zmq.SNDHWM, _IOPUB_QUEUE)
+        super().init_iopub(context)
+        self.iopub_thread.socket.setsockopt(zmq.XPUB_NODROP, 1)
+
+
+App.launch_instance(
     argv=[
         "-f",
         sys.argv[1],

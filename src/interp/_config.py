@@ -27,7 +27,7 @@ from ._preload import check_module
 
 # Bumped whenever sandbox-image/ changes in a way the engine depends on; the engine
 # refuses an image whose label says otherwise.
-IMAGE_VERSION = "5"
+IMAGE_VERSION = "6"
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 

@@ -44,6 +44,12 @@ MAX_MESSAGE_BYTES = 64 * 1024**2
 one forged message cannot take the engine's memory (the kernel's own output comes in
 pieces of at most 1 MiB, and images are capped far below this)."""
 
+_IOPUB_QUEUE = 2
+"""Messages ZMQ takes from a kernel ahead of the engine. Its default (1 000) let a kernel
+that writes faster than the engine reads park its whole flood in the engine's memory; past
+this many ZMQ stops reading, and the kernel (whose publisher waits rather than drops, see
+the launcher) waits with it."""
+
 
 async def _pin_socket(path: str, deadline: float) -> int:
     """An ``O_PATH`` descriptor on the socket at ``path``, once the kernel has bound it.
@@ -70,6 +76,7 @@ def make_context() -> zmq.asyncio.Context:
     context.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_MS)
     context.setsockopt(zmq.LINGER, 0)
     context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    context.setsockopt(zmq.RCVHWM, _IOPUB_QUEUE)
     return context
 
 

@@ -364,6 +364,27 @@ async def test_engine_memory_stays_within_the_flood_bound(engine: Engine) -> Non
     assert process.memory_info().rss - before < FLOOD_BOUND
 
 
+async def test_a_host_too_busy_to_read_keeps_the_flood_in_the_sandbox(engine: Engine) -> None:
+    # A host busy elsewhere (here: a consumer that holds the loop for two seconds) while
+    # the kernel writes 300 MB. ZMQ once took the kernel's messages for the engine the
+    # whole time, into the engine's memory; now it takes two, the kernel waits for the
+    # engine, and nothing written is lost.
+    process = psutil.Process()
+    flood = "import sys\nfor _ in range(300): sys.stdout.write('x' * 1_000_000)"
+    held = 0
+    result = None
+    async for event in engine.stream(flood, timeout=120):
+        if isinstance(event, LogChunk) and not held:
+            before = process.memory_info().rss
+            time.sleep(2)  # noqa: ASYNC251 (the point: the loop is held)
+            held = process.memory_info().rss - before
+        if isinstance(event, ExecutionFinished):
+            result = event.result
+    assert result is not None and result.status is ExecutionStatus.COMPLETED
+    assert held < 8 * 1024**2, held
+    assert len(result.logs.encode()) + result.truncated_bytes > 300_000_000
+
+
 async def test_engine_failures_are_interp_errors(make_config: Callable[..., Config]) -> None:
     # Storage that cannot be made (a filesystem too small for mkfs) is a SandboxError.
     async with Engine(make_config(pool_size=0, data_size="1k")) as engine:
