@@ -104,6 +104,13 @@ class Config(BaseSettings):
     """``interp serve``: sessions one API key may hold (threads', containers', MCP's);
     past it, the key's session idle longest gives its place up. Unset: a quarter of
     ``max_sessions`` with API keys, all of them without."""
+    max_files_per_key: int = Field(10_000, gt=0)
+    """``interp serve``: files one API key may keep (uploads and what its code wrote)."""
+    max_bytes_per_key: OptionalBytes = None
+    """``interp serve``: bytes of files one API key may keep, container files included.
+    Unset: a quarter of ``store_size`` with API keys, all of it without."""
+    max_containers_per_key: int = Field(100, gt=0)
+    """``interp serve``: containers one API key may keep that have not expired."""
     capacity_wait: float = Field(30.0, ge=0)
     """How long a new session or kernel waits for room before ``CapacityError``."""
     session_idle_timeout: float = Field(3600.0, gt=0)

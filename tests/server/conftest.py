@@ -42,7 +42,8 @@ class Server:
 
     def client(self, key: str = "anything", **options: object) -> openai.OpenAI:
         """A client of this server, closed (its pooled connections too) when it stops."""
-        made = openai.OpenAI(base_url=self.url, api_key=key, max_retries=0, **options)  # type: ignore[arg-type]
+        options = {"max_retries": 0, **options}
+        made = openai.OpenAI(base_url=self.url, api_key=key, **options)  # type: ignore[arg-type]
         self.clients.append(made)
         return made
 

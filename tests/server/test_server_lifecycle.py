@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -242,11 +243,25 @@ def test_slow_bodies_are_cut_and_a_stop_with_uploads_and_runs_in_flight_is_bound
 FLOOD = "RUN: import sys\nfor _ in range(50):\n    sys.stdout.write('x' * 1_000_000)"
 
 
+def peak_rss_since_reset(pid: int) -> int:
+    """The most memory ``pid`` held since ``reset_peak_rss`` (the kernel's own mark)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def reset_peak_rss(pid: int) -> int:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return peak_rss_since_reset(pid)
+
+
 def test_readers_that_do_not_keep_up_are_cut_and_their_runs_go_on(tmp_path: Path) -> None:
     """Four runs printing 50 MB each, streamed to clients that read nothing while they
     run: each stream is cut once it is 2 MiB behind (what waited for it let go), ending
-    with an error event that says so, and the runs complete."""
-    with FakeModel() as model:
+    with an error event that says so, and the runs complete. Meanwhile the server's
+    memory peaks less than 40 MB above where it was."""
+    with FakeModel() as model, contextlib.ExitStack() as readers_open:
         server = start_server(tmp_path, model.url, env={"INTERP_POOL_SIZE": "4"})
         try:
             client = server.client()
@@ -255,11 +270,17 @@ def test_readers_that_do_not_keep_up_are_cut_and_their_runs_go_on(tmp_path: Path
                 client.beta.threads.create(messages=[{"role": "user", "content": FLOOD}]).id
                 for _ in range(4)
             ]
+            # A run first: what a server loads for its first run is not what is measured.
+            warm = client.beta.threads.create(messages=[{"role": "user", "content": "RUN: 1"}])
+            client.beta.threads.runs.create_and_poll(thread_id=warm.id, assistant_id=helper)
+            before = reset_peak_rss(server.process.pid)
             host, port = server.url.removeprefix("http://").split("/")[0].split(":")
             body = json.dumps({"assistant_id": helper, "stream": True}).encode()
             readers = []
             for thread_id in threads:
-                reader = socket.create_connection((host, int(port)), timeout=30)
+                reader = readers_open.enter_context(
+                    socket.create_connection((host, int(port)), timeout=30)
+                )
                 reader.sendall(
                     f"POST /v1/threads/{thread_id}/runs HTTP/1.1\r\nhost: {host}\r\n"
                     f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
@@ -273,6 +294,7 @@ def test_readers_that_do_not_keep_up_are_cut_and_their_runs_go_on(tmp_path: Path
                     break
                 time.sleep(0.2)
             assert all(found and found[0].status == "completed" for found in runs), runs
+            grew = peak_rss_since_reset(server.process.pid) - before
             for reader in readers:
                 received = bytearray()
                 while b"[DONE]" not in received[-64:]:
@@ -283,7 +305,7 @@ def test_readers_that_do_not_keep_up_are_cut_and_their_runs_go_on(tmp_path: Path
                 # Not the whole 50 MB of output: what the sockets' buffers took, and the
                 # 2 MiB the server held before the cut.
                 assert len(received) < 20 * 1024**2, len(received)
-                reader.close()
+            assert grew < 40 * 1024**2, grew
         finally:
             server.stop()
 
@@ -326,6 +348,70 @@ def test_a_key_that_floods_sessions_takes_no_place_from_another(tmp_path: Path) 
             )
             assert again.status == "completed"
             assert "kept bytes" in again.output_text
+        finally:
+            server.stop()
+
+
+def assert_over_quota(error: openai.RateLimitError, what: str) -> None:
+    assert error.code == "insufficient_quota" and what in error.message, error.message
+    # Room comes from deleting, not from waiting: the SDK is told not to retry.
+    assert error.response.headers["retry-after"] == "60"
+    assert error.response.headers["x-should-retry"] == "false"
+
+
+def test_a_key_over_its_quotas_is_refused_whole_and_another_key_is_not(tmp_path: Path) -> None:
+    """Files, their bytes and containers are counted per key; a request past a quota is
+    a 429 that stores nothing, deleting makes room, and concurrent uploads cannot
+    together pass a quota."""
+    env = {
+        "INTERP_MAX_FILES_PER_KEY": "3",
+        "INTERP_MAX_BYTES_PER_KEY": "10000",
+        "INTERP_MAX_CONTAINERS_PER_KEY": "2",
+    }
+    with FakeModel() as model:
+        server = start_server(tmp_path, model.url, "--api-key", KEY_A, "--api-key", KEY_B, env=env)
+        try:
+            alice, bob = server.client(KEY_A), server.client(KEY_B, max_retries=2)
+
+            def upload(client: openai.OpenAI, size: int) -> str:
+                made = client.files.create(file=("f.bin", b"x" * size), purpose="assistants")
+                return made.id
+
+            kept = [upload(bob, 4000), upload(bob, 4000)]
+            with pytest.raises(openai.RateLimitError) as over_bytes:
+                upload(bob, 4000)
+            assert_over_quota(over_bytes.value, "10000 bytes of files (8000 kept, 2000 free")
+            kept.append(upload(bob, 1000))
+            with pytest.raises(openai.RateLimitError) as over_files:
+                upload(bob, 10)
+            assert_over_quota(over_files.value, "at most 3 files")
+            assert sorted(f.id for f in bob.files.list()) == sorted(kept)
+            bob.files.delete(kept.pop())
+            kept.append(upload(bob, 10))
+
+            boxes = [bob.containers.create(name="one"), bob.containers.create(name="two")]
+            with pytest.raises(openai.RateLimitError) as over_containers:
+                bob.containers.create(name="three")
+            assert_over_quota(over_containers.value, "at most 2 containers")
+            # A container's files count with the key's bytes (8010 kept of 10000).
+            with pytest.raises(openai.RateLimitError):
+                bob.containers.files.create(boxes[0].id, file=("big.bin", b"x" * 2000))
+            bob.containers.files.create(boxes[0].id, file=("small.bin", b"x" * 1000))
+            with pytest.raises(openai.RateLimitError):
+                bob.containers.files.create(boxes[1].id, file_id=kept[0])  # a 4000-byte copy
+            bob.containers.delete(boxes[1].id)
+            bob.containers.create(name="three")
+            assert sorted(c.name for c in bob.containers.list()) == ["one", "three"]
+
+            # Key A is untouched by B's use, and eight uploads at once that would pass
+            # its quotas together: three (all that fit) are kept, the rest refused.
+            with ThreadPoolExecutor(8) as pool:
+                tries = [pool.submit(upload, alice, 3000) for _ in range(8)]
+            made = [t.result() for t in tries if t.exception() is None]
+            refused = [t.exception() for t in tries if t.exception() is not None]
+            assert len(made) == 3 and len(refused) == 5, refused
+            assert all(isinstance(e, openai.RateLimitError) for e in refused), refused
+            assert sorted(f.id for f in alice.files.list()) == sorted(made)
         finally:
             server.stop()
 

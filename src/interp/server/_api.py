@@ -37,6 +37,7 @@ from ._errors import APIError, bad_request, not_found
 from ._mcp import McpSessions
 from ._mcp import build as build_mcp
 from ._places import Places
+from ._quotas import Limits, Quotas
 from ._responses import Responder
 from ._runs import Runner
 from ._store import Store
@@ -271,7 +272,16 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             tool_outputs_timeout=config.tool_outputs_timeout,
             run_timeout=config.run_timeout,
         )
-        containers = Containers(store=store, engine=sandbox, places=places)
+        quotas = Quotas(
+            store,
+            Limits(
+                files=config.max_files_per_key,
+                bytes=config.max_bytes_per_key
+                or (config.store_size // 4 if config.api_keys else config.store_size),
+                containers=config.max_containers_per_key,
+            ),
+        )
+        containers = Containers(store=store, engine=sandbox, places=places, quotas=quotas)
         responder = Responder(
             store=store,
             engine=sandbox,
@@ -282,7 +292,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         )
         containers.start()
         holder["state"] = app.state.services = Services(
-            config, store, sandbox, places, model, runner, containers, responder
+            config, store, sandbox, places, model, runner, containers, responder, quotas
         )
         # What start-up made lives as long as the server: out of the collector's full
         # passes, which otherwise walk it all (a pause of about 200 ms a pass, once a long

@@ -25,6 +25,7 @@ from . import _wire_responses as rwire
 from ._errors import APIError, bad_request, file_not_found, not_found
 from ._locks import KeyedLocks
 from ._places import Places
+from ._quotas import Quotas
 from ._store import Store
 from ._wire_responses import Container, ContainerFile
 from .protocol.responses import MEMORY_BYTES
@@ -63,8 +64,9 @@ def memory_bytes(limit: str | None, *, param: str) -> int | None:
 
 
 class Containers:
-    def __init__(self, *, store: Store, engine: Engine, places: Places) -> None:
+    def __init__(self, *, store: Store, engine: Engine, places: Places, quotas: Quotas) -> None:
         self._store = store
+        self._quotas = quotas
         self._engine = engine
         self._places = places
         self._locks = KeyedLocks()
@@ -101,7 +103,8 @@ class Containers:
             if await self._store.get(wire.FILE, owner, file_id) is None:
                 raise file_not_found(file_id, param=param)
         created = rwire.container(name=name, minutes=minutes, memory_limit=memory_limit)
-        await self._store.create("container", owner, created)
+        async with self._quotas.room(owner, containers=1):
+            await self._store.create("container", owner, created)
         try:
             await self._places.open(owner, created.id, memory=memory)
             for file_id in file_ids:
@@ -173,14 +176,18 @@ class Containers:
     ) -> ContainerFile:
         """Put a copy of a stored file (the owner's, or one uploaded here) in /mnt/data."""
         info = self._engine.file(file_id)
-        copy = await self._engine.create_file(Path(info.name).name, self._engine.file_path(file_id))
-        return await self._add(owner, container_id, copy, source=source)
+        async with self._quotas.room(owner, size=info.bytes):
+            copy = await self._engine.create_file(
+                Path(info.name).name, self._engine.file_path(file_id)
+            )
+            return await self._add(owner, container_id, copy, source=source)
 
     async def add_upload(
-        self, owner: str, container_id: str, name: str, path: Path
+        self, owner: str, container_id: str, name: str, path: Path, *, size: int
     ) -> ContainerFile:
-        info = await self._engine.create_file(name, path)
-        return await self._add(owner, container_id, info, source="user")
+        async with self._quotas.room(owner, size=size):
+            info = await self._engine.create_file(name, path)
+            return await self._add(owner, container_id, info, source="user")
 
     async def _add(
         self, owner: str, container_id: str, info: FileInfo, *, source: str

@@ -17,10 +17,17 @@ class APIError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after: int | None = None,
+        retry_now: bool = True,
     ) -> None:
         super().__init__(message)
-        self.headers = {"retry-after": str(retry_after)} if retry_after is not None else None
-        """A 429's ``Retry-After``: when a client (the openai SDK does) may try again."""
+        self.headers: dict[str, str] | None = None
+        """A 429's ``Retry-After``: when a client (the openai SDK does) may try again; and,
+        for what waiting alone will not mend, ``x-should-retry: false``, which tells the
+        SDK to raise at once rather than retry."""
+        if retry_after is not None:
+            self.headers = {"retry-after": str(retry_after)}
+            if not retry_now:
+                self.headers["x-should-retry"] = "false"
         self.status = status
         self.message = message
         self.type = type

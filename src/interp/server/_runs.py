@@ -558,7 +558,10 @@ class RunSink:
         elif isinstance(event, FileSaved):
             await self.runner.register(self.owner, event.file.id, "assistants_output")
             self.files.append(event)
-        if isinstance(event, LogChunk | ImageSaved) and self.tool_step is not None:
+        # A run's stream is joined only when it starts: if no one reads it now, no one
+        # will read this call's deltas.
+        wanted = isinstance(event, LogChunk | ImageSaved) and self.events.wanted
+        if wanted and self.tool_step is not None:
             position = _tool_calls(self.tool_step).index(self._entry(call))
             deltas, self.cursors[call.id] = assistants.event_deltas(
                 event, step_id=self.tool_step.id, cursor=self.cursors[call.id],

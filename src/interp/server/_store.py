@@ -30,9 +30,11 @@ from sqlalchemy import (
     Integer,
     String,
     bindparam,
+    case,
     create_engine,
     delete,
     event,
+    func,
     insert,
     literal,
     make_url,
@@ -94,6 +96,13 @@ def document(kind: Kind) -> Served[dict[str, Any]]:
 
 def _document(obj: BaseModel | dict[str, Any]) -> dict[str, Any]:
     return obj.model_dump(mode="json") if isinstance(obj, BaseModel) else dict(obj)
+
+
+@dataclass(frozen=True)
+class Usage:
+    files: int
+    bytes: int
+    containers: int
 
 
 class _Base(DeclarativeBase):
@@ -698,6 +707,25 @@ class Store:
             .order_by(_Object.seq.asc())
         )
         return [(owner, what.load(data)) for owner, data in rows]
+
+    async def usage(self, owner: str) -> Usage:
+        """What ``owner`` keeps: its files, their bytes (container files' too), and its
+        containers that have not expired."""
+        await self._objects_written()
+        kinds = ["file", "container_file", "container"]
+        sized = case((_Object.kind == "container", 0), else_=_Object.data["bytes"].as_integer())
+        rows = await self._rows(
+            select(_Object.kind, func.count(), func.coalesce(func.sum(sized), 0))
+            .where(_Object.owner == owner, _Object.kind.in_(kinds))
+            .where((_Object.kind != "container") | (_Object.status != "expired"))
+            .group_by(_Object.kind)
+        )
+        counts = {kind: (int(count), int(size)) for kind, count, size in rows}
+        return Usage(
+            files=counts.get("file", (0, 0))[0],
+            bytes=sum(size for _, size in counts.values()),
+            containers=counts.get("container", (0, 0))[0],
+        )
 
     async def fail_unfinished_runs(self) -> int:
         """Mark runs and responses a crash left unfinished as failed; return how many."""

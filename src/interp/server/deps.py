@@ -11,6 +11,7 @@ from fastapi import Depends, Query, Request
 from .. import Config, Engine
 from ._containers import Containers
 from ._places import Places
+from ._quotas import Quotas
 from ._responses import Responder
 from ._runs import Runner
 from ._store import Store
@@ -32,6 +33,7 @@ class Services:
     runner: Runner
     containers: Containers
     responder: Responder
+    quotas: Quotas
 
 
 # Every dependency is a coroutine: FastAPI calls a plain function on a worker thread.

@@ -44,6 +44,8 @@ class RunEvents:
 
     def emit(self, event: str, data: BaseModel | dict[str, Any]) -> None:
         """Send an event; its object is written out now (it goes on changing)."""
+        if not self.wanted:
+            return  # nobody to send it to (a run streamed to no one, or its readers cut)
         if isinstance(data, BaseModel):
             text = assistants.sse(event, data.model_dump_json())
             number = getattr(data, "sequence_number", 0)
@@ -72,6 +74,11 @@ class RunEvents:
     @property
     def readers(self) -> int:
         return len(self._queues)
+
+    @property
+    def wanted(self) -> bool:
+        """Whether an event emitted now would go anywhere (else it need not be made)."""
+        return bool(self._queues) or self._sent is not None
 
     def close(self) -> None:
         self.closed = True

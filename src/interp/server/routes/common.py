@@ -69,20 +69,19 @@ def too_large(limit: int) -> APIError:
     return APIError(413, f"Request body too large: the limit is {limit} bytes.")
 
 
-async def spool(file: StarletteUploadFile, path: Path, limit: int) -> str:
-    """Check an uploaded file's name and size, write it to ``path``; its name."""
+async def spool(file: StarletteUploadFile, path: Path, limit: int) -> tuple[str, int]:
+    """Check an uploaded file's name and size, write it to ``path``; its name and size."""
     name = file.filename or ""
     if not name or "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
         raise bad_request(f"Invalid file name {name[:100]!r}: use a plain name.", param="file")
     size = file.size if file.size is not None else 0
     if size > limit:
         raise too_large(limit)
-    await asyncio.to_thread(_spool, file, path)
-    return name
+    return name, await asyncio.to_thread(_spool, file, path)
 
 
-async def spool_form(request: Request, path: Path, limit: int) -> str:
-    """The multipart field ``file`` of a request, spooled to ``path``; its name."""
+async def spool_form(request: Request, path: Path, limit: int) -> tuple[str, int]:
+    """The multipart field ``file`` of a request, spooled to ``path``; its name and size."""
     async with request.form(max_files=1, max_fields=8) as form:
         file = form.get("file")
         if not isinstance(file, StarletteUploadFile):
@@ -90,10 +89,11 @@ async def spool_form(request: Request, path: Path, limit: int) -> str:
         return await spool(file, path, limit)
 
 
-def _spool(upload: StarletteUploadFile, path: Path) -> None:
+def _spool(upload: StarletteUploadFile, path: Path) -> int:
     upload.file.seek(0)
     with path.open("xb") as target:
         shutil.copyfileobj(upload.file, target, 1024**2)
+        return target.tell()
 
 
 async def open_stored(path: Path, file_id: str) -> AsyncIterator[bytes]:

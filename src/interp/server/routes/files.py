@@ -30,9 +30,12 @@ async def upload_file(
 ) -> FileObject:
     with tempfile.TemporaryDirectory(prefix="interp-upload-") as scratch:
         path = Path(scratch) / "upload"
-        name = await spool(file, path, services.config.max_upload_bytes)
-        info = await services.engine.create_file(name, path)
-    return await services.store.create("file", owner, wire.file_object(info, purpose=purpose))
+        name, size = await spool(file, path, services.config.max_upload_bytes)
+        async with services.quotas.room(owner, files=1, size=size):
+            info = await services.engine.create_file(name, path)
+            return await services.store.create(
+                "file", owner, wire.file_object(info, purpose=purpose)
+            )
 
 
 @router.get("")

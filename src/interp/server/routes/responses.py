@@ -158,8 +158,8 @@ async def create_container_file(
     if kind.startswith("multipart/form-data"):
         with tempfile.TemporaryDirectory(prefix="interp-upload-") as scratch:
             path = Path(scratch) / "upload"
-            name = await spool_form(request, path, services.config.max_upload_bytes)
-            return await containers.add_upload(owner, container_id, name, path)
+            name, size = await spool_form(request, path, services.config.max_upload_bytes)
+            return await containers.add_upload(owner, container_id, name, path, size=size)
     try:
         body = ContainerFileFromId.model_validate_json(await request.body())
     except ValueError:
