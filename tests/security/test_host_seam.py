@@ -371,17 +371,17 @@ async def test_a_host_too_busy_to_read_keeps_the_flood_in_the_sandbox(engine: En
     # engine, and nothing written is lost.
     process = psutil.Process()
     flood = "import sys\nfor _ in range(300): sys.stdout.write('x' * 1_000_000)"
-    held = 0
+    held: int | None = None
     result = None
     async for event in engine.stream(flood, timeout=120):
-        if isinstance(event, LogChunk) and not held:
+        if isinstance(event, LogChunk) and held is None:
             before = process.memory_info().rss
             time.sleep(2)  # noqa: ASYNC251 (the point: the loop is held)
             held = process.memory_info().rss - before
         if isinstance(event, ExecutionFinished):
             result = event.result
     assert result is not None and result.status is ExecutionStatus.COMPLETED
-    assert held < 8 * 1024**2, held
+    assert held is not None and held < 8 * 1024**2, held
     assert len(result.logs.encode()) + result.truncated_bytes > 300_000_000
 
 
