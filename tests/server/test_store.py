@@ -66,6 +66,21 @@ async def test_objects_are_found_only_by_their_owner(store: Store) -> None:
     assert await store.get(document("assistant"), "alice", "asst_0001") is None
 
 
+async def test_usage_counts_a_keys_files_their_bytes_and_live_containers(store: Store) -> None:
+    def sized(kind_id: str, size: int) -> dict[str, object]:
+        return {"id": kind_id, "bytes": size}
+
+    await store.create("file", "alice", sized("file-1", 1000))
+    await store.create("file", "alice", sized("file-2", 24))
+    await store.create("file", "bob", sized("file-3", 5000))
+    await store.create("container", "alice", {"id": "cntr_1", "status": "running"})
+    await store.create("container", "alice", {"id": "cntr_2", "status": "expired"})
+    await store.create("container_file", "alice", {**sized("cfile_1", 7), "container_id": "cntr_1"})
+    usage = await store.usage("alice")
+    assert (usage.files, usage.bytes, usage.containers) == (2, 1031, 1)
+    assert (await store.usage("carol")).bytes == 0
+
+
 async def test_pages_follow_openais_cursors(store: Store) -> None:
     for i in range(7):
         await store.create("assistant", "alice", thing(i))
