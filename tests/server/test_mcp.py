@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx2
@@ -20,7 +21,11 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent
 
+from interp import InterpError
+from interp.server import _mcp
+
 from .conftest import KEY_A, KEY_B, Server, raw_request, start_server
+from .fake_engine import FakeEngine
 from .fake_model import FakeModel
 
 pytestmark = pytest.mark.docker
@@ -248,3 +253,24 @@ async def test_mcp_over_http_needs_the_servers_key(fake_model: FakeModel, tmp_pa
             assert status == 401 and body["error"]["code"] == "invalid_api_key"
     finally:
         server.stop()
+
+
+async def test_sessions_of_sessionless_calls_are_forgotten_once_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every sessionless call makes a session: once many have ended, the oldest are
+    forgotten (named again: "no session"), the recent still answered with a new one."""
+    monkeypatch.setattr(_mcp, "_REMEMBERED", 8)
+    engine = FakeEngine(tmp_path)
+    sessions = _mcp.McpSessions(lambda: engine)  # type: ignore[arg-type, return-value]
+    request = SimpleNamespace(headers={}, scope={"interp_owner": "key"})
+    call = SimpleNamespace(request_context=SimpleNamespace(request=request))
+    made = []
+    for _ in range(20):
+        session, _notice = await sessions.resolve(call, None)  # type: ignore[arg-type]
+        made.append(session)
+        await engine.close_session(session)  # it ends (idle, say)
+    with pytest.raises(InterpError, match="no session"):
+        await sessions.resolve(call, made[0])  # type: ignore[arg-type]
+    again, notice = await sessions.resolve(call, made[-1])  # type: ignore[arg-type]
+    assert again not in made and notice is not None and "A new session" in notice

@@ -69,6 +69,11 @@ Session = Annotated[
 ]
 
 
+_REMEMBERED = 4096
+"""Sessions remembered after they ended (so that one named again is answered with a new
+session and a notice) before the oldest are forgotten: each sessionless call makes one."""
+
+
 @dataclass
 class _Kernel:
     engine_session: str
@@ -94,28 +99,40 @@ class McpSessions:
         owner = _owner(ctx)
         engine = self._engine()
         async with self._lock:
-            if session is not None:
-                if self._owners.get(session) != owner:
-                    raise InterpError(f"no session {session!r}: omit `session` to start a new one")
-                key = session
-            else:
+            key: str | None = session
+            if session is None:
                 key = _transport_key(ctx)
-            current = self._by_key.get((owner, key))
+            elif self._owners.get(session) != owner:
+                raise InterpError(f"no session {session!r}: omit `session` to start a new one")
+            current = None if key is None else self._by_key.get((owner, key))
             if current is not None and engine.has_session(current):
                 return current, None
             if self._places is not None:
                 created = await self._places().open(owner, _new_id())
             else:
                 created = await engine.create_session(_new_id())
-            self._by_key[(owner, key)] = created
+            if key is not None:
+                self._by_key[(owner, key)] = created
             self._by_key[(owner, created)] = created
             self._owners[created] = owner
+            self._forget_ended(engine)
             if current is not None:
                 return created, (
                     f"A new session ({created}): the previous one was idle too long and"
                     " ended; its variables and files are gone."
                 )
             return created, None
+
+    def _forget_ended(self, engine: Engine) -> None:
+        if len(self._owners) <= _REMEMBERED:
+            return
+        for session in list(self._owners):  # oldest first
+            if len(self._owners) <= _REMEMBERED // 2:
+                break
+            if not engine.has_session(session):
+                del self._owners[session]
+        kept = self._owners
+        self._by_key = {pair: found for pair, found in self._by_key.items() if found in kept}
 
     def owns(self, ctx: Context, engine_session: str) -> bool:
         return self._owners.get(engine_session) == _owner(ctx)
@@ -145,14 +162,14 @@ def _owner(ctx: Context) -> str:
     return str(getattr(request, "scope", {}).get("interp_owner", "local"))
 
 
-def _transport_key(ctx: Context) -> str:
+def _transport_key(ctx: Context) -> str | None:
+    """The session the transport names: stdio's, or HTTP's ``Mcp-Session-Id``; ``None``
+    for a sessionless (2026 protocol) call, which starts a session of its own."""
     request = ctx.request_context.request
     if request is None:
         return STDIO_SESSION
-    headers = getattr(request, "headers", {})
-    found = headers.get("mcp-session-id")
-    # Sessionless (2026 protocol) HTTP: each call without `session` starts its own.
-    return str(found) if found else "call-" + _new_id()
+    found = getattr(request, "headers", {}).get("mcp-session-id")
+    return str(found) if found else None
 
 
 def build(
