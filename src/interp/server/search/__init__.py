@@ -1,0 +1,1 @@
+"""File Search: a file's text, cut into chunks, kept and ranked for the ``file_search`` tool."""
