@@ -81,6 +81,33 @@ async def test_usage_counts_a_keys_files_their_bytes_and_live_containers(store: 
     assert (await store.usage("carol")).bytes == 0
 
 
+async def test_chunks_are_ranked_by_their_words_per_owner_and_store(store: Store) -> None:
+    await store.index_chunks("alice", "vs_1", "file-a", ["the quarterly revenue grew", "x"])
+    await store.index_chunks("alice", "vs_1", "file-b", ["revenue and costs", "costs again"])
+    await store.index_chunks("alice", "vs_2", "file-c", ["a zebra in another store"])
+    await store.index_chunks("bob", "vs_3", "file-d", ["bob's quarterly zebra"], {"k": 1})
+    hits = await store.search("alice", ["vs_1"], "Quarterly REVENUE?", limit=10)
+    assert [(h.file_id, h.position) for h in hits][:1] == [("file-a", 0)]  # both words
+    assert {h.file_id for h in hits} == {"file-a", "file-b"}
+    assert all(0 < h.score < 1 for h in hits) and hits[0].score > hits[-1].score
+    assert await store.search("alice", ["vs_1"], "zebra", limit=10) == []  # another store
+    assert [h.file_id for h in await store.search("alice", ["vs_2"], "zebra", limit=5)] == [
+        "file-c"
+    ]
+    assert await store.search("alice", ["vs_3"], "zebra", limit=5) == []  # another owner's
+    (bobs,) = await store.search("bob", ["vs_3"], "zebra", limit=5)
+    assert bobs.attributes == {"k": 1}
+    # What either engine would read as query syntax is only words here.
+    for hostile in ['"', "revenue*", "NEAR(a b)", "a:b", "-x", "costs OR", "')--", "&|!", ""]:
+        await store.search("alice", ["vs_1"], hostile, limit=5)
+    await store.unindex("alice", "vs_1", "file-a")
+    assert {h.file_id for h in await store.search("alice", ["vs_1"], "revenue", limit=9)} == {
+        "file-b"
+    }
+    await store.unindex("alice", "vs_1")
+    assert await store.search("alice", ["vs_1"], "costs", limit=9) == []
+
+
 async def test_pages_follow_openais_cursors(store: Store) -> None:
     for i in range(7):
         await store.create("assistant", "alice", thing(i))

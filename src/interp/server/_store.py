@@ -47,6 +47,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from .._exceptions import ConfigError
 from .agent.context import Unit
+from .search import index as search_index
 
 log = logging.getLogger("interp.server")
 
@@ -190,6 +191,8 @@ def _sqlite_wal(connection: Any, record: Any) -> None:
 def _open(conn: Connection) -> str:
     """Create the schema if new, migrate one of schema 1; the version found."""
     _Base.metadata.create_all(conn)
+    # Additive (a server of this schema version without it works on): made if missing.
+    search_index.create(conn)
     with Session(conn) as session:
         found = session.get(_Meta, "schema_version")
         if found is None:
@@ -756,6 +759,35 @@ class Store:
                 writes.put("run", owner, data)
         await self.submit(writes)
         return len(writes.updates)
+
+    # File Search's index.
+
+    async def index_chunks(
+        self,
+        owner: str,
+        store_id: str,
+        file_id: str,
+        chunks: list[str],
+        attributes: dict[str, Any] | None = None,
+    ) -> None:
+        await self._run(
+            lambda conn: search_index.add(conn, owner, store_id, file_id, chunks, attributes),
+            write=True,
+        )
+
+    async def unindex(self, owner: str, store_id: str, file_id: str | None = None) -> None:
+        """Drop the chunks of a file of a vector store, or of the whole store."""
+        await self._run(
+            lambda conn: search_index.remove(conn, owner, store_id, file_id), write=True
+        )
+
+    async def search(
+        self, owner: str, store_ids: list[str], query: str, *, limit: int
+    ) -> list[search_index.Hit]:
+        """Chunks of ``owner``'s vector stores holding words of ``query``, best first."""
+        return await self._run(
+            lambda conn: search_index.search(conn, owner, store_ids, query, limit)
+        )
 
     # The transcript.
 
