@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import time
+import zipfile
+import zlib
 
 import pytest
 
 from interp.server.agent.context import BYTES_PER_TOKEN
+from interp.server.search import documents
 from interp.server.search.chunks import Strategy, split
 from interp.server.search.text import Unreadable, extract
 
@@ -85,3 +89,120 @@ def test_a_word_over_the_budget_is_cut_and_blank_text_has_no_chunks() -> None:
 def test_a_static_strategy_outside_openais_bounds_is_refused(size: int, overlap: int) -> None:
     with pytest.raises(ValueError, match="chunk"):
         Strategy(max_tokens=size, overlap_tokens=overlap)
+
+
+def _pdf(content_stream: bytes, *, filtered: bool = False) -> bytes:
+    """A one-page PDF whose page draws ``content_stream`` (written by hand: the objects,
+    then an xref table of their offsets)."""
+    stream_dict = b"/Length %d" % len(content_stream)
+    if filtered:
+        stream_dict += b" /Filter /FlateDecode"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< " + stream_dict + b" >>\nstream\n" + content_stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(out)
+
+
+def _docx(*paragraphs: str) -> bytes:
+    import docx
+
+    document = docx.Document()
+    for paragraph in paragraphs:
+        document.add_paragraph(paragraph)
+    table = document.add_table(rows=1, cols=2)
+    table.rows[0].cells[0].text, table.rows[0].cells[1].text = "cell one", "cell two"
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+async def test_pdf_and_docx_text_is_read_in_a_child_process() -> None:
+    pdf = _pdf(b"BT /F1 12 Tf 72 720 Td (Quarterly revenue grew 12 percent) Tj ET")
+    assert "Quarterly revenue grew 12 percent" in await documents.extract(".pdf", pdf)
+    text = await documents.extract(".docx", _docx("First paragraph", "Zweiter Absatz ä"))
+    assert "First paragraph" in text and "Zweiter Absatz ä" in text and "cell two" in text
+
+
+@pytest.mark.parametrize(
+    ("suffix", "data", "why"),
+    [
+        (".pdf", b"", "not a readable PDF"),
+        (".pdf", b"%PDF-1.4\n garbage", "not a readable PDF"),
+        (".docx", b"PK\x03\x04 not a zip", "not a readable DOCX"),
+        (".pdf", _pdf(b"0 0 m 100 100 l S"), "no text to search"),  # a drawing, no text
+    ],
+)
+async def test_a_broken_or_textless_document_is_refused_with_a_reason(
+    suffix: str, data: bytes, why: str
+) -> None:
+    with pytest.raises(Unreadable, match=why):
+        await documents.extract(suffix, data)
+
+
+async def test_a_docx_zip_bomb_stops_at_the_memory_limit() -> None:
+    # A Word file whose 3 MB document part unfolds to 3 GiB: past the child's 1 GiB.
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(_docx("real"))) as real,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bomb,
+    ):
+        for member in real.namelist():
+            if member != "word/document.xml":
+                bomb.writestr(member, real.read(member))
+        with bomb.open("word/document.xml", "w", force_zip64=True) as part:
+            for _ in range(3 * 1024):
+                part.write(b" " * 1024**2)
+    assert len(out.getvalue()) < 4 * 1024**2
+    with pytest.raises(Unreadable, match=r"past the limits? on (time or )?memory"):
+        await documents.extract(".docx", out.getvalue())
+
+
+async def test_a_pdf_stream_that_inflates_past_the_limit_is_refused() -> None:
+    packer = zlib.compressobj(9)
+    packed = b"".join(packer.compress(b"0" * 1024**2) for _ in range(2 * 1024))
+    packed += packer.flush()
+    started = time.monotonic()
+    # pypdf's own bound on inflating stops it (the child's memory limit is the backstop).
+    with pytest.raises(Unreadable, match="Limit reached while decompressing"):
+        await documents.extract(".pdf", _pdf(packed, filtered=True), seconds=20)
+    assert time.monotonic() - started < 30
+
+
+async def test_a_pdf_that_takes_too_long_is_stopped_at_the_cpu_limit() -> None:
+    # Two million text operators: more than a second of work for the parser.
+    slow = _pdf(b"BT /F1 12 Tf (x) Tj ET\n" * 2_000_000)
+    started = time.monotonic()
+    with pytest.raises(Unreadable, match="past the limits on time or memory"):
+        await documents.extract(".pdf", slow, seconds=1)
+    assert time.monotonic() - started < 1.5 * 1 + 1
+
+
+async def test_a_pdf_whose_page_tree_is_cyclic_is_refused() -> None:
+    looping = _pdf(b"BT (x) Tj ET").replace(b"/Kids [3 0 R]", b"/Kids [2 0 R]")
+    with pytest.raises(Unreadable, match="cyclic"):
+        await documents.extract(".pdf", looping, seconds=3)
+
+
+def _docx_types() -> str:
+    return (
+        '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/'
+        'content-types"><Override PartName="/word/document.xml" ContentType="application/'
+        'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>'
+    )
