@@ -42,7 +42,7 @@ def _take_all(socket: zmq.Socket[bytes]) -> list[list[bytes]]:
 MAX_MESSAGE_BYTES = 64 * 1024**2
 """Largest message taken from a kernel. ZMQ refuses a bigger one before it is buffered, so
 one forged message cannot take the engine's memory (the kernel's own output comes in
-pieces of at most 1 MiB, and images are capped far below this)."""
+pieces of at most 128 KiB, and images are capped far below this)."""
 
 _IOPUB_QUEUE = 2
 """Messages ZMQ takes from a kernel ahead of the engine. Its default (1 000) let a kernel
