@@ -111,7 +111,10 @@ async def _measure(
         except ImportError as exc:  # the server extra is not installed
             print(f"  server: skipped ({exc.name} is missing)", file=sys.stderr, flush=True)
         else:
+            from ._search import file_search
+
             results += await timed("server", lambda: server(root / "server", plan))
+            results += await timed("file search", lambda: file_search(root / "search", plan))
         results.append(interp_run(plan, root / "cli"))
         if with_peers:
             from ._peers import peers

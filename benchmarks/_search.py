@@ -1,0 +1,65 @@
+"""File Search's index measured on its own: a 10 MB text corpus read, cut into chunks and
+indexed in the server's default database (SQLite), then keyword searches over 10 000
+chunks. No model and no sandbox take part."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from pathlib import Path
+
+from interp.server._store import Store
+from interp.server.search.chunks import split
+from interp.server.search.text import extract
+
+from ._scenarios import Measurement, Plan
+
+CORPUS_BYTES = 10 * 1024**2
+VOCABULARY = 20_000
+FILES = 20
+SEARCHED_CHUNKS = 10_000
+
+
+async def file_search(data_dir: Path, plan: Plan) -> list[Measurement]:
+    ingest = Measurement(
+        "search_ingest", "file search: read, chunk and index 10 MB of text", group="search"
+    )
+    query = Measurement(
+        "search_keyword", "file search: keyword search, 3 words, over 10 000 chunks", group="search"
+    )
+    rnd = random.Random(7)
+    words = [f"w{rnd.randrange(10**9):09d}" for _ in range(VOCABULARY)]
+    per_file = CORPUS_BYTES // FILES
+    files = []
+    for _ in range(FILES):
+        text = " ".join(rnd.choices(words, k=per_file // 11))  # 10 bytes a word and a space
+        files.append(text.encode())
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+    store = Store(f"sqlite:///{data_dir / 'search.sqlite3'}")
+    await store.open()
+    try:
+        started = time.perf_counter()
+        chunks = 0
+        for number, data in enumerate(files):
+            pieces = split(extract(f"part{number}.txt", data))
+            chunks += len(pieces)
+            await store.index_chunks("bench", "vs_bench", f"file-{number}", pieces)
+        elapsed = time.perf_counter() - started
+        ingest.samples.append(elapsed)
+        ingest.values["mb_per_s"] = sum(map(len, files)) / 1e6 / elapsed
+        ingest.values["chunks"] = chunks
+        extra = 0
+        while chunks < SEARCHED_CHUNKS:  # more of the same text, not timed
+            more = split(" ".join(rnd.choices(words, k=per_file // 11)))
+            await store.index_chunks("bench", "vs_bench", f"extra-{extra}", more)
+            chunks, extra = chunks + len(more), extra + 1
+        for _ in range(max(50, plan.execute)):
+            asked = " ".join(rnd.choices(words, k=3))
+            began = time.perf_counter()
+            await store.search("bench", ["vs_bench"], asked, limit=20)
+            query.samples.append(time.perf_counter() - began)
+        query.values["chunks"] = chunks
+    finally:
+        await store.close()
+    return [ingest, query]
