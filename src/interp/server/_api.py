@@ -259,9 +259,16 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             model, default=config.model_context_tokens, table=dict(config.model_contexts)
         )
         agent = Agent(model, windows, files=engine_files(sandbox))
-        shared = max(1, config.max_sessions // 4) if config.api_keys else config.max_sessions
+
+        def key_share(total: int) -> int:
+            """What one key may hold of ``total`` unless set: a quarter with API keys (so
+            that no key takes all from the others), all of it with none."""
+            return max(1, total // 4) if config.api_keys else total
+
         places = Places(
-            sandbox, per_key=config.max_sessions_per_key or shared, total=config.max_sessions
+            sandbox,
+            per_key=config.max_sessions_per_key or key_share(config.max_sessions),
+            total=config.max_sessions,
         )
         runner = Runner(
             store=store,
@@ -276,8 +283,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             store,
             Limits(
                 files=config.max_files_per_key,
-                bytes=config.max_bytes_per_key
-                or (config.store_size // 4 if config.api_keys else config.store_size),
+                bytes=config.max_bytes_per_key or key_share(config.store_size),
                 containers=config.max_containers_per_key,
             ),
         )
