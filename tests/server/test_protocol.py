@@ -7,7 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from openai.types import container_create_params
+from openai.types import (
+    container_create_params,
+    vector_store_create_params,
+    vector_store_search_params,
+    vector_store_update_params,
+)
 from openai.types.beta import (
     assistant_create_params,
     assistant_update_params,
@@ -34,11 +39,13 @@ from openai.types.responses import (
     response_input_image_param,
     response_input_text_param,
 )
+from openai.types.vector_stores import file_batch_create_params, file_update_params
+from openai.types.vector_stores import file_create_params as store_file_create_params
 from pydantic import BaseModel, ValidationError
 
-from interp.server.protocol import assistants, responses
+from interp.server.protocol import assistants, responses, vector_stores
 
-PATH = {"thread_id"}
+PATH = {"thread_id", "vector_store_id"}
 """Params the SDK puts in the URL, not the body."""
 
 CASES: list[tuple[type[BaseModel], Any, set[str]]] = [
@@ -70,6 +77,13 @@ CASES: list[tuple[type[BaseModel], Any, set[str]]] = [
     (responses.ContainerCreate, container_create_params.ContainerCreateParams, {"skills"}),
     # `file` is the multipart upload, which the route reads as a form.
     (responses.ContainerFileFromId, file_create_params.FileCreateParams, {"file"}),
+    (vector_stores.VectorStoreCreate, vector_store_create_params.VectorStoreCreateParams, set()),
+    (vector_stores.VectorStoreModify, vector_store_update_params.VectorStoreUpdateParams, set()),
+    (vector_stores.FileCreate, store_file_create_params.FileCreateParams, set()),
+    (vector_stores.FileModify, file_update_params.FileUpdateParams, set()),
+    (vector_stores.BatchCreate, file_batch_create_params.FileBatchCreateParams, set()),
+    (vector_stores.BatchFile, file_batch_create_params.File, set()),
+    (vector_stores.SearchBody, vector_store_search_params.VectorStoreSearchParams, set()),
     # The parts of an input message.
     (responses.InputText, response_input_text_param.ResponseInputTextParam, set()),
     (responses.InputImage, response_input_image_param.ResponseInputImageParam, set()),

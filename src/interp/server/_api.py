@@ -41,12 +41,13 @@ from ._quotas import Limits, Quotas
 from ._responses import Responder
 from ._runs import Runner
 from ._store import Store
+from ._vector_stores import VectorStores
 from .agent.context import Windows
 from .agent.images import engine_files
 from .agent.model import Model, UpstreamError
 from .agent.turn import Agent
 from .deps import Services
-from .routes import assistants, conversations, files, responses, threads
+from .routes import assistants, conversations, files, responses, threads, vector_stores
 from .routes.common import JSON_BODY_BYTES, too_large
 
 log = logging.getLogger("interp.server")
@@ -258,6 +259,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         windows = Windows(
             model, default=config.model_context_tokens, table=dict(config.model_contexts)
         )
+        stores = VectorStores(store=store, engine=sandbox)
         agent = Agent(model, windows, files=engine_files(sandbox))
 
         def key_share(total: int) -> int:
@@ -297,8 +299,9 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             run_timeout=config.run_timeout,
         )
         containers.start()
+        await stores.start()
         holder["state"] = app.state.services = Services(
-            config, store, sandbox, places, model, runner, containers, responder, quotas
+            config, store, sandbox, places, model, runner, containers, responder, quotas, stores
         )
         # What start-up made lives as long as the server: out of the collector's full
         # passes, which otherwise walk it all (a pause of about 200 ms a pass, once a long
@@ -310,6 +313,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
                 yield
         finally:
             await responder.close()
+            await stores.close()
             await containers.close()
             await runner.close()
             await model.close()
@@ -376,7 +380,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         )
         return JSONResponse(error.body(), status_code=500)
 
-    for part in (assistants, threads, files, responses, conversations):
+    for part in (assistants, threads, files, responses, conversations, vector_stores):
         app.include_router(part.router)
     wrapped = _BodyLimit(
         _WithMcp(app, mcp_app, owner_of, mcp_sessions),

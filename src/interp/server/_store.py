@@ -47,6 +47,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from .._exceptions import ConfigError
 from .agent.context import Unit
+from .protocol.common import Filter
 from .search import index as search_index
 
 log = logging.getLogger("interp.server")
@@ -74,8 +75,12 @@ Kind = Literal[
     "container_file",
     "conversation",
     "conversation_item",
+    "vector_store",
+    "vs_file",
+    "vs_batch",
 ]
-"""``tool_result``: what the model was shown of a tool call (internal, never served)."""
+"""``tool_result``: what the model was shown of a tool call (internal, never served);
+``vs_file``, ``vs_batch``: a vector store's files and file batches."""
 
 
 @dataclass(frozen=True)
@@ -250,20 +255,21 @@ class Writes:
         self.shown.append(((kind, found_by), owner, data))
         return obj
 
-    def put(self, kind: Kind, owner: str, obj: _O) -> _O:
+    def put(self, kind: Kind, owner: str, obj: _O, *, key: str | None = None) -> _O:
         """Replace a stored object's JSON with the object as it is now (its id, kind and
-        owner stay)."""
+        owner stay); ``key``: the id it is found by, when not its own."""
         data = _document(obj)
+        found_by = key or data["id"]
         self.updates.append(
             {
-                "b_id": data["id"],
+                "b_id": found_by,
                 "b_kind": kind,
                 "b_owner": owner,
                 "status": data.get("status"),
                 "data": data,
             }
         )
-        self.shown.append(((kind, data["id"]), owner, data))
+        self.shown.append(((kind, found_by), owner, data))
         return obj
 
     def delete(self, kind: Kind, owner: str, object_id: str) -> None:
@@ -570,9 +576,9 @@ class Store:
             tx.create(kind, owner, obj, parent=parent, key=key)
         return obj
 
-    async def put(self, kind: Kind, owner: str, obj: _O) -> _O:
+    async def put(self, kind: Kind, owner: str, obj: _O, *, key: str | None = None) -> _O:
         async with self.transaction() as tx:
-            tx.put(kind, owner, obj)
+            tx.put(kind, owner, obj, key=key)
         return obj
 
     async def delete(self, kind: Kind, owner: str, object_id: str) -> bool:
@@ -672,9 +678,11 @@ class Store:
             for cursor, later in ((after, order == "asc"), (before, order == "desc")):
                 if cursor is None:
                     continue
+                # An object kept under its parent's key (``<parent>/<id>``) is named by its id.
+                named = [cursor] if parent is None else [cursor, f"{parent}/{cursor}"]
                 seq = conn.scalar(
                     select(_Object.seq).where(
-                        _Object.id == cursor, _Object.kind == kind, _Object.owner == owner
+                        _Object.id.in_(named), _Object.kind == kind, _Object.owner == owner
                     )
                 )
                 if seq is None:
@@ -730,6 +738,26 @@ class Store:
             containers=counts.get("container", (0, 0))[0],
         )
 
+    async def tally(
+        self, kind: Kind, owner: str, by: str, keys: Sequence[str]
+    ) -> dict[str, dict[str, tuple[int, int]]]:
+        """Objects of a kind grouped by ``by`` (``parent``, or a field of theirs) for
+        each of ``keys``: per status, how many and the sum of their ``usage_bytes``."""
+        await self._objects_written()
+        if not keys:
+            return {}
+        group = _Object.parent if by == "parent" else _Object.data[by].as_string()
+        size = func.coalesce(func.sum(_Object.data["usage_bytes"].as_integer()), 0)
+        rows = await self._rows(
+            select(group, _Object.status, func.count(), size)
+            .where(_Object.kind == kind, _Object.owner == owner, group.in_(list(keys)))
+            .group_by(group, _Object.status)
+        )
+        found: dict[str, dict[str, tuple[int, int]]] = {key: {} for key in keys}
+        for key, status, count, total in rows:
+            found[key][status] = (int(count), int(total))
+        return found
+
     async def fail_unfinished_runs(self) -> int:
         """Mark runs and responses a crash left unfinished as failed; return how many."""
         unfinished = ("queued", "in_progress", "cancelling", "requires_action")
@@ -781,12 +809,27 @@ class Store:
             lambda conn: search_index.remove(conn, owner, store_id, file_id), write=True
         )
 
+    async def relabel(
+        self, owner: str, store_id: str, file_id: str, attributes: dict[str, Any] | None
+    ) -> None:
+        await self._run(
+            lambda conn: search_index.relabel(conn, owner, store_id, file_id, attributes),
+            write=True,
+        )
+
     async def search(
-        self, owner: str, store_ids: list[str], query: str, *, limit: int
+        self,
+        owner: str,
+        store_ids: list[str],
+        query: str,
+        *,
+        limit: int,
+        where: Filter | None = None,
     ) -> list[search_index.Hit]:
-        """Chunks of ``owner``'s vector stores holding words of ``query``, best first."""
+        """Chunks of ``owner``'s vector stores holding words of ``query`` and passing
+        ``where``, best first."""
         return await self._run(
-            lambda conn: search_index.search(conn, owner, store_ids, query, limit)
+            lambda conn: search_index.search(conn, owner, store_ids, query, limit, where)
         )
 
     # The transcript.

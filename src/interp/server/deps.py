@@ -15,6 +15,7 @@ from ._quotas import Quotas
 from ._responses import Responder
 from ._runs import Runner
 from ._store import Store
+from ._vector_stores import VectorStores
 from .agent.model import Model
 
 ListOrder = Annotated[Literal["asc", "desc"], Query()]
@@ -34,6 +35,7 @@ class Services:
     containers: Containers
     responder: Responder
     quotas: Quotas
+    vector_stores: VectorStores
 
 
 # Every dependency is a coroutine: FastAPI calls a plain function on a worker thread.

@@ -69,6 +69,7 @@ async def file_content(file_id: str, owner: Owner, services: ServicesDep) -> Res
 async def delete_file(file_id: str, owner: Owner, services: ServicesDep) -> FileDeleted:
     await find(services, wire.FILE, owner, file_id, "file")
     await services.store.delete("file", owner, file_id)
+    await services.vector_stores.forget_file(owner, file_id)
     with contextlib.suppress(InvalidInputError):  # already gone from the file store
         await services.engine.delete_file(file_id)
     return FileDeleted(id=file_id, object="file", deleted=True)

@@ -26,8 +26,11 @@ from sqlalchemy import (
     insert,
     inspect,
     text,
+    update,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ..protocol.common import CompoundFilter, Filter
 
 
 class _IndexBase(DeclarativeBase):
@@ -99,6 +102,8 @@ def add(
     chunks: list[str],
     attributes: dict[str, Any] | None = None,
 ) -> None:
+    """The chunks of a file of a store, in place of any it had."""
+    remove(conn, owner, store_id, file_id)
     rows = [
         {
             "owner": owner,
@@ -122,33 +127,80 @@ def remove(conn: Connection, owner: str, store_id: str, file_id: str | None = No
     conn.execute(query)
 
 
+def relabel(
+    conn: Connection, owner: str, store_id: str, file_id: str, attributes: dict[str, Any] | None
+) -> None:
+    """New attributes for the chunks of a file of a store."""
+    conn.execute(
+        update(_Chunk)
+        .where(_Chunk.owner == owner, _Chunk.store_id == store_id, _Chunk.file_id == file_id)
+        .values(attributes=attributes)
+    )
+
+
 _WORD = re.compile(r"\w+")
 MAX_QUERY_WORDS = 64
+STOP_WORDS = frozenset({
+    "a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are",
+    "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but",
+    "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for",
+    "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "him",
+    "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more",
+    "most", "my", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other",
+    "our", "ours", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than",
+    "that", "the", "their", "theirs", "them", "then", "there", "these", "they", "this", "those",
+    "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when",
+    "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your",
+    "yours"
+})  # fmt: skip
+"""English words too common to rank by: a question's "where is the" would otherwise weigh
+as much as the one rare word it asks about, in a small store."""
 
 
-def search(conn: Connection, owner: str, store_ids: list[str], query: str, limit: int) -> list[Hit]:
-    """The chunks of ``owner``'s stores that hold any word of ``query``, best first."""
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:MAX_QUERY_WORDS]
+def _words(query: str) -> list[str]:
+    """The words a query is matched by: its words but the stop words (all of them when it
+    has nothing else), each once."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))
+    kept = [w for w in words if w not in STOP_WORDS] or words
+    return kept[:MAX_QUERY_WORDS]
+
+
+def search(
+    conn: Connection,
+    owner: str,
+    store_ids: list[str],
+    query: str,
+    limit: int,
+    where: Filter | None = None,
+) -> list[Hit]:
+    """The chunks of ``owner``'s stores that hold any word of ``query`` (and whose
+    attributes pass ``where``), best first."""
+    words = _words(query)
     if not words or not store_ids:
         return []
-    params = {"owner": owner, "stores": store_ids, "limit": limit}
-    if conn.dialect.name == "sqlite":
+    params: dict[str, Any] = {"owner": owner, "stores": store_ids, "limit": limit}
+    dialect = conn.dialect.name
+    column = "c.attributes" if dialect == "sqlite" else "attributes"
+    passes = "" if where is None else " AND " + _Filters(dialect, column, params).sql(where)
+    if dialect == "sqlite":
         # bm25() is lower for better matches (and negative).
         matched = " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
+        # ``passes`` is fixed SQL around bound parameters (``_Filters``).
         sql = text(
-            "SELECT c.file_id, c.position, c.text, -bm25(interp_chunks_fts) AS rank,"
+            "SELECT c.file_id, c.position, c.text, -bm25(interp_chunks_fts) AS rank,"  # noqa: S608
             " c.attributes FROM interp_chunks_fts JOIN interp_chunks c"
             " ON c.seq = interp_chunks_fts.rowid"
             " WHERE interp_chunks_fts MATCH :matched AND c.owner = :owner"
-            " AND c.store_id IN :stores ORDER BY rank DESC LIMIT :limit"
+            " AND c.store_id IN :stores" + passes + " ORDER BY rank DESC LIMIT :limit"
         )
     else:
         matched = " | ".join(words)  # \w+ words: nothing of tsquery's syntax
         sql = text(
-            "SELECT file_id, position, text, ts_rank_cd(words, q) AS rank, attributes"
+            "SELECT file_id, position, text, ts_rank_cd(words, q) AS rank, attributes"  # noqa: S608
             " FROM interp_chunks, to_tsquery('simple', :matched) AS q"
             " WHERE words @@ q AND owner = :owner AND store_id IN :stores"
-            " ORDER BY rank DESC, seq LIMIT :limit"
+            + passes
+            + " ORDER BY rank DESC, seq LIMIT :limit"
         )
     typed = sql.bindparams(bindparam("stores", expanding=True)).columns(attributes=JSON)
     rows = conn.execute(typed, {**params, "matched": matched})
@@ -156,3 +208,56 @@ def search(conn: Connection, owner: str, store_ids: list[str], query: str, limit
         Hit(file_id, position, chunk, max(rank, 0.0) / (1.0 + max(rank, 0.0)), attributes)
         for file_id, position, chunk, rank, attributes in rows
     ]
+
+
+class _Filters:
+    """A filter on attributes as SQL over one dialect's JSON functions, its values (and
+    keys) as bound parameters. A comparison holds only for an attribute of the value's
+    type (a number is never equal to a string); ``ne`` and ``nin`` hold where ``eq`` and
+    ``in`` do not, a missing attribute included."""
+
+    def __init__(self, dialect: str, column: str, params: dict[str, Any]) -> None:
+        self.sqlite = dialect == "sqlite"
+        self.column = column
+        self.params = params
+
+    def sql(self, given: Filter) -> str:
+        if isinstance(given, CompoundFilter):
+            parts = [self.sql(inner) for inner in given.filters]
+            joined = f" {given.type.upper()} ".join(parts)
+            return f"({joined})" if parts else ("(1=1)" if given.type == "and" else "(1=0)")
+        negated = given.type in ("ne", "nin")
+        if isinstance(given.value, list):
+            parts = [self._compare(given.key, "=", value) for value in given.value]
+            found = "(" + (" OR ".join(parts) if parts else "1=0") + ")"
+        else:
+            found = self._compare(given.key, _OPERATORS[given.type], given.value)
+        return f"(NOT COALESCE({found}, 1=0))" if negated else found
+
+    def _bind(self, value: Any) -> str:
+        name = f"f{len(self.params)}"
+        self.params[name] = value
+        return ":" + name
+
+    def _compare(self, key: str, operator: str, value: str | float | bool) -> str:
+        col = self.column
+        if self.sqlite:
+            path = self._bind(f'$."{key}"')
+            kind = f"json_type({col}, {path})"
+            if isinstance(value, bool):
+                return f"({kind} = '{'true' if value else 'false'}')"
+            found = f"json_extract({col}, {path})"
+            types = "('text')" if isinstance(value, str) else "('integer', 'real')"
+            return f"({kind} IN {types} AND {found} {operator} {self._bind(value)})"
+        name = self._bind(key)
+        kind = f"json_typeof({col} -> {name})"
+        found = f"({col} ->> {name})"
+        if isinstance(value, bool):
+            return f"({kind} = 'boolean' AND {found} = '{'true' if value else 'false'}')"
+        if isinstance(value, str):
+            return f"({kind} = 'string' AND {found} COLLATE \"C\" {operator} {self._bind(value)})"
+        number = f"(CASE WHEN {kind} = 'number' THEN {found}::float8 END)"
+        return f"({number} {operator} {self._bind(float(value))})"
+
+
+_OPERATORS = {"eq": "=", "ne": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}

@@ -1,0 +1,276 @@
+"""File Search as clients use it: vector stores through the real `openai` SDK against a live
+`interp serve` (two API keys), files of every supported kind read in the background,
+keyword search with attribute filters, and the failures a user meets (empty, binary and
+unsupported files), each key seeing only its own."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import openai
+import pytest
+
+from .conftest import KEY_A, KEY_B, Server, start_server
+from .fake_model import FakeModel
+from .test_search_text import _docx, _pdf
+
+pytestmark = pytest.mark.filterwarnings("ignore:The Assistants API is deprecated")
+
+
+@pytest.fixture(scope="module")
+def keyed(
+    fake_model: FakeModel,
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_client: docker.DockerClient,
+) -> Iterator[Server]:
+    started = start_server(
+        tmp_path_factory.mktemp("search"), fake_model.url, "--api-key", KEY_A, "--api-key", KEY_B
+    )
+    yield started
+    started.stop()
+    assert "Traceback" not in started.logs(), started.logs()[-3000:]
+
+
+CORPUS = {
+    "notes.txt": b"The aardvark sleeps in its burrow during the day.\n",
+    "guide.md": b"# Guide\n\nConfigure the **zeppelin** mooring before launch.\n",
+    "report.pdf": _pdf(b"BT /F1 12 Tf 72 720 Td (Quarterly marmalade revenue grew) Tj ET"),
+    "minutes.docx": _docx("The committee approved the xylophone budget."),
+    "tool.py": b"def quokka_count(items):\n    return len(items)  # counts quokkas\n",
+}
+KEYWORDS = {
+    "aardvark": "notes.txt",
+    "zeppelin": "guide.md",
+    "marmalade": "report.pdf",
+    "xylophone": "minutes.docx",
+    "quokka_count": "tool.py",
+}
+
+
+def test_files_of_each_kind_are_read_and_the_right_one_is_found_first(keyed: Server) -> None:
+    client = keyed.client(KEY_A)
+    store = client.vector_stores.create(name="docs")
+    assert store.status == "completed" and store.file_counts.total == 0
+
+    batch = client.vector_stores.file_batches.upload_and_poll(store.id, files=list(CORPUS.items()))
+    assert batch.status == "completed", batch
+    assert (batch.file_counts.completed, batch.file_counts.total) == (5, 5), batch.file_counts
+    # One more, through the single-file helper, with a chunking strategy of its own.
+    single = client.vector_stores.files.upload_and_poll(
+        vector_store_id=store.id,
+        file=("extra.json", b'{"note": "the walrus tusk is long"}'),
+        chunking_strategy={
+            "type": "static",
+            "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0},
+        },
+    )
+    assert single.status == "completed" and single.usage_bytes > 0, single
+    assert single.chunking_strategy is not None and single.chunking_strategy.type == "static"
+
+    store = client.vector_stores.retrieve(store.id)
+    assert store.status == "completed"
+    assert (store.file_counts.completed, store.file_counts.total) == (6, 6)
+    files = {f.id: f for f in client.vector_stores.files.list(store.id)}
+    assert store.usage_bytes == sum(f.usage_bytes for f in files.values()) > 0
+
+    names = {f.id: client.files.retrieve(f.id).filename for f in files.values()}
+    for keyword, name in {**KEYWORDS, "walrus": "extra.json"}.items():
+        results = list(client.vector_stores.search(store.id, query=f"where is the {keyword}"))
+        assert results, keyword
+        assert results[0].filename == name, (keyword, [r.filename for r in results])
+        assert names[results[0].file_id] == name
+        assert keyword.split("_")[0] in results[0].content[0].text
+        assert 0 < results[0].score <= 1
+
+    # The text as it was read; a list filtered by status; pages by the SDK's cursor.
+    pdf_id = next(file_id for file_id, name in names.items() if name == "report.pdf")
+    content = list(client.vector_stores.files.content(pdf_id, vector_store_id=store.id))
+    assert "Quarterly marmalade revenue grew" in content[0].text  # type: ignore[operator]
+    assert len(list(client.vector_stores.files.list(store.id, filter="completed"))) == 6
+    assert list(client.vector_stores.files.list(store.id, filter="failed")) == []
+    paged = client.vector_stores.files.list(store.id, limit=2)
+    assert len([f.id for f in paged]) == 6  # the auto-pager follows `after`
+
+
+def test_attribute_filters_narrow_a_search(keyed: Server) -> None:
+    client = keyed.client(KEY_A)
+    store = client.vector_stores.create(name="filtered")
+    made = {}
+    labels: dict[str, dict[str, str | float | bool]] = {
+        "a.txt": {"team": "red", "year": 2023, "public": True},
+        "b.txt": {"team": "blue", "year": 2024, "public": False},
+        "c.txt": {"team": "red", "year": 2025},
+    }
+    for name, attributes in labels.items():
+        uploaded = client.files.create(
+            file=(name, b"the lighthouse keeper's log"), purpose="assistants"
+        )
+        client.vector_stores.files.create_and_poll(
+            file_id=uploaded.id, vector_store_id=store.id, attributes=attributes
+        )
+        made[uploaded.id] = name
+
+    def found(filters: object) -> set[str]:
+        results = client.vector_stores.search(store.id, query="lighthouse", filters=filters)  # type: ignore[arg-type]
+        return {made[r.file_id] for r in results}
+
+    assert found({"type": "eq", "key": "team", "value": "red"}) == {"a.txt", "c.txt"}
+    assert found({"type": "ne", "key": "team", "value": "red"}) == {"b.txt"}
+    assert found({"type": "gte", "key": "year", "value": 2024}) == {"b.txt", "c.txt"}
+    assert found({"type": "lt", "key": "year", "value": 2024}) == {"a.txt"}
+    assert found({"type": "in", "key": "year", "value": [2023, 2025]}) == {"a.txt", "c.txt"}
+    assert found({"type": "nin", "key": "team", "value": ["blue"]}) == {"a.txt", "c.txt"}
+    # A missing attribute is not equal to anything, and is "not equal" to everything.
+    assert found({"type": "eq", "key": "public", "value": True}) == {"a.txt"}
+    assert found({"type": "ne", "key": "public", "value": True}) == {"b.txt", "c.txt"}
+    # A number is never equal to a string.
+    assert found({"type": "eq", "key": "year", "value": "2023"}) == set()
+    compound = {
+        "type": "or",
+        "filters": [
+            {"type": "eq", "key": "team", "value": "blue"},
+            {"type": "and", "filters": [
+                {"type": "eq", "key": "team", "value": "red"},
+                {"type": "gt", "key": "year", "value": 2024},
+            ]},
+        ],
+    }  # fmt: skip
+    assert found(compound) == {"b.txt", "c.txt"}
+
+    # New attributes take effect at once.
+    b_id = next(file_id for file_id, name in made.items() if name == "b.txt")
+    updated = client.vector_stores.files.update(
+        b_id, vector_store_id=store.id, attributes={"team": "red", "year": 2024}
+    )
+    assert updated.attributes == {"team": "red", "year": 2024}
+    assert found({"type": "eq", "key": "team", "value": "red"}) == set(made.values())
+
+    # A filter that cannot hold, or a key that could break out of a JSON path: 400s.
+    for bad in (
+        {"type": "gt", "key": "public", "value": True},
+        {"type": "in", "key": "team", "value": "red"},
+        {"type": "eq", "key": 'x"]', "value": 1},
+    ):
+        with pytest.raises(openai.BadRequestError):
+            found(bad)
+    deep: dict[str, object] = {"type": "eq", "key": "team", "value": "red"}
+    for _ in range(20):
+        deep = {"type": "and", "filters": [deep]}
+    with pytest.raises(openai.BadRequestError):
+        found(deep)
+
+
+def test_removed_and_deleted_files_leave_the_results(keyed: Server) -> None:
+    client = keyed.client(KEY_A)
+    store = client.vector_stores.create(name="removals")
+    kept = client.files.create(file=("kept.txt", b"the pelican flies"), purpose="assistants")
+    removed = client.files.create(file=("removed.txt", b"the pelican dives"), purpose="assistants")
+    deleted = client.files.create(file=("deleted.txt", b"the pelican sleeps"), purpose="assistants")
+    client.vector_stores.file_batches.create_and_poll(
+        store.id, file_ids=[kept.id, removed.id, deleted.id]
+    )
+    other = client.vector_stores.create(name="also has it", file_ids=[deleted.id])
+
+    def ids(store_id: str) -> set[str]:
+        return {r.file_id for r in client.vector_stores.search(store_id, query="pelican")}
+
+    assert ids(store.id) == {kept.id, removed.id, deleted.id}
+    client.vector_stores.files.delete(removed.id, vector_store_id=store.id)
+    assert ids(store.id) == {kept.id, deleted.id}
+    assert client.files.retrieve(removed.id).id == removed.id  # the file itself stays
+    # Deleting the file takes it out of every store that has it.
+    client.files.delete(deleted.id)
+    assert ids(store.id) == {kept.id}
+    assert ids(other.id) == set()
+    assert client.vector_stores.retrieve(store.id).file_counts.total == 1
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.files.retrieve(deleted.id, vector_store_id=other.id)
+    # Deleting the store: gone, and its chunks with it.
+    assert client.vector_stores.delete(store.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.search(store.id, query="pelican")
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.files.retrieve(kept.id, vector_store_id=store.id)
+
+
+def test_a_key_sees_only_its_own_stores(keyed: Server) -> None:
+    alice, bob = keyed.client(KEY_A), keyed.client(KEY_B)
+    secret = alice.files.create(
+        file=("secret.txt", b"the launch code is ocelot"), purpose="assistants"
+    )
+    store = alice.vector_stores.create(name="alice's", file_ids=[secret.id])
+    alice.vector_stores.files.poll(secret.id, vector_store_id=store.id)
+
+    for attempt in (
+        lambda: bob.vector_stores.retrieve(store.id),
+        lambda: bob.vector_stores.search(store.id, query="ocelot"),
+        lambda: bob.vector_stores.files.list(store.id),
+        lambda: bob.vector_stores.files.retrieve(secret.id, vector_store_id=store.id),
+        lambda: bob.vector_stores.files.content(secret.id, vector_store_id=store.id),
+        lambda: bob.vector_stores.files.delete(secret.id, vector_store_id=store.id),
+        lambda: bob.vector_stores.update(store.id, name="mine"),
+        lambda: bob.vector_stores.delete(store.id),
+    ):
+        with pytest.raises(openai.NotFoundError):
+            attempt()
+    assert all(s.id != store.id for s in bob.vector_stores.list())
+    # Bob cannot put Alice's file into a store of his.
+    own = bob.vector_stores.create(name="bob's")
+    with pytest.raises(openai.NotFoundError):
+        bob.vector_stores.files.create(vector_store_id=own.id, file_id=secret.id)
+    with pytest.raises(openai.NotFoundError):
+        bob.vector_stores.create(name="sneaky", file_ids=[secret.id])
+    # And nothing of it changed.
+    assert [r.filename for r in alice.vector_stores.search(store.id, query="ocelot")] == [
+        "secret.txt"
+    ]
+
+
+def test_files_that_cannot_be_read_fail_with_a_reason(keyed: Server) -> None:
+    client = keyed.client(KEY_A)
+    store = client.vector_stores.create(name="bad files")
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    bad = {
+        "empty.txt": (b"", "invalid_file", "no text"),
+        "blob.txt": (bytes(range(256)) * 8, "invalid_file", "binary"),
+        "image.png": (png, "unsupported_file", "not supported"),
+        "broken.pdf": (b"%PDF-1.4\n not really", "invalid_file", "PDF"),
+    }
+    ids = {}
+    for name, (data, _, _) in bad.items():
+        uploaded = client.files.create(file=(name, io.BytesIO(data)), purpose="assistants")
+        ids[uploaded.id] = name
+    batch = client.vector_stores.file_batches.create_and_poll(store.id, file_ids=list(ids))
+    assert batch.status == "completed"
+    assert (batch.file_counts.failed, batch.file_counts.total) == (4, 4)
+    for found in client.vector_stores.file_batches.list_files(batch.id, vector_store_id=store.id):
+        _, code, words = bad[ids[found.id]]
+        assert found.status == "failed" and found.last_error is not None, found
+        assert found.last_error.code == code, found.last_error
+        assert words in found.last_error.message, found.last_error
+    assert client.vector_stores.retrieve(store.id).file_counts.failed == 4
+
+
+def test_bad_requests_are_refused_whole(keyed: Server, tmp_path: Path) -> None:
+    client = keyed.client(KEY_A)
+    store = client.vector_stores.create(name="refusals")
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.files.create(vector_store_id=store.id, file_id="file-nope")
+    with pytest.raises(openai.BadRequestError):
+        client.vector_stores.create(
+            name="x",
+            chunking_strategy={
+                "type": "static",
+                "static": {"max_chunk_size_tokens": 200, "chunk_overlap_tokens": 150},
+            },
+        )
+    with pytest.raises(openai.BadRequestError):
+        client.vector_stores.search(store.id, query="x", max_num_results=51)
+    with pytest.raises(openai.BadRequestError):
+        client.vector_stores.file_batches.create(store.id)  # neither file_ids nor files
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.file_batches.retrieve("vsfb_nope", vector_store_id=store.id)
+    assert client.vector_stores.retrieve(store.id).file_counts.total == 0
