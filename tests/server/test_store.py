@@ -9,14 +9,17 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+from pydantic import TypeAdapter
 from sqlalchemy.exc import SQLAlchemyError
 
 from interp import ConfigError
 from interp.server._store import SCHEMA_VERSION, TAIL_PAGE, Store, Writes, document
 from interp.server.agent.context import Unit
+from interp.server.protocol.common import Filter
 
 POSTGRES = os.environ.get("INTERP_TEST_POSTGRES_URL")
 
@@ -106,6 +109,44 @@ async def test_chunks_are_ranked_by_their_words_per_owner_and_store(store: Store
     }
     await store.unindex("alice", "vs_1")
     assert await store.search("alice", ["vs_1"], "costs", limit=9) == []
+
+
+async def test_attribute_filters_hold_by_type_in_each_database(store: Store) -> None:
+    labelled = {
+        "file-a": {"team": "red", "year": 2023.0, "public": True, "day": "2024-01-05"},
+        "file-b": {"team": "blue", "year": 2024.0, "public": False, "day": "2024-03-01"},
+        "file-c": {"team": "red", "year": 2025.0},
+        "file-d": None,
+    }
+    for file_id, attributes in labelled.items():
+        await store.index_chunks("alice", "vs_1", file_id, ["the owl hoots"], attributes)
+    await store.index_chunks("bob", "vs_1", "file-e", ["the owl hoots"], {"team": "red"})
+
+    async def found(given: dict[str, Any]) -> set[str]:
+        where = TypeAdapter(Filter).validate_python(given)
+        hits = await store.search("alice", ["vs_1"], "owl", limit=10, where=where)
+        return {hit.file_id for hit in hits}
+
+    def eq(key: str, value: Any) -> dict[str, Any]:
+        return {"type": "eq", "key": key, "value": value}
+
+    assert await found(eq("team", "red")) == {"file-a", "file-c"}
+    assert await found({"type": "ne", "key": "team", "value": "red"}) == {"file-b", "file-d"}
+    assert await found(eq("year", 2024)) == {"file-b"}
+    assert await found(eq("year", "2024")) == set()  # a string is not the number
+    assert await found({"type": "gt", "key": "year", "value": 2023.5}) == {"file-b", "file-c"}
+    assert await found({"type": "lte", "key": "year", "value": 2024}) == {"file-a", "file-b"}
+    assert await found({"type": "gte", "key": "day", "value": "2024-02"}) == {"file-b"}
+    assert await found(eq("public", False)) == {"file-b"}
+    assert await found({"type": "in", "key": "year", "value": [2023, 2025]}) == {
+        "file-a", "file-c"
+    }  # fmt: skip
+    assert await found({"type": "nin", "key": "team", "value": ["red", "blue"]}) == {"file-d"}
+    both = {"type": "and", "filters": [eq("team", "red"), eq("public", True)]}
+    either = {"type": "or", "filters": [eq("team", "blue"), both]}
+    assert await found(either) == {"file-a", "file-b"}
+    await store.relabel("alice", "vs_1", "file-d", {"team": "red"})
+    assert await found(eq("team", "red")) == {"file-a", "file-c", "file-d"}
 
 
 async def test_pages_follow_openais_cursors(store: Store) -> None:
