@@ -8,7 +8,8 @@ their own script:
   (the code after ``RUN:`` to the end of the message, before the server's note of attached
   files); ``RAW: <code>`` sends the code as
   raw arguments instead of JSON; ``BROKEN`` sends arguments that are not JSON;
-- ``CALL <name> <json>``: a call of that function tool;
+- ``CALL <name> <json>``: a call of that function tool (``file_search`` too); with
+  `` THEN RUN: <code>`` after it, once that call's result is in, a ``python`` call;
 - ``FAIL <status>``: an HTTP error of that status; ``HANG``: no answer for 30 s;
   ``DROP``: some text, then the stream ends without a ``finish_reason`` or ``[DONE]``;
 - a question about an equation (the Assistants quickstart's): a ``python`` call solving it
@@ -49,6 +50,22 @@ MODEL = "fake-model"
 EQUATION_CODE = (
     "from sympy import Eq, solve, symbols\nx = symbols('x')\nprint(solve(Eq(3 * x + 11, 14), x))"
 )
+
+
+def _then_run(messages: list[dict[str, Any]]) -> str | None:
+    """The code of a ``CALL … THEN RUN: <code>`` of the last user message, if no code has
+    been called since it."""
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if not users:
+        return None
+    content = messages[users[-1]].get("content")
+    if not isinstance(content, str) or " THEN RUN:" not in content:
+        return None
+    since = messages[users[-1] + 1 :]
+    calls = [c for m in since for c in m.get("tool_calls") or ()]
+    if any(c["function"]["name"] == "python" for c in calls):
+        return None
+    return content.split(" THEN RUN:", 1)[1].split("\n[files attached", 1)[0]
 
 
 def free_port() -> int:
@@ -243,13 +260,23 @@ class FakeModel:
             return
         if last["role"] == "tool" and looping:
             last, content = {"role": "user"}, "RUN: print('again')"
+        then = _then_run(body["messages"])
+        if last["role"] == "tool" and then is not None:
+            last, content = {"role": "user"}, "RUN:" + then
         if last["role"] == "tool":
             for piece in _pieces(f"Result: {content.strip()}"):
                 yield _chunk({"content": piece})
                 await asyncio.sleep(0)
             yield _chunk({}, "stop")
-        elif last["role"] == "user" and (
-            "RUN:" in content or "RAW:" in content or "BROKEN" in content or "equation" in content
+        elif (
+            last["role"] == "user"
+            and not content.startswith("CALL ")
+            and (
+                "RUN:" in content
+                or "RAW:" in content
+                or "BROKEN" in content
+                or "equation" in content
+            )
         ):
             if "equation" in content:
                 arguments = json.dumps({"code": EQUATION_CODE})
@@ -278,7 +305,7 @@ class FakeModel:
                 await asyncio.sleep(0)
             yield _chunk({}, "tool_calls")
         elif last["role"] == "user" and content.startswith("CALL "):
-            _, name, arguments = content.split(" ", 2)
+            _, name, arguments = content.split(" THEN RUN:", 1)[0].split(" ", 2)
             yield _chunk(
                 {
                     "tool_calls": [

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 import docker
 import openai
@@ -17,7 +18,10 @@ from .conftest import KEY_A, KEY_B, Server, start_server
 from .fake_model import FakeModel
 from .test_search_text import _docx, _pdf
 
-pytestmark = pytest.mark.filterwarnings("ignore:The Assistants API is deprecated")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +278,140 @@ def test_bad_requests_are_refused_whole(keyed: Server, tmp_path: Path) -> None:
     with pytest.raises(openai.NotFoundError):
         client.vector_stores.file_batches.retrieve("vsfb_nope", vector_store_id=store.id)
     assert client.vector_stores.retrieve(store.id).file_counts.total == 0
+
+
+SEARCH_CONTENT: Final = "step_details.tool_calls[*].file_search.results[*].content"
+REPORT = b"# Q3 report\n\nRevenue from marmalade grew 12 percent in the third quarter.\n"
+
+
+def _report_store(client: openai.OpenAI) -> tuple[str, str]:
+    """A vector store holding ``report.md``; its id and the file's."""
+    report = client.files.create(file=("report.md", REPORT), purpose="assistants")
+    store = client.vector_stores.create(name="reports", file_ids=[report.id])
+    assert client.vector_stores.files.poll(report.id, vector_store_id=store.id).status == (
+        "completed"
+    )
+    return store.id, report.id
+
+
+def test_an_assistant_searches_cites_the_file_and_its_code_reads_it(keyed: Server) -> None:
+    client = keyed.client(KEY_A)
+    store_id, report_id = _report_store(client)
+    assistant = client.beta.assistants.create(
+        model="fake-model",
+        tools=[{"type": "code_interpreter"}, {"type": "file_search"}],
+        tool_resources={"file_search": {"vector_store_ids": [store_id]}},
+    )
+    assert assistant.tool_resources is not None and assistant.tool_resources.file_search
+    assert assistant.tool_resources.file_search.vector_store_ids == [store_id]
+    thread = client.beta.threads.create(
+        messages=[
+            {
+                "role": "user",
+                "content": 'CALL file_search {"query": "marmalade revenue"} THEN RUN: '
+                "print(open('/mnt/data/report.md').read().splitlines()[2])",
+                "attachments": [{"file_id": report_id, "tools": [{"type": "code_interpreter"}]}],
+            }
+        ]
+    )
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, include=[SEARCH_CONTENT]
+    )
+    assert run.status == "completed", run.last_error
+    steps = list(client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc"))
+    calls = [
+        call
+        for step in steps
+        if step.step_details.type == "tool_calls"
+        for call in step.step_details.tool_calls
+    ]
+    assert [call.type for call in calls] == ["file_search", "code_interpreter"]
+    search, code = calls
+    assert search.type == "file_search" and search.file_search.results
+    first = search.file_search.results[0]
+    assert (first.file_id, first.file_name) == (report_id, "report.md")
+    assert first.content and "marmalade grew 12 percent" in (first.content[0].text or "")
+    assert search.file_search.ranking_options is not None
+    assert code.type == "code_interpreter"
+    logs = [o for o in code.code_interpreter.outputs if o.type == "logs"]
+    assert logs and "Revenue from marmalade grew 12 percent" in logs[0].logs
+
+    # The reply cites the file it found, with OpenAI's marker and a file_citation.
+    search_thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": 'CALL file_search {"query": "marmalade"}'}]
+    )
+    with client.beta.threads.runs.stream(
+        thread_id=search_thread.id, assistant_id=assistant.id
+    ) as stream:
+        stream.until_done()
+        (message,) = stream.get_final_messages()
+    text = message.content[0]
+    assert text.type == "text"
+    citations = [a for a in text.text.annotations if a.type == "file_citation"]
+    assert citations, text.text
+    cited = citations[0]
+    assert cited.type == "file_citation" and cited.file_citation.file_id == report_id
+    assert text.text.value[cited.start_index : cited.end_index] == cited.text
+    assert cited.text.startswith("【") and "report.md" in cited.text
+    # Without `include`, the step names the results but not their text.
+    (step,) = [s for s in stream.get_final_run_steps() if s.step_details.type == "tool_calls"]
+    assert step.step_details.type == "tool_calls"
+    (call,) = step.step_details.tool_calls
+    assert call.type == "file_search" and call.file_search.results
+    assert call.file_search.results[0].content is None
+
+
+def test_a_response_searches_and_cites_with_its_results_included(keyed: Server) -> None:
+    client = keyed.client(KEY_A)
+    store_id, report_id = _report_store(client)
+    tool = {"type": "file_search", "vector_store_ids": [store_id], "max_num_results": 3}
+    response = client.responses.create(
+        model="fake-model",
+        input='CALL file_search {"query": "marmalade"}',
+        tools=[tool],  # type: ignore[list-item]
+        include=["file_search_call.results"],
+    )
+    assert response.status == "completed", response.error
+    kinds = [item.type for item in response.output]
+    assert kinds == ["file_search_call", "message"], kinds
+    call, message = response.output
+    assert call.type == "file_search_call" and call.queries == ["marmalade"]
+    assert call.results and call.results[0].file_id == report_id
+    assert call.results[0].filename == "report.md" and "marmalade" in (call.results[0].text or "")
+    assert message.type == "message"
+    part = message.content[0]
+    assert part.type == "output_text"
+    (citation,) = [a for a in part.annotations if a.type == "file_citation"]
+    assert citation.type == "file_citation"
+    assert (citation.file_id, citation.filename) == (report_id, "report.md")
+    assert part.text[citation.index :].startswith("【")
+
+    # Streamed, without `include`: the same items, the results left out; and the chain
+    # goes on with what the model was shown.
+    with client.responses.stream(
+        model="fake-model",
+        input='CALL file_search {"query": "quarter"}',
+        tools=[tool],  # type: ignore[list-item]
+    ) as stream:
+        events = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert "response.file_search_call.completed" in events
+    assert final.output[0].type == "file_search_call" and final.output[0].results is None
+    again = client.responses.create(
+        model="fake-model", input="hello", previous_response_id=final.id
+    )
+    assert again.status == "completed"
+
+    # Another key's store is not found; a filter narrows it to nothing.
+    with pytest.raises(openai.NotFoundError):
+        keyed.client(KEY_B).responses.create(
+            model="fake-model",
+            input="hi",
+            tools=[tool],  # type: ignore[list-item]
+        )
+    filtered = {**tool, "filters": {"type": "eq", "key": "team", "value": "none"}}
+    response = client.responses.create(
+        model="fake-model", input='CALL file_search {"query": "marmalade"}',
+        tools=[filtered], include=["file_search_call.results"],  # type: ignore[list-item]
+    )  # fmt: skip
+    assert response.output[0].type == "file_search_call" and response.output[0].results == []

@@ -115,7 +115,8 @@ def test_loose_options_are_checked() -> None:
         {"response_format": {"type": "json_schema"}},
         {"response_format": "json"},
         {"reasoning_effort": "extreme"},
-        {"tools": [{"type": "file_search"}]},
+        {"tools": [{"type": "file_search", "file_search": {"max_num_results": 51}}]},
+        {"tools": [{"type": "function", "function": {"name": "file_search"}}]},
     ):
         with pytest.raises(ValidationError):
             assistants.RunCreate.model_validate(base | bad)

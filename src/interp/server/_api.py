@@ -260,7 +260,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             model, default=config.model_context_tokens, table=dict(config.model_contexts)
         )
         stores = VectorStores(store=store, engine=sandbox)
-        agent = Agent(model, windows, files=engine_files(sandbox))
+        agent = Agent(model, windows, files=engine_files(sandbox), search=stores.for_run)
 
         def key_share(total: int) -> int:
             """What one key may hold of ``total`` unless set: a quarter with API keys (so

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from openai.types.responses import (
     Response,
     ResponseCodeInterpreterToolCall,
     ResponseError,
+    ResponseFileSearchToolCall,
     ResponseFunctionToolCall,
     ResponseOutputItem,
     ResponseOutputMessage,
@@ -42,16 +44,20 @@ from . import _wire_responses as rwire
 from ._containers import Containers, cfile_id
 from ._errors import APIError, bad_request, file_not_found, not_found
 from ._store import Store, Writes
+from ._vector_stores import VECTOR_STORE
 from .agent.context import Unit, outputs_text, replay
 from .agent.events import BEHIND, RunEvents
 from .agent.images import file_image
 from .agent.loop import Ending, Runs, Status, drive
 from .agent.model import CODE_TOOL, ToolCall, chat_tool_call, code_arguments
+from .agent.search import DEFAULT_RESULTS, SEARCH_TOOL, Cited, Searching, passages_text
 from .agent.turn import Agent, Budget, History, PromptTooLong, Settings
 from .protocol.responses import (
     INCLUDE_OUTPUTS,
+    INCLUDE_RESULTS,
     AutoContainer,
     CodeInterpreterTool,
+    FileSearchTool,
     FunctionTool,
     ItemReference,
     MessageItem,
@@ -62,7 +68,7 @@ from .protocol.responses import (
 log = logging.getLogger("interp.server")
 
 OutputItem = ResponseOutputItem
-CallItem = ResponseCodeInterpreterToolCall | ResponseFunctionToolCall
+CallItem = ResponseCodeInterpreterToolCall | ResponseFunctionToolCall | ResponseFileSearchToolCall
 _Status = Literal["completed", "incomplete", "failed", "cancelled"]
 _EVENT: TypeAdapter[ResponseStreamEvent] = TypeAdapter(ResponseStreamEvent)
 _STATUS: dict[Status, _Status] = {
@@ -88,11 +94,12 @@ def served(response: Response, include: list[str] | None) -> Response:
 
 
 def shown(item: OutputItem, include: list[str] | None) -> OutputItem:
-    """An output item as a client sees it: a code call's outputs when ``include``d."""
-    if isinstance(item, ResponseCodeInterpreterToolCall) and not (
-        include and INCLUDE_OUTPUTS in include
-    ):
+    """An output item as a client sees it: a code call's outputs, a search's results, when
+    ``include``d."""
+    if isinstance(item, ResponseCodeInterpreterToolCall) and INCLUDE_OUTPUTS not in (include or ()):
         return item.model_copy(update={"outputs": None})
+    if isinstance(item, ResponseFileSearchToolCall) and INCLUDE_RESULTS not in (include or ()):
+        return item.model_copy(update={"results": None})
     return item
 
 
@@ -178,7 +185,7 @@ class Responder:
                 seconds=self.run_timeout,
             ),
         )
-        settings, budget = _settings(body, model), sink.budget
+        settings, budget = _settings(body, model, owner), sink.budget
         if not settings.truncate:
             # OpenAI refuses an input over the window at once when truncation is disabled.
             try:
@@ -292,7 +299,12 @@ class Responder:
         tools: list[dict[str, Any]] = []
         names: set[str] = set()
         for tool in body.tools:
-            if isinstance(tool, CodeInterpreterTool):
+            if isinstance(tool, FileSearchTool):
+                for store_id in tool.vector_store_ids:
+                    if await self.store.get(VECTOR_STORE, owner, store_id) is None:
+                        raise not_found("vector store", store_id)
+                tools.append(tool.model_dump(exclude_none=True))
+            elif isinstance(tool, CodeInterpreterTool):
                 if isinstance(tool.container, AutoContainer):
                     for file_id in tool.container.file_ids:
                         if await self.store.get(wire.FILE, owner, file_id) is None:
@@ -303,12 +315,15 @@ class Responder:
                     raise bad_request(f"Duplicate function name '{tool.name}'.", param="tools")
                 names.add(tool.name)
                 tools.append(tool.model_dump(exclude_none=True))
-        if sum(isinstance(t, CodeInterpreterTool) for t in body.tools) > 1:
-            raise bad_request("Only one code_interpreter tool is allowed.", param="tools")
+        for kind in (CodeInterpreterTool, FileSearchTool):
+            if sum(isinstance(t, kind) for t in body.tools) > 1:
+                name = "code_interpreter" if kind is CodeInterpreterTool else "file_search"
+                raise bad_request(f"Only one {name} tool is allowed.", param="tools")
         choice = body.tool_choice
         if isinstance(choice, NamedTool) and (
             (choice.type == "function" and choice.name not in names)
             or (choice.type == "code_interpreter" and body.code_tool() is None)
+            or (choice.type == "file_search" and body.search_tool() is None)
         ):
             raise bad_request(
                 f"tool_choice names a {choice.type} tool that is not in tools.",
@@ -352,6 +367,9 @@ class ResponseSink:
         self.container: rwire.Container | None = None
         self.auto: AutoContainer | None = None
         self.files: list[FileSaved] = []
+        self.searching = body.search_tool() is not None
+        self.cited = Cited()
+        """The files its searches found, by which its reply's citations are known."""
         self.sequence = 0
         self.started = False
         """Something was sent to the client besides the response's creation."""
@@ -440,7 +458,16 @@ class ResponseSink:
                 "end_index": a["end_index"],
             }
             for a in assistants.file_annotations(text, self.files)
+        ] + [
+            {
+                "type": "file_citation",
+                "file_id": cited.file_id,
+                "filename": cited.filename,
+                "index": cited.start,
+            }
+            for cited in self.cited.find(text)
         ]
+        annotations.sort(key=lambda a: a.get("start_index", a.get("index", 0)))
         for number, annotation in enumerate(annotations):
             self.emit(
                 "response.output_text.annotation.added",
@@ -475,7 +502,12 @@ class ResponseSink:
         self.started = True
         output = self.response.output
         item: CallItem
-        if call.name == CODE_TOOL:
+        if call.name == SEARCH_TOOL and self.searching:
+            item = ResponseFileSearchToolCall(
+                id=wire.new_id("fs_"), type="file_search_call", status="in_progress",
+                queries=[], results=None,
+            )  # fmt: skip
+        elif call.name == CODE_TOOL:
             container = await self._container()
             item = ResponseCodeInterpreterToolCall(
                 id=wire.new_id("ci_"), type="code_interpreter_call", status="in_progress",
@@ -494,6 +526,8 @@ class ResponseSink:
             self.emit(
                 "response.code_interpreter_call.in_progress", output_index=index, item_id=item.id
             )
+        elif isinstance(item, ResponseFileSearchToolCall):
+            self.emit("response.file_search_call.in_progress", output_index=index, item_id=item.id)
 
     async def code_delta(self, call: ToolCall, text: str) -> None:
         item = self.calls.get(call.id)
@@ -575,6 +609,36 @@ class ResponseSink:
         item.code, item.status, item.outputs = call.code, "incomplete", []
         index = self.response.output.index(item)
         self.emit("response.output_item.done", output_index=index, item=item)
+
+    async def search_done(self, call: ToolCall, asked: list[str], results: list[Any]) -> None:
+        item = self.calls[call.id]
+        assert isinstance(item, ResponseFileSearchToolCall)
+        index = self.response.output.index(item)
+        self.emit("response.file_search_call.searching", output_index=index, item_id=item.id)
+        self.cited.add(results)
+        done = ResponseFileSearchToolCall.model_validate(
+            {
+                "id": item.id,
+                "type": "file_search_call",
+                "status": "completed",
+                "queries": asked,
+                "results": [
+                    {
+                        "file_id": found.hit.file_id,
+                        "filename": found.filename,
+                        "score": found.hit.score,
+                        "text": found.hit.text,
+                        "attributes": found.hit.attributes,
+                    }
+                    for found in results
+                ],
+            }
+        )
+        item.status, item.queries, item.results = done.status, done.queries, done.results
+        self.emit("response.file_search_call.completed", output_index=index, item_id=item.id)
+        self.emit(
+            "response.output_item.done", output_index=index, item=shown(item, self.body.include)
+        )
 
     async def calls_done(self, calls: list[ToolCall], shown: dict[str, str]) -> None:
         output = self.response.output
@@ -664,7 +728,7 @@ class ResponseSink:
             await self.responder.remove(self.owner, self.response.id)
 
 
-def _settings(body: ResponseCreate, model: str) -> Settings:
+def _settings(body: ResponseCreate, model: str, owner: str) -> Settings:
     choice = body.tool_choice
     text_format = body.text.format if body.text is not None else None
     response_format: Any = None
@@ -687,6 +751,7 @@ def _settings(body: ResponseCreate, model: str) -> Settings:
         model=model,
         instructions=body.instructions,
         code=body.code_tool() is not None,
+        search=_searching(body, owner),
         functions=functions,
         tool_choice=choice.model_dump(exclude_none=True)
         if isinstance(choice, NamedTool)
@@ -698,6 +763,20 @@ def _settings(body: ResponseCreate, model: str) -> Settings:
         reasoning_effort=body.reasoning.effort if body.reasoning is not None else None,
         extra=extra,
         truncate=body.truncation == "auto",
+    )
+
+
+def _searching(body: ResponseCreate, owner: str) -> Searching | None:
+    tool = body.search_tool()
+    if tool is None:
+        return None
+    ranking = tool.ranking_options
+    return Searching(
+        owner=owner,
+        store_ids=list(tool.vector_store_ids),
+        max_num_results=tool.max_num_results or DEFAULT_RESULTS,
+        filters=tool.filters,
+        score_threshold=ranking.score_threshold if ranking is not None else None,
     )
 
 
@@ -763,6 +842,9 @@ def _chat_items(
         if kind == "code_interpreter_call":
             shown = results.get(item["id"]) or outputs_text(item.get("outputs"))
             chat.append(({"role": "tool", "tool_call_id": item["id"], "content": shown}, None))
+        elif kind == "file_search_call":
+            shown = results.get(item["id"]) or _search_text(item)
+            chat.append(({"role": "tool", "tool_call_id": item["id"], "content": shown}, None))
     return chat
 
 
@@ -803,10 +885,22 @@ def _content_of(content: Any) -> str | list[dict[str, Any]]:
 
 
 def _chat_call(item: dict[str, Any]) -> dict[str, Any]:
-    """A code or function call item as the chat request's tool call."""
+    """A code, search or function call item as the chat request's tool call."""
     if item["type"] == "code_interpreter_call":
         return chat_tool_call(item["id"], CODE_TOOL, code_arguments(item["code"]))
+    if item["type"] == "file_search_call":
+        query = " | ".join(item.get("queries") or [])
+        return chat_tool_call(item["id"], SEARCH_TOOL, json.dumps({"query": query}))
     return chat_tool_call(item["call_id"], item["name"], item["arguments"])
+
+
+def _search_text(item: dict[str, Any]) -> str:
+    """What the model was shown of a search item given back as input."""
+    passages = [
+        (r.get("filename") or r.get("file_id") or "", r.get("score") or 0.0, r.get("text") or "")
+        for r in item.get("results") or []
+    ]
+    return passages_text(item.get("queries") or [], passages)
 
 
 def _stop_items(response: Response) -> None:
@@ -815,6 +909,7 @@ def _stop_items(response: Response) -> None:
         if isinstance(item, CallItem | ResponseOutputMessage) and item.status in (
             "in_progress",
             "interpreting",
+            "searching",
         ):
             item.status = "incomplete"
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal, cast
 
 from openai.types import ErrorObject
-from openai.types.beta import Thread
+from openai.types.beta import FileSearchTool, Thread
 from openai.types.beta.threads import (
     ImageFileContentBlock,
     ImageURLContentBlock,
@@ -34,6 +34,7 @@ from openai.types.beta.threads.run import IncompleteDetails as RunIncomplete
 from openai.types.beta.threads.run import LastError, RequiredAction, Usage
 from openai.types.beta.threads.runs import (
     CodeInterpreterToolCall,
+    FileSearchToolCall,
     FunctionToolCall,
     RunStep,
     RunStepDeltaEvent,
@@ -43,6 +44,7 @@ from openai.types.beta.threads.runs import ToolCall as StepToolCall
 from openai.types.beta.threads.runs.code_interpreter_tool_call import (
     CodeInterpreterOutput as CodeOutput,
 )
+from openai.types.beta.threads.runs.file_search_tool_call import FileSearch
 from openai.types.beta.threads.runs.run_step import LastError as StepError
 from pydantic import TypeAdapter
 
@@ -60,6 +62,7 @@ from .agent.events import BEHIND, RunEvents
 from .agent.images import file_image
 from .agent.loop import Ending, Runs, drive
 from .agent.model import CODE_TOOL, ToolCall, chat_tool_call, code_arguments
+from .agent.search import DEFAULT_RESULTS, SEARCH_TOOL, Cited, Searching
 from .agent.turn import Agent, Budget, History, Settings
 
 log = logging.getLogger("interp.server")
@@ -165,9 +168,11 @@ class Runner:
         thread: Thread,
         announce: bool = True,
         head: list[Unit] | None = None,
+        include: bool = False,
     ) -> RunEvents:
         """Start driving ``run`` (stored, or queued to be); its events from the start.
-        ``head``: the thread's newest units, read already."""
+        ``head``: the thread's newest units, read already; ``include``: searches keep
+        the text of the passages they found in their step."""
         self.check_idle(thread.id)
         events = RunEvents(cut=_behind)
         self._events[run.id] = events
@@ -177,6 +182,7 @@ class Runner:
         sink = RunSink(self, owner=owner, run=run, assistant=assistant, thread=thread,
                        events=events, budget=budget)  # fmt: skip
         sink.head = head
+        sink.include = include
         self._live[run.id] = sink
         self._runs.start(thread.id, self._drive(sink, announce), name=f"interp-{run.id}")
         return events
@@ -440,6 +446,10 @@ class RunSink:
         self.cursors: dict[str, assistants.Cursor] = {}
         self.head: list[Unit] | None = None
         """The thread's newest units, read ahead for the first turn."""
+        self.searching: Searching | None = None
+        self.include = False
+        self.cited = Cited()
+        """The files this run's searches found, by which its reply's citations are known."""
 
     @property
     def store(self) -> Store:
@@ -448,10 +458,12 @@ class RunSink:
     def settings(self, default_model: str | None) -> Settings:
         run = self.run
         strategy = run.truncation_strategy
+        self.searching = self._searching()
         return Settings(
             model=run.model or default_model or "",
             instructions=run.instructions or None,
             code=any(t.type == "code_interpreter" for t in run.tools),
+            search=self.searching,
             functions=[
                 t.function.model_dump(exclude_none=True) for t in run.tools if t.type == "function"
             ],
@@ -465,6 +477,27 @@ class RunSink:
             last_messages=strategy.last_messages
             if strategy is not None and strategy.type == "last_messages"
             else None,
+        )
+
+    def _searching(self) -> Searching | None:
+        """The run's searches: over the assistant's and the thread's vector stores, when
+        it has the ``file_search`` tool and they have stores."""
+        tool = next((t for t in self.run.tools if t.type == "file_search"), None)
+        stores = [
+            store_id
+            for holder in (self.assistant, self.thread)
+            if holder.tool_resources is not None and holder.tool_resources.file_search
+            for store_id in holder.tool_resources.file_search.vector_store_ids or ()
+        ]
+        if tool is None or not stores:
+            return None
+        options = tool.file_search if isinstance(tool, FileSearchTool) else None
+        ranking = options.ranking_options if options is not None else None
+        return Searching(
+            owner=self.owner,
+            store_ids=list(dict.fromkeys(stores)),
+            max_num_results=(options.max_num_results if options else None) or DEFAULT_RESULTS,
+            score_threshold=ranking.score_threshold if ranking is not None else None,
         )
 
     def save(self) -> None:
@@ -530,8 +563,10 @@ class RunSink:
                 tx.create("step", self.owner, self.tool_step, parent=run.id)
             emit("thread.run.step.created", self.tool_step)
             emit("thread.run.step.in_progress", self.tool_step)
-        _tool_calls(self.tool_step).append(_call_object(call))
-        emit("thread.run.step.delta", _step_delta(self.tool_step.id, _call_created(call)))
+        searching = self.searching is not None
+        _tool_calls(self.tool_step).append(_call_object(call, searching))
+        created = {"index": call.index, **_call_object(call, searching).model_dump()}
+        emit("thread.run.step.delta", _step_delta(self.tool_step.id, created))
 
     async def code_delta(self, call: ToolCall, text: str) -> None:
         if self.tool_step is None:
@@ -577,10 +612,39 @@ class RunSink:
     async def code_skipped(self, call: ToolCall, note: str) -> None:
         self._code(call).code_interpreter.input = call.code
 
+    async def search_done(self, call: ToolCall, asked: list[str], results: list[Any]) -> None:
+        entry = self._entry(call)
+        assert isinstance(entry, FileSearchToolCall) and self.searching is not None
+        self.cited.add(results)
+        threshold = self.searching.score_threshold
+        entry.file_search = FileSearch.model_validate(
+            {
+                "ranking_options": {
+                    "ranker": "default_2024_08_21",
+                    "score_threshold": threshold or 0.0,
+                },
+                "results": [
+                    {
+                        "file_id": found.hit.file_id,
+                        "file_name": found.filename,
+                        "score": found.hit.score,
+                        "content": [{"type": "text", "text": found.hit.text}]
+                        if self.include
+                        else None,
+                    }
+                    for found in results
+                ],
+            }
+        )
+        if self.tool_step is not None and self.events.wanted:
+            position = _tool_calls(self.tool_step).index(entry)
+            delta = {"index": position, **entry.model_dump(exclude_none=True)}
+            self.events.emit("thread.run.step.delta", _step_delta(self.tool_step.id, delta))
+
     async def calls_done(self, calls: list[ToolCall], shown: dict[str, str]) -> None:
         step = self.tool_step
         assert step is not None
-        functions = [call for call in calls if call.name != CODE_TOOL]
+        functions = [call for call in calls if isinstance(self._entry(call), FunctionToolCall)]
         for call in functions:
             entry = self._entry(call)
             assert isinstance(entry, FunctionToolCall)
@@ -684,7 +748,17 @@ class RunSink:
         """Store the reply being written (``incomplete`` with that reason, if cut short)."""
         message, step, text = self.message, self.message_step, self.text
         assert message is not None and step is not None
-        annotations = assistants.file_annotations(text, self.files)
+        annotations = assistants.file_annotations(text, self.files) + [
+            {
+                "type": "file_citation",
+                "text": cited.text,
+                "start_index": cited.start,
+                "end_index": cited.end,
+                "file_citation": {"file_id": cited.file_id},
+            }
+            for cited in self.cited.find(text)
+        ]
+        annotations.sort(key=lambda a: a["start_index"])
         now = wire.now()
         message.content = [
             *(_image_part(file_id) for file_id in self.images),
@@ -850,7 +924,11 @@ def _message_delta(message_id: str, index: int, part: MessageContent) -> Message
     )
 
 
-def _call_object(call: ToolCall) -> StepToolCall:
+def _call_object(call: ToolCall, searching: bool) -> StepToolCall:
+    if call.name == SEARCH_TOOL and searching:
+        return FileSearchToolCall.model_validate(
+            {"id": call.id, "type": "file_search", "file_search": {}}
+        )
     if call.name == CODE_TOOL:
         return CodeInterpreterToolCall.model_validate(
             {
@@ -865,17 +943,14 @@ def _call_object(call: ToolCall) -> StepToolCall:
     )  # fmt: skip
 
 
-def _call_created(call: ToolCall) -> dict[str, Any]:
-    return {"index": call.index, **_call_object(call).model_dump()}
-
-
 def _chat_tool_call(call: StepToolCall) -> dict[str, Any]:
     if isinstance(call, CodeInterpreterToolCall):
         code = call.code_interpreter.input
         return chat_tool_call(call.id, CODE_TOOL, code_arguments(code))
     if isinstance(call, FunctionToolCall):
         return chat_tool_call(call.id, call.function.name, call.function.arguments)
-    raise TypeError(f"a {call.type} call is not sent to the model")
+    # A search's queries are in what it returned.
+    return chat_tool_call(call.id, SEARCH_TOOL, "{}")
 
 
 __all__ = ["DONE", "RunEvents", "RunSink", "Runner", "calls_unit", "message_unit"]

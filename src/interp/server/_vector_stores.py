@@ -32,6 +32,7 @@ from . import _wire as wire
 from ._errors import APIError, bad_request, file_not_found, not_found
 from ._locks import KeyedLocks
 from ._store import Served, Store, Writes
+from .agent.search import Searching
 from .protocol.common import Filter
 from .protocol.vector_stores import BatchFile, ChunkingStrategy, ExpiresAfter
 from .search import documents, text
@@ -325,6 +326,13 @@ class VectorStores:
                 names[hit.file_id] = info.filename if info is not None else hit.file_id
             results.append(Result(hit, names[hit.file_id]))
         return results
+
+    async def for_run(self, searching: Searching, queries: list[str]) -> list[Result]:
+        """A run's search (the ``file_search`` tool's): ``agent.search.Searcher``."""
+        return await self.search(
+            searching.owner, searching.store_ids, queries, limit=searching.max_num_results,
+            where=searching.filters, threshold=searching.score_threshold,
+        )  # fmt: skip
 
     # The work behind them.
 

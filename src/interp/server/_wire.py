@@ -103,13 +103,21 @@ def tool(given: Tool) -> dict[str, Any]:
         if given.function is None:
             raise bad_request("a function tool needs 'function'", param="tools")
         return {"type": "function", "function": given.function.model_dump(exclude_none=True)}
+    if given.type == "file_search":
+        options = given.file_search.model_dump(exclude_none=True) if given.file_search else {}
+        return {"type": "file_search", "file_search": options}
     return {"type": "code_interpreter"}
 
 
 def tool_resources(given: ToolResources | None) -> dict[str, Any]:
-    if given is None or given.code_interpreter is None:
-        return {}
-    return {"code_interpreter": {"file_ids": list(given.code_interpreter.file_ids)}}
+    """Tool resources as an assistant or thread lists them (inline vector stores made
+    already, named among ``vector_store_ids``)."""
+    found: dict[str, Any] = {}
+    if given is not None and given.code_interpreter is not None:
+        found["code_interpreter"] = {"file_ids": list(given.code_interpreter.file_ids)}
+    if given is not None and given.file_search is not None:
+        found["file_search"] = {"vector_store_ids": list(given.file_search.vector_store_ids)}
+    return found
 
 
 def message_parts(body: MessageCreate) -> list[MessageContent]:

@@ -52,8 +52,16 @@ async def owner(request: Request) -> str:
     return found
 
 
+async def include(request: Request) -> list[str]:
+    """``include`` of a query, as ``include=…`` or as the ``openai`` SDK sends it,
+    ``include[]=…``."""
+    params = request.query_params
+    return [*params.getlist("include"), *params.getlist("include[]")][:16]
+
+
 ServicesDep = Annotated[Services, Depends(services)]
 Owner = Annotated[str, Depends(owner)]
+Include = Annotated[list[str], Depends(include)]
 
 
 @dataclass

@@ -39,6 +39,8 @@ from .model import (
     UpstreamError,
     final_code,
 )
+from .search import SEARCH_TOOL, queries
+from .search import shown as search_text
 from .turn import Agent, Budget, History, PromptTooLong, Reason, Settings
 
 log = logging.getLogger("interp.server")
@@ -91,6 +93,10 @@ class Sink(Protocol):
 
     async def code_skipped(self, call: ToolCall, note: str) -> None: ...
 
+    async def search_done(self, call: ToolCall, asked: list[str], results: list[Any]) -> None:
+        """A ``file_search`` call's queries and the passages found (``agent.search``)."""
+        ...
+
     async def calls_done(self, calls: list[ToolCall], shown: dict[str, str]) -> None:
         """The turn's calls: ``shown`` is what the model is told of each that ran (a
         function's call waits for its output)."""
@@ -128,9 +134,9 @@ async def run_loop(
             return Ending("incomplete", reason)
         if not finished.calls:
             return Ending("completed")
-        shown = await _run_calls(engine, budget, sink, finished.calls)
+        shown = await _run_calls(agent, engine, settings, budget, sink, finished.calls)
         await sink.calls_done(finished.calls, shown)
-        functions = [call for call in finished.calls if call.name != CODE_TOOL]
+        functions = [call for call in finished.calls if not settings.runs_here(call.name)]
         if functions:
             await sink.functions_pending(functions)
             return Ending("requires_action")
@@ -139,16 +145,32 @@ async def run_loop(
 
 
 async def _run_calls(
-    engine: Engine, budget: Budget, sink: Sink, calls: list[ToolCall]
+    agent: Agent,
+    engine: Engine,
+    settings: Settings,
+    budget: Budget,
+    sink: Sink,
+    calls: list[ToolCall],
 ) -> dict[str, str]:
-    """Run the turn's code calls (up to the budget's) in order; what the model is shown."""
-    codes = [call for call in calls if call.name == CODE_TOOL]
-    allowed = budget.calls_allowed(len(codes))
+    """Run the turn's code and search calls (up to the budget's) in order; what the model
+    is shown of each."""
+    ours = [call for call in calls if settings.runs_here(call.name)]
+    allowed = budget.calls_allowed(len(ours))
     shown: dict[str, str] = {}
-    for number, call in enumerate(codes):
+    for number, call in enumerate(ours):
         if number >= allowed:
             shown[call.id] = f"Not run: the limit of {budget.max_tool_calls} tool calls is reached."
-            await sink.code_skipped(call, shown[call.id])
+            if call.name == CODE_TOOL:
+                await sink.code_skipped(call, shown[call.id])
+            else:
+                await sink.search_done(call, queries(call.arguments), [])
+            continue
+        if call.name == SEARCH_TOOL:
+            assert settings.search is not None and agent.search is not None
+            asked = queries(call.arguments)
+            results = await agent.search(settings.search, asked)
+            await sink.search_done(call, asked, results)
+            shown[call.id] = bounded(search_text(asked, results))
             continue
         code = final_code(call)
         session = await sink.session()

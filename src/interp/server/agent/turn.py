@@ -18,6 +18,8 @@ from ...adapters.chat import DESCRIPTION, tool_schema
 from .context import Fitted, Limits, NoRoom, Unit, Windows, fit, tokens_of
 from .images import Reader, inlined
 from .model import CODE_TOOL, ContextTooLong, Finished, Model, Piece, UpstreamError
+from .search import SEARCH_TOOL, Searcher, Searching
+from .search import schema as search_schema
 
 log = logging.getLogger("interp.server")
 
@@ -39,6 +41,8 @@ class Settings:
     instructions: str | None = None
     code: bool = False
     """Offer the ``python`` tool."""
+    search: Searching | None = None
+    """Offer the ``file_search`` tool, over these stores."""
     functions: list[dict[str, Any]] = field(default_factory=list)
     """Function definitions (``name``, ``description``, ``parameters``, ``strict``)."""
     tool_choice: Any = None
@@ -58,7 +62,13 @@ class Settings:
 
     def tools(self) -> list[dict[str, Any]]:
         tools = [tool_schema(CODE_TOOL, DESCRIPTION)] if self.code else []
+        if self.search is not None:
+            tools.append(search_schema())
         return tools + [{"type": "function", "function": f} for f in self.functions]
+
+    def runs_here(self, name: str) -> bool:
+        """A call the server runs (code, a search), not one handed back to the caller."""
+        return name == CODE_TOOL or (name == SEARCH_TOOL and self.search is not None)
 
     def chat_tool_choice(self) -> Any:
         choice = self.tool_choice
@@ -66,6 +76,8 @@ class Settings:
             return choice
         if choice.get("type") == "code_interpreter":
             return {"type": "function", "function": {"name": CODE_TOOL}}
+        if choice.get("type") == "file_search":
+            return {"type": "function", "function": {"name": SEARCH_TOOL}}
         name = choice.get("name") or (choice.get("function") or {}).get("name")
         return {"type": "function", "function": {"name": name}}
 
@@ -144,11 +156,19 @@ History = Callable[[], AsyncIterator[Unit]]
 class Agent:
     """The model and what is known of its windows, shared by every run."""
 
-    def __init__(self, model: Model, windows: Windows, files: Reader | None = None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        windows: Windows,
+        files: Reader | None = None,
+        search: Searcher | None = None,
+    ) -> None:
         self.model = model
         self.windows = windows
         self.files = files
         """Where images given by file id are read when they are sent."""
+        self.search = search
+        """What runs the ``file_search`` tool's searches."""
         self._textual: set[str] = set()
         """Models that refused image parts."""
 

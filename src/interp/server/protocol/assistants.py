@@ -7,26 +7,31 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from ..agent.model import CODE_TOOL
-from .common import ID, Body, FunctionDef, Json, Metadata, ReasoningEffort, ResponseFormat
+from ..agent.search import SEARCH_TOOL
+from .common import ID, Body, FunctionDef, Metadata, ReasoningEffort, ResponseFormat
+from .vector_stores import MAX_FILES, ChunkingStrategy
+
+
+class FileSearchRanking(Body):
+    ranker: Literal["auto", "default_2024_08_21"] | None = None
+    score_threshold: Annotated[float, Field(ge=0, le=1)]
+
+
+class FileSearchOptions(Body):
+    max_num_results: Annotated[int, Field(ge=1, le=50)] | None = None
+    ranking_options: FileSearchRanking | None = None
 
 
 class Tool(Body):
     type: Literal["code_interpreter", "function", "file_search"]
     function: FunctionDef | None = None
-    file_search: Json | None = None
+    file_search: FileSearchOptions | None = None
 
     @field_validator("function")
     @classmethod
     def _function(cls, value: FunctionDef | None) -> FunctionDef | None:
-        if value is not None and value.name == CODE_TOOL:
-            raise ValueError(f"the function name '{CODE_TOOL}' is reserved for code_interpreter")
-        return value
-
-    @field_validator("type")
-    @classmethod
-    def _type(cls, value: str) -> str:
-        if value == "file_search":
-            raise ValueError("file_search is not supported by this server")
+        if value is not None and value.name in (CODE_TOOL, SEARCH_TOOL):
+            raise ValueError(f"the function name '{value.name}' is reserved for a built-in tool")
         return value
 
 
@@ -34,9 +39,24 @@ class CodeInterpreterResources(Body):
     file_ids: Annotated[list[ID], Field(max_length=20)] = Field(default_factory=list)
 
 
+class NewVectorStore(Body):
+    """A vector store made with the assistant or thread that names it."""
+
+    file_ids: Annotated[list[ID], Field(max_length=MAX_FILES)] = Field(default_factory=list)
+    chunking_strategy: ChunkingStrategy | None = None
+    metadata: Metadata | None = None
+
+
+class FileSearchResources(Body):
+    vector_store_ids: Annotated[list[ID], Field(max_length=1)] = Field(default_factory=list)
+    vector_stores: Annotated[list[NewVectorStore], Field(max_length=1)] = Field(
+        default_factory=list
+    )
+
+
 class ToolResources(Body):
     code_interpreter: CodeInterpreterResources | None = None
-    file_search: Json | None = None
+    file_search: FileSearchResources | None = None
 
 
 class _AssistantFields(Body):

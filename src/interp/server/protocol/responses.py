@@ -20,13 +20,25 @@ from pydantic import (
 )
 
 from ..agent.model import CODE_TOOL
-from .common import ID, Body, Echoed, FunctionDef, Json, Metadata, ReasoningEffort
+from ..agent.search import SEARCH_TOOL
+from .common import (
+    ID,
+    Body,
+    Echoed,
+    Filter,
+    FunctionDef,
+    Json,
+    Metadata,
+    RankingOptions,
+    ReasoningEffort,
+)
 
 MemoryLimit = Literal["1g", "4g", "16g", "64g"]
 MEMORY_BYTES: dict[str, int] = {
     name: int(name[:-1]) * 1024**3 for name in ("1g", "4g", "16g", "64g")
 }
 INCLUDE_OUTPUTS = "code_interpreter_call.outputs"
+INCLUDE_RESULTS = "file_search_call.results"
 
 
 # `prompt_cache_breakpoint` (on each input part) steers OpenAI's prompt cache: accepted,
@@ -142,16 +154,26 @@ class FunctionTool(FunctionDef):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if value == CODE_TOOL:
-            raise ValueError(f"the function name '{CODE_TOOL}' is reserved for code_interpreter")
+        if value in (CODE_TOOL, SEARCH_TOOL):
+            raise ValueError(f"the function name '{value}' is reserved for a built-in tool")
         return value
 
 
-ResponseTool = Annotated[CodeInterpreterTool | FunctionTool, Field(discriminator="type")]
+class FileSearchTool(Body):
+    type: Literal["file_search"]
+    vector_store_ids: Annotated[list[ID], Field(min_length=1, max_length=2)]
+    max_num_results: Annotated[int, Field(ge=1, le=50)] | None = None
+    filters: Filter | None = None
+    ranking_options: RankingOptions | None = None
+
+
+ResponseTool = Annotated[
+    CodeInterpreterTool | FunctionTool | FileSearchTool, Field(discriminator="type")
+]
 
 
 class NamedTool(Body):
-    type: Literal["function", "code_interpreter"]
+    type: Literal["function", "code_interpreter", "file_search"]
     name: Annotated[str, Field(max_length=64)] | None = None
 
 
@@ -247,6 +269,9 @@ class ResponseCreate(Body):
 
     def code_tool(self) -> CodeInterpreterTool | None:
         return next((t for t in self.tools if isinstance(t, CodeInterpreterTool)), None)
+
+    def search_tool(self) -> FileSearchTool | None:
+        return next((t for t in self.tools if isinstance(t, FileSearchTool)), None)
 
 
 class ConversationCreate(Body):

@@ -10,7 +10,7 @@ from openai.types.beta import AssistantDeleted
 from pydantic import BaseModel
 
 from .. import _wire as wire
-from .._errors import not_found
+from .._errors import bad_request, not_found
 from ..deps import Owner, Page, ServicesDep
 from ..protocol.assistants import AssistantCreate, AssistantModify, ToolResources
 from .common import check_files, find, listing
@@ -44,9 +44,29 @@ def _given(found: dict[str, Any]) -> dict[str, Any]:
 async def resource_files(
     services: ServicesDep, owner: str, resources: ToolResources | None
 ) -> None:
-    """The files of ``tool_resources`` are the owner's."""
-    if resources is not None and resources.code_interpreter is not None:
+    """The files and vector stores of ``tool_resources`` are the owner's; a vector store
+    given inline (``vector_stores``) is made here, and named by its id from then on."""
+    if resources is None:
+        return
+    if resources.code_interpreter is not None:
         await check_files(services, owner, resources.code_interpreter.file_ids, "tool_resources")
+    search = resources.file_search
+    if search is None:
+        return
+    for store_id in search.vector_store_ids:
+        await services.vector_stores.get(owner, store_id)
+    if len(search.vector_store_ids) + len(search.vector_stores) > 1:
+        raise bad_request(
+            "file_search takes one vector store: give vector_store_ids or vector_stores.",
+            param="tool_resources",
+        )
+    for new in search.vector_stores:
+        made = await services.vector_stores.create(
+            owner, name="", description=None, metadata=new.metadata, expires_after=None,
+            file_ids=new.file_ids, chunking=new.chunking_strategy,
+        )  # fmt: skip
+        search.vector_store_ids.append(made.id)
+    search.vector_stores = []
 
 
 @router.post("/v1/assistants")

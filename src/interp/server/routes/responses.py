@@ -16,18 +16,11 @@ from .. import _wire_responses as rwire
 from .._containers import stored_id
 from .._errors import bad_request, file_not_found
 from .._responses import KEPT_EVENTS_S, item_key, served
-from ..deps import Cursor, ListOrder, Owner, Page, PageQuery, ServicesDep
+from ..deps import Cursor, Include, ListOrder, Owner, Page, PageQuery, ServicesDep
 from ..protocol.responses import ContainerCreate, ContainerFileFromId, ResponseCreate
 from .common import attachment, find, listing, open_stored, spool_form, sse
 
 router = APIRouter()
-
-
-def _include(request: Request) -> list[str]:
-    """``include`` of a query, as ``include=…`` or as the ``openai`` SDK sends it,
-    ``include[]=…``."""
-    params = request.query_params
-    return [*params.getlist("include"), *params.getlist("include[]")][:16]
 
 
 # Responses.
@@ -55,13 +48,13 @@ async def get_response(
     response_id: str,
     owner: Owner,
     services: ServicesDep,
-    request: Request,
+    include: Include,
     stream: bool = False,
     starting_after: Annotated[int | None, Query(ge=0)] = None,
 ) -> Response | rwire.Response:
     found = await find(services, rwire.RESPONSE, owner, response_id, "response")
     if not stream:
-        return served(found, _include(request))
+        return served(found, include)
     # A background response's stream, joined (again): from its first event (what the SDK's
     # `responses.stream(response_id=…)` needs), or after ``starting_after``.
     if not found.background:

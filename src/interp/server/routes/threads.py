@@ -18,7 +18,7 @@ from .._errors import not_found
 from .._runs import DONE, message_unit
 from .._store import Writes
 from ..agent.context import Unit
-from ..deps import Cursor, Owner, Page, Services, ServicesDep
+from ..deps import Cursor, Include, Owner, Page, Services, ServicesDep
 from ..protocol.assistants import (
     ImageFilePart,
     MessageCreate,
@@ -31,6 +31,9 @@ from ..protocol.assistants import (
 )
 from .assistants import resource_files
 from .common import check_files, find, listing, sse
+
+SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
+"""What a run's ``include`` names to keep the text of the passages its searches found."""
 
 router = APIRouter(prefix="/v1/threads")
 
@@ -113,6 +116,7 @@ async def begin_run(
     additional: list[MessageCreate],
     extra_instructions: str | None,
     head: list[Unit] | None = None,
+    include: list[str] | None = None,
 ) -> Response | wire.Run:
     await services.runner.settle_thread(owner, thread.id)
     services.runner.check_idle(thread.id)
@@ -135,8 +139,9 @@ async def begin_run(
         tx.create("run", owner, run, parent=thread.id)
     made = None if body.stream else run.model_copy(deep=True)  # its task changes the run
     events = services.runner.start(
-        owner=owner, run=run, assistant=assistant, thread=thread, head=head
-    )
+        owner=owner, run=run, assistant=assistant, thread=thread, head=head,
+        include=SEARCH_CONTENT in (include or ()),
+    )  # fmt: skip
     return sse(events.follow(DONE)) if made is None else made
 
 
@@ -258,7 +263,7 @@ async def delete_message(
 
 @router.post("/{thread_id}/runs", response_model=None)
 async def create_run(
-    thread_id: str, body: RunCreate, owner: Owner, services: ServicesDep
+    thread_id: str, body: RunCreate, owner: Owner, services: ServicesDep, include: Include
 ) -> Response | wire.Run:
     store = services.store
     async with services.runner.threads.hold(thread_id):
@@ -289,6 +294,7 @@ async def create_run(
             body.additional_messages or [],
             body.additional_instructions,
             await head if head is not None else None,
+            include,
         )
 
 
