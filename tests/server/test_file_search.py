@@ -6,6 +6,9 @@ unsupported files), each key seeing only its own."""
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -415,3 +418,33 @@ def test_a_response_searches_and_cites_with_its_results_included(keyed: Server) 
         tools=[filtered], include=["file_search_call.results"],  # type: ignore[list-item]
     )  # fmt: skip
     assert response.output[0].type == "file_search_call" and response.output[0].results == []
+
+
+NODE = Path(__file__).with_name("node")
+
+
+def test_the_quickstart_apps_file_viewer_runs_on_the_node_sdk(keyed: Server) -> None:
+    """The Assistants Quickstart app's assistant and file viewer, as its routes call the
+    Node SDK 4.x (``openai.beta.vectorStores``): the flow runs unchanged against interp."""
+    assert (NODE / "node_modules" / "openai").is_dir(), "scripts/setup installs the Node SDK"
+    env = {
+        "PATH": os.environ["PATH"],
+        "OPENAI_BASE_URL": keyed.url,
+        "OPENAI_API_KEY": KEY_A,
+        "MODEL": "fake-model",
+    }
+    done = subprocess.run(
+        ["node", "flow.mjs"], cwd=NODE, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout)
+    listed = {f["filename"]: f["status"] for f in found["listed"]}
+    assert listed == {"notes.md": "completed", "data.csv": "completed"}, found
+    assert [f["filename"] for f in found["after"]] == ["notes.md"]
+    # What the viewer made is what a Python client (and a run) sees.
+    client = keyed.client(KEY_A)
+    assistant = client.beta.assistants.retrieve(found["assistantId"])
+    assert assistant.tool_resources is not None and assistant.tool_resources.file_search
+    assert assistant.tool_resources.file_search.vector_store_ids == [found["vectorStoreId"]]
+    results = list(client.vector_stores.search(found["vectorStoreId"], query="heron"))
+    assert [r.file_id for r in results] == [found["first"]]
