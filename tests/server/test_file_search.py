@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -448,3 +449,48 @@ def test_the_quickstart_apps_file_viewer_runs_on_the_node_sdk(keyed: Server) -> 
     assert assistant.tool_resources.file_search.vector_store_ids == [found["vectorStoreId"]]
     results = list(client.vector_stores.search(found["vectorStoreId"], query="heron"))
     assert [r.file_id for r in results] == [found["first"]]
+
+
+def test_a_restart_keeps_the_stores_and_reads_what_it_left_unread(
+    fake_model: FakeModel, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    """Files still being read when the server stops are read at its next start; the
+    stores, their files and their chunks are all kept."""
+    server = start_server(tmp_path, fake_model.url)
+    client = server.client()
+    words = " ".join(f"word{i}" for i in range(1000)) + "\n"
+    big = (words * (12 * 1024**2 // len(words))).encode()  # 12 MB: seconds of reading
+    small = client.files.create(file=("kept.txt", b"the ibis wades"), purpose="assistants")
+    store = client.vector_stores.create(name="restart", file_ids=[small.id])
+    client.vector_stores.files.poll(small.id, vector_store_id=store.id)
+    uploads = [
+        client.files.create(
+            file=(f"big{i}.txt", big + f"\nsentinel{i}".encode()), purpose="assistants"
+        )
+        for i in (1, 2)
+    ]
+    batch = client.vector_stores.file_batches.create(store.id, file_ids=[u.id for u in uploads])
+    assert batch.status == "in_progress"
+    assert server.stop() in (0, -15), server.logs()[-3000:]
+
+    with sqlite3.connect(tmp_path / "data" / "server.db") as db:
+        left = db.execute(
+            "SELECT count(*) FROM interp_objects WHERE kind = 'vs_file' AND status = 'in_progress'"
+        ).fetchone()[0]
+    assert left >= 1, "the stop came after the files were read: the test proves nothing"
+
+    again = start_server(tmp_path, fake_model.url)
+    try:
+        client = again.client()
+        done = client.vector_stores.file_batches.poll(batch.id, vector_store_id=store.id)
+        assert (done.status, done.file_counts.completed) == ("completed", 2), done
+        found = client.vector_stores.retrieve(store.id)
+        assert (found.file_counts.completed, found.file_counts.total) == (3, 3)
+        hits = list(client.vector_stores.search(store.id, query="ibis"))
+        assert [h.file_id for h in hits] == [small.id]
+        for number, upload in enumerate(uploads, 1):
+            hits = list(client.vector_stores.search(store.id, query=f"sentinel{number}"))
+            assert [h.file_id for h in hits] == [upload.id]
+    finally:
+        assert again.stop() in (0, -15)
+    assert "Traceback" not in again.logs(), again.logs()[-3000:]

@@ -44,6 +44,10 @@ async def extract(suffix: str, data: bytes, *, seconds: int = SECONDS) -> str:
         child.kill()
         await child.wait()
         raise Unreadable(f"reading the file took over {seconds * 1.5:g} s") from None
+    except BaseException:  # cancelled (the server stopping): no child outlives its reader
+        child.kill()
+        await asyncio.shield(child.wait())
+        raise
     if child.returncode == 0:
         return out.decode()
     if child.returncode == 2 and err:
