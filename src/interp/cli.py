@@ -467,6 +467,13 @@ def serve(
         str | None,
         typer.Option("--model", help="Model for runs whose assistant names none; /v1/models."),
     ] = None,
+    embedding_model: Annotated[
+        str | None,
+        typer.Option(
+            "--embedding-model",
+            help="Model for File Search's semantic ranking, served at /v1/embeddings.",
+        ),
+    ] = None,
     db: Annotated[
         str | None,
         typer.Option(
@@ -493,6 +500,7 @@ def serve(
         model_base_url=model_base_url,
         model_api_key=model_api_key,
         model=model,
+        embedding_model=embedding_model,
         db=db,
         runtime=runtime,
         api_keys=api_key or None,
@@ -535,6 +543,7 @@ def serve(
     err.print(
         f"  model endpoint: {config.model_base_url}"
         + (f" (model {config.model})" if config.model else "")
+        + (f", embeddings by {config.embedding_model}" if config.embedding_model else "")
     )
     err.print(f"  database: {_hide_password(db_url(config))}")
     err.print(

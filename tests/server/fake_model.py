@@ -37,6 +37,7 @@ import re
 import socket
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -50,6 +51,27 @@ MODEL = "fake-model"
 EQUATION_CODE = (
     "from sympy import Eq, solve, symbols\nx = symbols('x')\nprint(solve(Eq(3 * x + 11, 14), x))"
 )
+
+
+SYNONYMS = [
+    {"car", "automobile", "vehicle", "truck"},
+    {"dog", "puppy", "canine", "hound"},
+    {"red", "crimson", "scarlet"},
+    {"money", "revenue", "income", "earnings"},
+]
+DIMENSIONS = 64
+
+
+def embed(text: str) -> list[float]:
+    """A bag of words: words of one synonym set share a dimension, others are hashed into
+    the rest (so that meaning, here, is the synonym sets)."""
+    vector = [0.0] * DIMENSIONS
+    for word in re.findall(r"[a-z]+", text.lower()):
+        group = next((i for i, words in enumerate(SYNONYMS) if word in words), None)
+        if group is None:
+            group = len(SYNONYMS) + zlib.crc32(word.encode()) % (DIMENSIONS - len(SYNONYMS))
+        vector[group] += 1.0
+    return vector
 
 
 def _then_run(messages: list[dict[str, Any]]) -> str | None:
@@ -149,6 +171,7 @@ class FakeModel:
             routes=[
                 Route("/v1/chat/completions", self._complete, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/api/show", self._show, methods=["POST"]),
                 Route("/api/ps", self._running, methods=["GET"]),
             ]
@@ -176,6 +199,22 @@ class FakeModel:
         if self.window is not None and self.advertise:
             model["max_model_len"] = self.window
         return JSONResponse({"object": "list", "data": [model]})
+
+    async def _embeddings(self, request: Request) -> Response:
+        """Embeddings that know a few synonyms (``embed``), as ``/v1/embeddings`` serves
+        them; the model ``broken-embedder`` answers 500."""
+        body = await request.json()
+        if body.get("model") == "broken-embedder":
+            return JSONResponse({"error": {"message": "embedder down"}}, status_code=500)
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [
+            {"object": "embedding", "index": i, "embedding": embed(text)}
+            for i, text in enumerate(texts)
+        ]
+        usage = {"prompt_tokens": 0, "total_tokens": 0}
+        return JSONResponse(
+            {"object": "list", "data": data, "model": body["model"], "usage": usage}
+        )
 
     async def _show(self, request: Request) -> Response:
         """Ollama's model details: its trained context in ``model_info`` (not what it

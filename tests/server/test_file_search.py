@@ -494,3 +494,68 @@ def test_a_restart_keeps_the_stores_and_reads_what_it_left_unread(
     finally:
         assert again.stop() in (0, -15)
     assert "Traceback" not in again.logs(), again.logs()[-3000:]
+
+
+def test_with_an_embedding_model_a_search_finds_what_it_means(
+    fake_model: FakeModel, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    """With ``--embedding-model``, chunks are embedded by the upstream's /v1/embeddings and
+    a search fuses the keyword ranking with the nearest embeddings: a query finds a file
+    by a word it does not hold (the scripted model's embeddings know a few synonyms)."""
+    server = start_server(tmp_path, fake_model.url, "--embedding-model", "fake-embed")
+    try:
+        client = server.client()
+        files = {
+            "garage.txt": b"The car in the garage is crimson and fast.",
+            "kennel.txt": b"The puppy in the kennel sleeps all day.",
+            "ledger.txt": b"Quarterly earnings rose, the ledger says.",
+        }
+        store = client.vector_stores.create(name="meanings")
+        batch = client.vector_stores.file_batches.upload_and_poll(
+            store.id, files=list(files.items())
+        )
+        assert batch.file_counts.completed == 3, batch
+
+        def best(query: str) -> str:
+            results = list(client.vector_stores.search(store.id, query=query))
+            assert results, query
+            assert 0 < results[0].score <= 1
+            return results[0].filename
+
+        assert best("automobile") == "garage.txt"  # no file holds the word
+        assert best("a canine") == "kennel.txt"
+        assert best("revenue") == "ledger.txt"
+        assert best("kennel") == "kennel.txt"  # keywords still count
+        # Filters hold for the semantic ranking too.
+        ids = {
+            f.id: client.files.retrieve(f.id).filename
+            for f in client.vector_stores.files.list(store.id)
+        }
+        kennel = next(i for i, name in ids.items() if name == "kennel.txt")
+        client.vector_stores.files.update(
+            kennel, vector_store_id=store.id, attributes={"hidden": True}
+        )
+        hidden = {"type": "ne", "key": "hidden", "value": True}
+        results = client.vector_stores.search(store.id, query="canine", filters=hidden)  # type: ignore[arg-type]
+        assert "kennel.txt" not in {r.filename for r in results}
+    finally:
+        assert server.stop() in (0, -15)
+    assert "Traceback" not in server.logs(), server.logs()[-3000:]
+
+
+def test_an_embedding_model_that_fails_fails_the_file_with_its_reason(
+    fake_model: FakeModel, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    server = start_server(tmp_path, fake_model.url, "--embedding-model", "broken-embedder")
+    try:
+        client = server.client()
+        store = client.vector_stores.create(name="down")
+        found = client.vector_stores.files.upload_and_poll(
+            vector_store_id=store.id, file=("a.txt", b"the heron")
+        )
+        assert found.status == "failed" and found.last_error is not None
+        assert found.last_error.code == "server_error"
+        assert "embedding the file failed" in found.last_error.message
+        assert "500" in found.last_error.message
+    finally:
+        assert server.stop() in (0, -15)

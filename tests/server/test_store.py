@@ -14,12 +14,14 @@ from typing import Any
 import asyncpg
 import pytest
 from pydantic import TypeAdapter
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from interp import ConfigError
 from interp.server._store import SCHEMA_VERSION, TAIL_PAGE, Store, Writes, document
 from interp.server.agent.context import Unit
 from interp.server.protocol.common import Filter
+from interp.server.search.index import unit_vector
 
 POSTGRES = os.environ.get("INTERP_TEST_POSTGRES_URL")
 
@@ -147,6 +149,52 @@ async def test_attribute_filters_hold_by_type_in_each_database(store: Store) -> 
     assert await found(either) == {"file-a", "file-b"}
     await store.relabel("alice", "vs_1", "file-d", {"team": "red"})
     assert await found(eq("team", "red")) == {"file-a", "file-c", "file-d"}
+
+
+async def test_embeddings_are_kept_and_the_nearest_found_per_owner(store: Store) -> None:
+    def vec(*values: float) -> bytes:
+        return unit_vector(list(values))
+
+    await store.index_chunks(
+        "alice", "vs_1", "file-a", ["north", "east"], {"k": 1}, [vec(1, 0, 0), vec(0, 1, 0)]
+    )
+    await store.index_chunks("alice", "vs_1", "file-b", ["north-east"], None, [vec(1, 1, 0)])
+    await store.index_chunks("alice", "vs_1", "file-c", ["no embedding"])
+    await store.index_chunks("alice", "vs_1", "file-d", ["other model"], None, [vec(1, 0)])
+    await store.index_chunks("bob", "vs_1", "file-e", ["bob's north"], None, [vec(1, 0, 0)])
+
+    hits = await store.nearest("alice", ["vs_1"], vec(1, 0.1, 0), limit=5)
+    assert [(h.file_id, h.text) for h in hits] == [
+        ("file-a", "north"), ("file-b", "north-east"), ("file-a", "east")
+    ]  # fmt: skip
+    assert hits[0].score > hits[1].score > hits[2].score >= 0
+    assert len(await store.nearest("alice", ["vs_1"], vec(0, 1, 0), limit=1)) == 1
+    where = TypeAdapter(Filter).validate_python({"type": "eq", "key": "k", "value": 1})
+    hits = await store.nearest("alice", ["vs_1"], vec(1, 1, 0), limit=5, where=where)
+    assert {h.file_id for h in hits} == {"file-a"}
+    assert await store.nearest("alice", ["vs_2"], vec(1, 0, 0), limit=5) == []
+
+
+async def test_a_chunk_table_from_before_embeddings_gets_the_column(db_url: str) -> None:
+    first = Store(db_url)
+    await first.open()
+    await first.index_chunks("alice", "vs_1", "file-a", ["kept text"])
+    await first._run(
+        lambda conn: conn.execute(text("ALTER TABLE interp_chunks DROP COLUMN embedding")),
+        write=True,
+    )
+    await first.close()
+    again = Store(db_url)
+    await again.open()
+    try:
+        assert [h.text for h in await again.search("alice", ["vs_1"], "kept", limit=5)] == [
+            "kept text"
+        ]
+        vector = unit_vector([1.0, 0.0])
+        await again.index_chunks("alice", "vs_1", "file-b", ["new"], None, [vector])
+        assert [h.text for h in await again.nearest("alice", ["vs_1"], vector, limit=5)] == ["new"]
+    finally:
+        await again.close()
 
 
 async def test_pages_follow_openais_cursors(store: Store) -> None:

@@ -256,10 +256,16 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             timeout=config.model_timeout,
             idle_timeout=config.model_idle_timeout,
         )
+        embedding = config.embedding_model
+
+        async def embed(texts: list[str]) -> list[list[float]]:
+            assert embedding is not None
+            return await model.embed(embedding, texts)
+
+        stores = VectorStores(store=store, engine=sandbox, embed=embed if embedding else None)
         windows = Windows(
             model, default=config.model_context_tokens, table=dict(config.model_contexts)
         )
-        stores = VectorStores(store=store, engine=sandbox)
         agent = Agent(model, windows, files=engine_files(sandbox), search=stores.for_run)
 
         def key_share(total: int) -> int:

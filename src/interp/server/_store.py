@@ -797,9 +797,12 @@ class Store:
         file_id: str,
         chunks: list[str],
         attributes: dict[str, Any] | None = None,
+        embeddings: list[bytes] | None = None,
     ) -> None:
         await self._run(
-            lambda conn: search_index.add(conn, owner, store_id, file_id, chunks, attributes),
+            lambda conn: search_index.add(
+                conn, owner, store_id, file_id, chunks, attributes, embeddings
+            ),
             write=True,
         )
 
@@ -830,6 +833,20 @@ class Store:
         ``where``, best first."""
         return await self._run(
             lambda conn: search_index.search(conn, owner, store_ids, query, limit, where)
+        )
+
+    async def nearest(
+        self,
+        owner: str,
+        store_ids: list[str],
+        vector: bytes,
+        *,
+        limit: int,
+        where: Filter | None = None,
+    ) -> list[search_index.Hit]:
+        """Chunks of ``owner``'s vector stores nearest an embedding, best first."""
+        return await self._run(
+            lambda conn: search_index.nearest(conn, owner, store_ids, vector, limit, where)
         )
 
     # The transcript.

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -32,12 +34,13 @@ from . import _wire as wire
 from ._errors import APIError, bad_request, file_not_found, not_found
 from ._locks import KeyedLocks
 from ._store import Served, Store, Writes
+from .agent.model import UpstreamError
 from .agent.search import Searching
 from .protocol.common import Filter
 from .protocol.vector_stores import BatchFile, ChunkingStrategy, ExpiresAfter
 from .search import documents, text
 from .search.chunks import Strategy, split
-from .search.index import Hit
+from .search.index import Hit, unit_vector
 
 log = logging.getLogger("interp.server")
 
@@ -48,6 +51,12 @@ SWEEP_S = 60.0
 TOUCH_S = 60
 """A store used within this many seconds of its ``last_active_at`` is not written again."""
 POLL_AFTER_MS = 250
+EMBED_BATCH = 64
+"""Chunks embedded in one request to the upstream."""
+MAX_EMBEDDED_CHARS = 16_000
+"""What of a chunk (or a query) is embedded: a 4096-token chunk, with room."""
+RRF_K = 60
+"""Reciprocal rank fusion's constant: a rank counts 1 / (60 + rank)."""
 """What ``openai-poll-after-ms`` tells the SDK's polling helpers while files are read."""
 
 
@@ -83,10 +92,15 @@ class _Job:
     file_id: str
 
 
+Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
+"""Embeddings of texts (the upstream's ``/v1/embeddings``), in their order."""
+
+
 class VectorStores:
-    def __init__(self, *, store: Store, engine: Engine) -> None:
+    def __init__(self, *, store: Store, engine: Engine, embed: Embed | None = None) -> None:
         self._store = store
         self._engine = engine
+        self._embed = embed
         self._locks = KeyedLocks()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -315,7 +329,7 @@ class VectorStores:
             if found is not None and found.status != "expired":
                 await self._touch(owner, found)
                 live.append(store_id)
-        hits = await self._store.search(owner, live, " ".join(queries), limit=limit, where=where)
+        hits = await self._ranked(owner, live, " ".join(queries), limit, where)
         names: dict[str, str] = {}
         results = []
         for hit in hits:
@@ -335,6 +349,43 @@ class VectorStores:
         )  # fmt: skip
 
     # The work behind them.
+
+    async def _ranked(
+        self, owner: str, store_ids: list[str], query: str, limit: int, where: Filter | None
+    ) -> list[Hit]:
+        """The best chunks for ``query``: by keywords; with an embedding model, the keyword
+        ranking and the nearest embeddings fused by their ranks (reciprocal rank fusion, a
+        chunk's score its fused score over the best one possible)."""
+        if self._embed is None or not store_ids:
+            return await self._store.search(owner, store_ids, query, limit=limit, where=where)
+        wide = limit * 2 + 10
+        keyword = await self._store.search(owner, store_ids, query, limit=wide, where=where)
+        try:
+            (vector,) = await self._embed([query[:MAX_EMBEDDED_CHARS]])
+        except UpstreamError as exc:
+            log.warning("File Search ranks by keywords alone: %s", exc.message)
+            return keyword[:limit]
+        semantic = await self._store.nearest(
+            owner, store_ids, unit_vector(vector), limit=wide, where=where
+        )
+        fused: dict[tuple[str, int], tuple[float, Hit]] = {}
+        for ranking in (keyword, semantic):
+            for rank, hit in enumerate(ranking):
+                key = (hit.file_id, hit.position)
+                score, _ = fused.get(key, (0.0, hit))
+                fused[key] = (score + 1 / (RRF_K + rank + 1), hit)
+        best = 2 / (RRF_K + 1)
+        ordered = sorted(fused.values(), key=lambda pair: -pair[0])[:limit]
+        return [dataclasses.replace(hit, score=score / best) for score, hit in ordered]
+
+    async def _embeddings(self, chunks: list[str]) -> list[bytes] | None:
+        if self._embed is None:
+            return None
+        found: list[bytes] = []
+        for start in range(0, len(chunks), EMBED_BATCH):
+            batch = [chunk[:MAX_EMBEDDED_CHARS] for chunk in chunks[start : start + EMBED_BATCH]]
+            found += [unit_vector(vector) for vector in await self._embed(batch)]
+        return found
 
     async def _live(self, owner: str, store_id: str) -> VectorStore:
         found = await self._store.get(VECTOR_STORE, owner, store_id)
@@ -427,15 +478,19 @@ class VectorStores:
         try:
             read = await self._text(info.filename, job.file_id)
             chunks = await asyncio.to_thread(split, read, strategy)
+            embeddings = await self._embeddings(chunks)
         except text.Unreadable as exc:
             code = "unsupported_file" if "not supported" in str(exc) else "invalid_file"
-            await self._finish(
-                job.owner, job.store_id, job.file_id, "failed", error=(code, str(exc))
-            )
+            failure = (code, str(exc))
+            await self._finish(job.owner, job.store_id, job.file_id, "failed", error=failure)
+            return
+        except UpstreamError as exc:
+            failure = ("server_error", f"embedding the file failed: {exc.message}")
+            await self._finish(job.owner, job.store_id, job.file_id, "failed", error=failure)
             return
         await self._finish(
             job.owner, job.store_id, job.file_id, "completed", chunks=chunks,
-            size=len(read.encode()),
+            embeddings=embeddings, size=len(read.encode()),
         )  # fmt: skip
 
     async def _text(self, name: str, file_id: str) -> str:
@@ -457,6 +512,7 @@ class VectorStores:
         status: str,
         *,
         chunks: list[str] | None = None,
+        embeddings: list[bytes] | None = None,
         size: int = 0,
         error: tuple[str, str] | None = None,
     ) -> None:
@@ -469,7 +525,9 @@ class VectorStores:
                 return
             if chunks is not None:
                 attributes = document.get("attributes")
-                await self._store.index_chunks(owner, store_id, file_id, chunks, attributes)
+                await self._store.index_chunks(
+                    owner, store_id, file_id, chunks, attributes, embeddings
+                )
             document |= {"status": status, "usage_bytes": size}
             if error is not None:
                 document["last_error"] = {"code": error[0], "message": error[1][:1000]}

@@ -197,6 +197,24 @@ class Model:
         page = await self.client.models.list()
         return [model.model_dump() for model in page.data]
 
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        """The upstream's embeddings of ``texts`` (``/v1/embeddings``), in their order;
+        ``UpstreamError`` when it cannot give them."""
+        try:
+            found = await self.client.embeddings.create(
+                model=model, input=texts, encoding_format="float"
+            )
+        except openai.APIStatusError as exc:
+            raise UpstreamError(
+                "server_error", f"the embedding model answered {exc.status_code}: {exc.message}"
+            ) from None
+        except openai.APIError as exc:
+            raise UpstreamError("server_error", f"the embedding model failed: {exc}") from None
+        ordered = sorted(found.data, key=lambda item: item.index)
+        if len(ordered) != len(texts):
+            raise UpstreamError("server_error", "the embedding model gave too few embeddings")
+        return [list(item.embedding) for item in ordered]
+
     async def context_window(self, name: str) -> int | None:
         """The model's context window as the upstream's ``/v1/models`` reports it (asked
         once; ``None`` when it does not say or cannot be asked)."""
