@@ -1,16 +1,24 @@
 """File Search's index measured on its own: a 10 MB text corpus read, cut into chunks and
 indexed in the server's default database (SQLite), then keyword searches over 10 000
-chunks. No model and no sandbox take part."""
+chunks, and hybrid ones (keywords and the nearest of 10 000 embeddings of 768 dimensions,
+fused). No model and no sandbox take part: the embeddings come from a function in this
+process, so the figure is the server's share of a search (the upstream's embedding of the
+query comes on top)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
+import zlib
 from pathlib import Path
 
+import numpy
+
 from interp.server._store import Store
+from interp.server._vector_stores import ranked
 from interp.server.search.chunks import split
+from interp.server.search.index import unit_vector
 from interp.server.search.text import extract
 
 from ._scenarios import Measurement, Plan
@@ -19,6 +27,15 @@ CORPUS_BYTES = 10 * 1024**2
 VOCABULARY = 20_000
 FILES = 20
 SEARCHED_CHUNKS = 10_000
+DIMENSIONS = 768
+
+
+async def _embed(texts: list[str]) -> list[list[float]]:
+    """Embeddings that are the same for the same text (random, seeded by it)."""
+    return [
+        numpy.random.default_rng(zlib.crc32(text.encode())).standard_normal(DIMENSIONS).tolist()
+        for text in texts
+    ]
 
 
 async def file_search(data_dir: Path, plan: Plan) -> list[Measurement]:
@@ -27,6 +44,11 @@ async def file_search(data_dir: Path, plan: Plan) -> list[Measurement]:
     )
     query = Measurement(
         "search_keyword", "file search: keyword search, 3 words, over 10 000 chunks", group="search"
+    )
+    hybrid = Measurement(
+        "search_hybrid",
+        "file search: hybrid search (keywords + 768-d embeddings), over 10 000 chunks",
+        group="search",
     )
     rnd = random.Random(7)
     words = [f"w{rnd.randrange(10**9):09d}" for _ in range(VOCABULARY)]
@@ -60,6 +82,25 @@ async def file_search(data_dir: Path, plan: Plan) -> list[Measurement]:
             await store.search("bench", ["vs_bench"], asked, limit=20)
             query.samples.append(time.perf_counter() - began)
         query.values["chunks"] = chunks
+        await _hybrid(store, hybrid, words, rnd, plan)
     finally:
         await store.close()
-    return [ingest, query]
+    return [ingest, query, hybrid]
+
+
+async def _hybrid(
+    store: Store, hybrid: Measurement, words: list[str], rnd: random.Random, plan: Plan
+) -> None:
+    """The same kind of text again, in a store whose chunks have embeddings."""
+    chunks = 0
+    while chunks < SEARCHED_CHUNKS:
+        pieces = split(" ".join(rnd.choices(words, k=CORPUS_BYTES // FILES // 11)))
+        vectors = [unit_vector(v) for v in await _embed(pieces)]
+        await store.index_chunks("bench", "vs_hybrid", f"h-{chunks}", pieces, None, vectors)
+        chunks += len(pieces)
+    for _ in range(max(50, plan.execute)):
+        asked = " ".join(rnd.choices(words, k=3))
+        began = time.perf_counter()
+        await ranked(store, _embed, "bench", ["vs_hybrid"], asked, 20)
+        hybrid.samples.append(time.perf_counter() - began)
+    hybrid.values["chunks"] = chunks

@@ -329,7 +329,7 @@ class VectorStores:
             if found is not None and found.status != "expired":
                 await self._touch(owner, found)
                 live.append(store_id)
-        hits = await self._ranked(owner, live, " ".join(queries), limit, where)
+        hits = await ranked(self._store, self._embed, owner, live, " ".join(queries), limit, where)
         names: dict[str, str] = {}
         results = []
         for hit in hits:
@@ -349,34 +349,6 @@ class VectorStores:
         )  # fmt: skip
 
     # The work behind them.
-
-    async def _ranked(
-        self, owner: str, store_ids: list[str], query: str, limit: int, where: Filter | None
-    ) -> list[Hit]:
-        """The best chunks for ``query``: by keywords; with an embedding model, the keyword
-        ranking and the nearest embeddings fused by their ranks (reciprocal rank fusion, a
-        chunk's score its fused score over the best one possible)."""
-        if self._embed is None or not store_ids:
-            return await self._store.search(owner, store_ids, query, limit=limit, where=where)
-        wide = limit * 2 + 10
-        keyword = await self._store.search(owner, store_ids, query, limit=wide, where=where)
-        try:
-            (vector,) = await self._embed([query[:MAX_EMBEDDED_CHARS]])
-        except UpstreamError as exc:
-            log.warning("File Search ranks by keywords alone: %s", exc.message)
-            return keyword[:limit]
-        semantic = await self._store.nearest(
-            owner, store_ids, unit_vector(vector), limit=wide, where=where
-        )
-        fused: dict[tuple[str, int], tuple[float, Hit]] = {}
-        for ranking in (keyword, semantic):
-            for rank, hit in enumerate(ranking):
-                key = (hit.file_id, hit.position)
-                score, _ = fused.get(key, (0.0, hit))
-                fused[key] = (score + 1 / (RRF_K + rank + 1), hit)
-        best = 2 / (RRF_K + 1)
-        ordered = sorted(fused.values(), key=lambda pair: -pair[0])[:limit]
-        return [dataclasses.replace(hit, score=score / best) for score, hit in ordered]
 
     async def _embeddings(self, chunks: list[str]) -> list[bytes] | None:
         if self._embed is None:
@@ -569,6 +541,39 @@ class VectorStores:
                 fresh.status = "expired"
                 await self._store.put("vector_store", owner, fresh)
                 await self._store.unindex(owner, found.id)
+
+
+async def ranked(
+    store: Store,
+    embed: Embed | None,
+    owner: str,
+    store_ids: list[str],
+    query: str,
+    limit: int,
+    where: Filter | None = None,
+) -> list[Hit]:
+    """The best chunks for ``query``: by keywords; with an embedding model, the keyword
+    ranking and the nearest embeddings fused by their ranks (reciprocal rank fusion, a
+    chunk's score its fused score over the best one possible)."""
+    if embed is None or not store_ids:
+        return await store.search(owner, store_ids, query, limit=limit, where=where)
+    wide = limit * 2 + 10
+    keyword = await store.search(owner, store_ids, query, limit=wide, where=where)
+    try:
+        (vector,) = await embed([query[:MAX_EMBEDDED_CHARS]])
+    except UpstreamError as exc:
+        log.warning("File Search ranks by keywords alone: %s", exc.message)
+        return keyword[:limit]
+    semantic = await store.nearest(owner, store_ids, unit_vector(vector), limit=wide, where=where)
+    fused: dict[tuple[str, int], tuple[float, Hit]] = {}
+    for ranking in (keyword, semantic):
+        for rank, hit in enumerate(ranking):
+            key = (hit.file_id, hit.position)
+            score, _ = fused.get(key, (0.0, hit))
+            fused[key] = (score + 1 / (RRF_K + rank + 1), hit)
+    best = 2 / (RRF_K + 1)
+    ordered = sorted(fused.values(), key=lambda pair: -pair[0])[:limit]
+    return [dataclasses.replace(hit, score=score / best) for score, hit in ordered]
 
 
 def _counts(counts: dict[str, tuple[int, int]]) -> dict[str, int]:
