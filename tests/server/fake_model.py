@@ -8,6 +8,7 @@ their own script:
   (the code after ``RUN:`` to the end of the message, before the server's note of attached
   files); ``RAW: <code>`` sends the code as
   raw arguments instead of JSON; ``BROKEN`` sends arguments that are not JSON;
+- offered ``file_search``, a question that is none of these: a search for its words;
 - ``CALL <name> <json>``: a call of that function tool (``file_search`` too); with
   `` THEN RUN: <code>`` after it, once that call's result is in, a ``python`` call;
 - ``FAIL <status>``: an HTTP error of that status; ``HANG``: no answer for 30 s;
@@ -72,6 +73,11 @@ def embed(text: str) -> list[float]:
             group = len(SYNONYMS) + zlib.crc32(word.encode()) % (DIMENSIONS - len(SYNONYMS))
         vector[group] += 1.0
     return vector
+
+
+def _searches(body: dict[str, Any]) -> bool:
+    """The request offers the ``file_search`` tool."""
+    return any(t["function"]["name"] == "file_search" for t in body.get("tools") or ())
 
 
 def _then_run(messages: list[dict[str, Any]]) -> str | None:
@@ -343,8 +349,11 @@ class FakeModel:
                 yield _chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
                 await asyncio.sleep(0)
             yield _chunk({}, "tool_calls")
-        elif last["role"] == "user" and content.startswith("CALL "):
-            _, name, arguments = content.split(" THEN RUN:", 1)[0].split(" ", 2)
+        elif last["role"] == "user" and (content.startswith("CALL ") or _searches(body)):
+            if content.startswith("CALL "):
+                _, name, arguments = content.split(" THEN RUN:", 1)[0].split(" ", 2)
+            else:
+                name, arguments = "file_search", json.dumps({"query": content})
             yield _chunk(
                 {
                     "tool_calls": [

@@ -50,3 +50,18 @@ def test_the_responses_quickstart_runs_on_interp_by_changing_only_the_base_url(
     assert "(running)\noutput > [1]" in out
     assert "Result: [1]" in out
     assert out.rstrip().endswith("Hello from the fake model.")
+
+
+SEARCH_EXAMPLE = Path(__file__).parents[2] / "examples" / "file_search.py"
+
+
+def test_the_file_search_example_finds_and_cites_the_right_file(server: Server) -> None:
+    env = {**os.environ, "OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "anything"}
+    done = subprocess.run(
+        [sys.executable, str(SEARCH_EXAMPLE)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr + server.logs()
+    lines = done.stdout.splitlines()
+    assert lines[0] == "2 of 2 files read"
+    assert lines[1].startswith("leave.md (")  # the best result first
+    assert "  cites leave.md" in lines, done.stdout

@@ -94,7 +94,8 @@ async def test_chunks_are_ranked_by_their_words_per_owner_and_store(store: Store
     hits = await store.search("alice", ["vs_1"], "Quarterly REVENUE?", limit=10)
     assert [(h.file_id, h.position) for h in hits][:1] == [("file-a", 0)]  # both words
     assert {h.file_id for h in hits} == {"file-a", "file-b"}
-    assert all(0 < h.score < 1 for h in hits) and hits[0].score > hits[-1].score
+    assert hits[0].score == 1.0  # every word, the best rank
+    assert all(0 < h.score <= 1 for h in hits) and hits[0].score > hits[-1].score
     assert await store.search("alice", ["vs_1"], "zebra", limit=10) == []  # another store
     assert [h.file_id for h in await store.search("alice", ["vs_2"], "zebra", limit=5)] == [
         "file-c"

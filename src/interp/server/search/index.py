@@ -99,7 +99,7 @@ class Hit:
     position: int
     text: str
     score: float
-    """In (0, 1): higher is better; comparable within one search."""
+    """In (0, 1]: higher is better."""
     attributes: dict[str, Any] | None
 
 
@@ -214,11 +214,21 @@ def search(
             + " ORDER BY rank DESC, seq LIMIT :limit"
         )
     typed = sql.bindparams(bindparam("stores", expanding=True)).columns(attributes=JSON)
-    rows = conn.execute(typed, {**params, "matched": matched})
+    rows = conn.execute(typed, {**params, "matched": matched}).all()
+    top = max((max(row[3], 0.0) for row in rows), default=0.0) or 1.0
+    asked = set(words)
     return [
-        Hit(file_id, position, chunk, max(rank, 0.0) / (1.0 + max(rank, 0.0)), attributes)
+        Hit(file_id, position, chunk, _score(asked, chunk, max(rank, 0.0) / top), attributes)
         for file_id, position, chunk, rank, attributes in rows
     ]
+
+
+def _score(asked: set[str], chunk: str, relative: float) -> float:
+    """A keyword hit's score in (0, 1]: the share of the query's words the chunk holds,
+    weighed by its rank against the search's best (BM25 alone says little in a small
+    store, where every word is rare)."""
+    held = asked & {word.lower() for word in _WORD.findall(chunk)}
+    return max(len(held) / len(asked), 1 / (2 * len(asked))) * (0.5 + 0.5 * relative)
 
 
 class _Filters:
