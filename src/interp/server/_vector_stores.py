@@ -416,6 +416,10 @@ class VectorStores:
         """A store file's JSON as kept (with its batch)."""
         return (await self._store.get(Served("vs_file", dict), owner, key)) or {}
 
+    async def idle(self) -> None:
+        """Return once every file queued so far has been read (or has failed)."""
+        await self._queue.join()
+
     async def _work(self) -> None:
         while True:
             job = await self._queue.get()
@@ -430,6 +434,8 @@ class VectorStores:
                     await self._finish(
                         job.owner, job.store_id, job.file_id, "failed", error=failure
                     )
+            finally:
+                self._queue.task_done()
 
     async def _read(self, job: _Job) -> None:
         key = file_key(job.store_id, job.file_id)
