@@ -559,3 +559,50 @@ def test_an_embedding_model_that_fails_fails_the_file_with_its_reason(
         assert "500" in found.last_error.message
     finally:
         assert server.stop() in (0, -15)
+
+
+def test_files_attached_for_file_search_are_searched_in_the_threads_store(keyed: Server) -> None:
+    client = keyed.client(KEY_A)
+    memo = client.files.create(
+        file=("memo.txt", b"The otter project starts in May."), purpose="assistants"
+    )
+    assistant = client.beta.assistants.create(model="fake-model", tools=[{"type": "file_search"}])
+    ask = 'CALL file_search {"query": "otter project"}'
+    thread = client.beta.threads.create(
+        messages=[
+            {
+                "role": "user",
+                "content": ask,
+                "attachments": [{"file_id": memo.id, "tools": [{"type": "file_search"}]}],
+            }
+        ]
+    )
+    assert thread.tool_resources is not None and thread.tool_resources.file_search
+    (store_id,) = thread.tool_resources.file_search.vector_store_ids or []
+    # The run is made at once: its search waits for the attached file to be read.
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert run.status == "completed", run.last_error
+    reply = client.beta.threads.messages.list(thread.id, run_id=run.id).data[0].content[0]
+    assert reply.type == "text"
+    cited = [a for a in reply.text.annotations if a.type == "file_citation"]
+    assert cited and cited[0].type == "file_citation"
+    assert cited[0].file_citation.file_id == memo.id
+
+    # Another attachment goes into the same store.
+    notes = client.files.create(file=("notes.txt", b"Badgers dig at night."), purpose="assistants")
+    client.beta.threads.messages.create(
+        thread.id, role="user", content="more",
+        attachments=[{"file_id": notes.id, "tools": [{"type": "file_search"}]}],
+    )  # fmt: skip
+    again = client.beta.threads.retrieve(thread.id)
+    assert again.tool_resources and again.tool_resources.file_search
+    assert again.tool_resources.file_search.vector_store_ids == [store_id]
+    assert {f.id for f in client.vector_stores.files.list(store_id)} == {memo.id, notes.id}
+
+    # A store given inline with a thread is made, and named by its id.
+    inline = client.beta.threads.create(
+        tool_resources={"file_search": {"vector_stores": [{"file_ids": [memo.id]}]}}
+    )
+    assert inline.tool_resources and inline.tool_resources.file_search
+    (made,) = inline.tool_resources.file_search.vector_store_ids or []
+    assert [f.id for f in client.vector_stores.files.list(made)] == [memo.id]

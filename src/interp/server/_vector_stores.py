@@ -51,6 +51,8 @@ SWEEP_S = 60.0
 TOUCH_S = 60
 """A store used within this many seconds of its ``last_active_at`` is not written again."""
 POLL_AFTER_MS = 250
+READY_S = 60.0
+"""How long a run's search waits for its stores' files still being read."""
 EMBED_BATCH = 64
 """Chunks embedded in one request to the upstream."""
 MAX_EMBEDDED_CHARS = 16_000
@@ -103,6 +105,8 @@ class VectorStores:
         self._embed = embed
         self._locks = KeyedLocks()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._read_one = asyncio.Condition()
+        """Notified each time a file's reading ends."""
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -342,7 +346,10 @@ class VectorStores:
         return results
 
     async def for_run(self, searching: Searching, queries: list[str]) -> list[Result]:
-        """A run's search (the ``file_search`` tool's): ``agent.search.Searcher``."""
+        """A run's search (the ``file_search`` tool's): ``agent.search.Searcher``. Files
+        still being read are waited for (at most ``READY_S``): a file attached to the
+        message a run answers is read by the time it is searched, as OpenAI does."""
+        await self.ready(searching.owner, searching.store_ids, READY_S)
         return await self.search(
             searching.owner, searching.store_ids, queries, limit=searching.max_num_results,
             where=searching.filters, threshold=searching.score_threshold,
@@ -415,6 +422,21 @@ class VectorStores:
     async def _document(self, owner: str, key: str) -> dict[str, Any]:
         """A store file's JSON as kept (with its batch)."""
         return (await self._store.get(Served("vs_file", dict), owner, key)) or {}
+
+    async def ready(self, owner: str, store_ids: list[str], seconds: float) -> None:
+        """Return once the stores have no file being read, or after ``seconds``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        async with self._read_one:
+            while True:
+                tally = await self._store.tally("vs_file", owner, "parent", store_ids)
+                if not any(counts.get("in_progress") for counts in tally.values()):
+                    return
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._read_one.wait(), left)
 
     async def idle(self) -> None:
         """Return once every file queued so far has been read (or has failed)."""
@@ -510,6 +532,8 @@ class VectorStores:
             if error is not None:
                 document["last_error"] = {"code": error[0], "message": error[1][:1000]}
             await self._store.put("vs_file", owner, document, key=key)
+        async with self._read_one:
+            self._read_one.notify_all()
 
     async def _touch(self, owner: str, found: VectorStore) -> None:
         """Mark a store used (its expiry counts from its last use)."""

@@ -10,6 +10,8 @@ from typing import Any, Literal, TypeVar
 from fastapi import APIRouter
 from fastapi.responses import Response
 from openai.types.beta import Thread, ThreadDeleted
+from openai.types.beta.thread import ToolResources as ThreadResources
+from openai.types.beta.thread import ToolResourcesFileSearch as ThreadFileSearch
 from openai.types.beta.threads import Message, MessageDeleted
 from openai.types.beta.threads.runs import RunStep
 
@@ -29,6 +31,7 @@ from ..protocol.assistants import (
     ThreadCreate,
     ThreadModify,
 )
+from ..protocol.vector_stores import BatchFile
 from .assistants import resource_files
 from .common import check_files, find, listing, sse
 
@@ -104,7 +107,38 @@ async def new_thread(services: Services, owner: str, body: ThreadCreate) -> Thre
         created = tx.create("thread", owner, wire.thread(body))
         for message in body.messages:
             add_message(tx, owner, created.id, message)
-    return created
+    return await search_attachments(services, owner, created, body.messages)
+
+
+async def search_attachments(
+    services: Services, owner: str, thread: Thread, messages: list[MessageCreate]
+) -> Thread:
+    """Files attached for ``file_search`` go into the thread's vector store (made, and
+    named in its ``tool_resources``, at the first such file), as OpenAI does."""
+    file_ids = [
+        a.file_id
+        for m in messages
+        for a in m.attachments or []
+        if any(tool.type == "file_search" for tool in a.tools)
+    ]
+    if not file_ids:
+        return thread
+    resources = thread.tool_resources or ThreadResources()
+    found = resources.file_search.vector_store_ids if resources.file_search else None
+    if found:
+        store_id = found[0]
+    else:
+        made = await services.vector_stores.create(
+            owner, name=f"vector store for {thread.id}", description=None, metadata=None,
+            expires_after=None, file_ids=[], chunking=None,
+        )  # fmt: skip
+        store_id = made.id
+        resources.file_search = ThreadFileSearch(vector_store_ids=[store_id])
+        thread.tool_resources = resources
+        await services.store.put("thread", owner, thread)
+    files = [BatchFile(file_id=file_id) for file_id in dict.fromkeys(file_ids)]
+    await services.vector_stores.add_files(owner, store_id, files, batch=True)
+    return thread
 
 
 async def begin_run(
@@ -121,6 +155,7 @@ async def begin_run(
     await services.runner.settle_thread(owner, thread.id)
     services.runner.check_idle(thread.id)
     await check_messages(services, owner, additional)
+    thread = await search_attachments(services, owner, thread, additional)
     instructions = body.instructions if body.instructions is not None else assistant.instructions
     if extra_instructions:
         instructions = f"{instructions or ''}\n\n{extra_instructions}".strip()
@@ -210,12 +245,14 @@ async def create_message(
     thread_id: str, body: MessageCreate, owner: Owner, services: ServicesDep
 ) -> Message:
     async with services.runner.threads.hold(thread_id):
-        await thread_of(services, owner, thread_id)
+        thread = await thread_of(services, owner, thread_id)
         await services.runner.settle_thread(owner, thread_id)
         services.runner.check_idle(thread_id, adding=True)
         await check_messages(services, owner, [body])
         async with services.store.transaction() as tx:
-            return add_message(tx, owner, thread_id, body)
+            made = add_message(tx, owner, thread_id, body)
+        await search_attachments(services, owner, thread, [body])
+        return made
 
 
 @router.get("/{thread_id}/messages")
