@@ -365,7 +365,9 @@ def test_an_assistant_searches_cites_the_file_and_its_code_reads_it(keyed: Serve
     assert call.file_search.results[0].content is None
 
 
-def test_a_response_searches_and_cites_with_its_results_included(keyed: Server) -> None:
+def test_a_response_searches_and_cites_with_its_results_included(
+    keyed: Server, fake_model: FakeModel
+) -> None:
     client = keyed.client(KEY_A)
     store_id, report_id = _report_store(client)
     tool = {"type": "file_search", "vector_store_ids": [store_id], "max_num_results": 3}
@@ -405,6 +407,22 @@ def test_a_response_searches_and_cites_with_its_results_included(keyed: Server) 
         model="fake-model", input="hello", previous_response_id=final.id
     )
     assert again.status == "completed"
+
+    # A client that chains by itself sends the items back (store=false): the search and
+    # what it found go to the model again.
+    echoed = client.responses.create(
+        model="fake-model",
+        store=False,
+        input=[
+            {"role": "user", "content": 'CALL file_search {"query": "marmalade"}'},
+            *[item.model_dump(exclude_none=True) for item in response.output],  # type: ignore[list-item]
+            {"role": "user", "content": "thanks"},
+        ],
+    )
+    assert echoed.status == "completed", echoed.error
+    sent = fake_model.requests[-1]["messages"]
+    shown = [m["content"] for m in sent if m["role"] == "tool"]
+    assert shown and "【0†report.md】" in shown[0] and "marmalade" in shown[0]
 
     # Another key's store is not found; a filter narrows it to nothing.
     with pytest.raises(openai.NotFoundError):

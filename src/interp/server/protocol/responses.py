@@ -115,6 +115,14 @@ class CodeCallItem(Echoed):
     status: str | None = None
 
 
+class SearchCallItem(Echoed):
+    type: Literal["file_search_call"]
+    id: ID
+    queries: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(max_length=16)]
+    results: Annotated[list[Json], Field(max_length=50)] | None = None
+    status: str | None = None
+
+
 class ItemReference(Body):
     type: Literal["item_reference"]
     id: ID
@@ -131,6 +139,7 @@ InputItem = Annotated[
     | Annotated[FunctionCallItem, Tag("function_call")]
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
     | Annotated[CodeCallItem, Tag("code_interpreter_call")]
+    | Annotated[SearchCallItem, Tag("file_search_call")]
     | Annotated[ItemReference, Tag("item_reference")],
     Discriminator(_item_type),
 ]
