@@ -161,9 +161,10 @@ class Config(BaseSettings):
     unknown, the window is learnt from the upstream's first refusal of a request as too long."""
     model_contexts: dict[str, Annotated[int, Field(ge=256)]] = Field(default_factory=dict)
     """Context windows by model name, over what the upstream reports."""
-    embedding_model: str | None = None
-    """A model the upstream serves at ``/v1/embeddings`` (Ollama, vLLM and OpenAI do): File
-    Search then ranks by meaning as well as by keywords. Unset, by keywords alone."""
+    embedding_model: str = Field("builtin", min_length=1)
+    """What File Search ranks by meaning with, besides keywords: ``builtin`` (a small model
+    shipped in a package, run in the server), a model the upstream serves at
+    ``/v1/embeddings`` (Ollama, vLLM and OpenAI do), or ``none`` (keywords alone)."""
     tool_outputs_timeout: float = Field(600.0, gt=0)
     """Seconds a run waits in ``requires_action`` for its tool outputs before it ``expired``."""
     body_timeout: float = Field(10.0, gt=0)

@@ -471,7 +471,8 @@ def serve(
         str | None,
         typer.Option(
             "--embedding-model",
-            help="Model for File Search's semantic ranking, served at /v1/embeddings.",
+            help="File Search's semantic ranking: builtin (default), a model the upstream"
+            " serves at /v1/embeddings, or none.",
         ),
     ] = None,
     db: Annotated[
@@ -543,7 +544,7 @@ def serve(
     err.print(
         f"  model endpoint: {config.model_base_url}"
         + (f" (model {config.model})" if config.model else "")
-        + (f", embeddings by {config.embedding_model}" if config.embedding_model else "")
+        + f"; File Search embeddings: {config.embedding_model}"
     )
     err.print(f"  database: {_hide_password(db_url(config))}")
     err.print(

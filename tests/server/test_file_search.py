@@ -474,7 +474,8 @@ def test_a_restart_keeps_the_stores_and_reads_what_it_left_unread(
 ) -> None:
     """Files still being read when the server stops are read at its next start; the
     stores, their files and their chunks are all kept."""
-    server = start_server(tmp_path, fake_model.url)
+    # Keywords alone: the embedded model would take a minute over these 24 MB.
+    server = start_server(tmp_path, fake_model.url, "--embedding-model", "none")
     client = server.client()
     words = " ".join(f"word{i}" for i in range(1000)) + "\n"
     big = (words * (12 * 1024**2 // len(words))).encode()  # 12 MB: seconds of reading
@@ -497,7 +498,7 @@ def test_a_restart_keeps_the_stores_and_reads_what_it_left_unread(
         ).fetchone()[0]
     assert left >= 1, "the stop came after the files were read: the test proves nothing"
 
-    again = start_server(tmp_path, fake_model.url)
+    again = start_server(tmp_path, fake_model.url, "--embedding-model", "none")
     try:
         client = again.client()
         done = client.vector_stores.file_batches.poll(batch.id, vector_store_id=store.id)

@@ -8,11 +8,13 @@ import time
 import zipfile
 import zlib
 
+import numpy
 import pytest
 
 from interp.server.agent.context import BYTES_PER_TOKEN
 from interp.server.search import documents
 from interp.server.search.chunks import Strategy, split
+from interp.server.search.embedder import Builtin
 from interp.server.search.text import Unreadable, extract
 
 
@@ -206,3 +208,16 @@ def _docx_types() -> str:
         'content-types"><Override PartName="/word/document.xml" ContentType="application/'
         'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>'
     )
+
+
+async def test_the_builtin_embedding_model_places_meanings_near_each_other() -> None:
+    """WordLlama's model, from the package's own files (no network here): a word is
+    nearer its synonym's sentence than another's."""
+    embed = Builtin()
+    sentences = ["The car in the garage is red.", "The puppy sleeps in its kennel."]
+    cars, pups = (numpy.asarray(v) for v in await embed(sentences))
+    for query, near in (("automobile", cars), ("a dog", pups), ("vehicle", cars)):
+        (vector,) = await embed([query])
+        other = pups if near is cars else cars
+        assert numpy.dot(vector, near) > numpy.dot(vector, other), query
+    assert abs(float(numpy.linalg.norm(cars)) - 1) < 1e-4  # unit length

@@ -41,7 +41,7 @@ from ._quotas import Limits, Quotas
 from ._responses import Responder
 from ._runs import Runner
 from ._store import Store
-from ._vector_stores import VectorStores
+from ._vector_stores import Embed, VectorStores
 from .agent.context import Windows
 from .agent.images import engine_files
 from .agent.model import Model, UpstreamError
@@ -49,6 +49,7 @@ from .agent.turn import Agent
 from .deps import Services
 from .routes import assistants, conversations, files, responses, threads, vector_stores
 from .routes.common import JSON_BODY_BYTES, too_large
+from .search import embedder
 
 log = logging.getLogger("interp.server")
 
@@ -228,6 +229,20 @@ class _WithMcp:
         await self.mcp(inner, receive, noting)
 
 
+def _embedder(config: Config, model: Model) -> Embed | None:
+    """What embeds File Search's chunks and queries, as ``embedding_model`` says."""
+    name = config.embedding_model
+    if name == embedder.NONE:
+        return None
+    if name == embedder.BUILTIN:
+        return embedder.Builtin()
+
+    async def upstream(texts: list[str]) -> list[list[float]]:
+        return await model.embed(name, texts)
+
+    return upstream
+
+
 def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
     """The ASGI app; the engine (``engine``, else one made from ``config``), store and
     model client live for the app's lifespan."""
@@ -256,13 +271,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             timeout=config.model_timeout,
             idle_timeout=config.model_idle_timeout,
         )
-        embedding = config.embedding_model
-
-        async def embed(texts: list[str]) -> list[list[float]]:
-            assert embedding is not None
-            return await model.embed(embedding, texts)
-
-        stores = VectorStores(store=store, engine=sandbox, embed=embed if embedding else None)
+        stores = VectorStores(store=store, engine=sandbox, embed=_embedder(config, model))
         windows = Windows(
             model, default=config.model_context_tokens, table=dict(config.model_contexts)
         )
