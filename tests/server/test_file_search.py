@@ -598,6 +598,8 @@ def test_files_attached_for_file_search_are_searched_in_the_threads_store(keyed:
     )
     assert thread.tool_resources is not None and thread.tool_resources.file_search
     (store_id,) = thread.tool_resources.file_search.vector_store_ids or []
+    made_for_thread = client.vector_stores.retrieve(store_id)
+    assert made_for_thread.expires_after is not None and made_for_thread.expires_after.days == 7
     # The run is made at once: its search waits for the attached file to be read.
     run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
     assert run.status == "completed", run.last_error

@@ -13,6 +13,7 @@ from .. import _wire as wire
 from .._errors import bad_request, not_found
 from ..deps import Owner, Page, ServicesDep
 from ..protocol.assistants import AssistantCreate, AssistantModify, ToolResources
+from ..protocol.vector_stores import ExpiresAfter
 from .common import check_files, find, listing
 
 router = APIRouter()
@@ -42,10 +43,15 @@ def _given(found: dict[str, Any]) -> dict[str, Any]:
 
 
 async def resource_files(
-    services: ServicesDep, owner: str, resources: ToolResources | None
+    services: ServicesDep,
+    owner: str,
+    resources: ToolResources | None,
+    *,
+    expires: ExpiresAfter | None = None,
 ) -> None:
     """The files and vector stores of ``tool_resources`` are the owner's; a vector store
-    given inline (``vector_stores``) is made here, and named by its id from then on."""
+    given inline (``vector_stores``) is made here (expiring as ``expires`` says), and
+    named by its id from then on."""
     if resources is None:
         return
     if resources.code_interpreter is not None:
@@ -62,7 +68,7 @@ async def resource_files(
         )
     for new in search.vector_stores:
         made = await services.vector_stores.create(
-            owner, name="", description=None, metadata=new.metadata, expires_after=None,
+            owner, name="", description=None, metadata=new.metadata, expires_after=expires,
             file_ids=new.file_ids, chunking=new.chunking_strategy,
         )  # fmt: skip
         search.vector_store_ids.append(made.id)

@@ -31,12 +31,16 @@ from ..protocol.assistants import (
     ThreadCreate,
     ThreadModify,
 )
-from ..protocol.vector_stores import BatchFile
+from ..protocol.vector_stores import BatchFile, ExpiresAfter
 from .assistants import resource_files
 from .common import check_files, find, listing, sse
 
 SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
 """What a run's ``include`` names to keep the text of the passages its searches found."""
+
+THREAD_STORE_EXPIRY = ExpiresAfter(anchor="last_active_at", days=7)
+"""A vector store a thread makes (inline, or for files attached for search) expires as
+OpenAI's do: 7 days after it was last used."""
 
 router = APIRouter(prefix="/v1/threads")
 
@@ -101,7 +105,7 @@ async def _put_live_metadata(
 
 async def new_thread(services: Services, owner: str, body: ThreadCreate) -> Thread:
     """A thread and its messages, in one unit of work (all checked first)."""
-    await resource_files(services, owner, body.tool_resources)
+    await resource_files(services, owner, body.tool_resources, expires=THREAD_STORE_EXPIRY)
     await check_messages(services, owner, body.messages)
     async with services.store.transaction() as tx:
         created = tx.create("thread", owner, wire.thread(body))
@@ -130,7 +134,7 @@ async def search_attachments(
     else:
         made = await services.vector_stores.create(
             owner, name=f"vector store for {thread.id}", description=None, metadata=None,
-            expires_after=None, file_ids=[], chunking=None,
+            expires_after=THREAD_STORE_EXPIRY, file_ids=[], chunking=None,
         )  # fmt: skip
         store_id = made.id
         resources.file_search = ThreadFileSearch(vector_store_ids=[store_id])
@@ -210,7 +214,7 @@ async def modify_thread(
     thread_id: str, body: ThreadModify, owner: Owner, services: ServicesDep
 ) -> Thread:
     found = await thread_of(services, owner, thread_id)
-    await resource_files(services, owner, body.tool_resources)
+    await resource_files(services, owner, body.tool_resources, expires=THREAD_STORE_EXPIRY)
     changes: dict[str, Any] = {}
     if body.metadata is not None:
         changes["metadata"] = body.metadata
