@@ -47,7 +47,15 @@ from .agent.images import engine_files
 from .agent.model import Model, UpstreamError
 from .agent.turn import Agent
 from .deps import Services
-from .routes import assistants, conversations, files, responses, threads, vector_stores
+from .routes import (
+    assistants,
+    conversations,
+    files,
+    playground,
+    responses,
+    threads,
+    vector_stores,
+)
 from .routes.common import JSON_BODY_BYTES, too_large
 from .search import embedder
 
@@ -395,7 +403,8 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         )
         return JSONResponse(error.body(), status_code=500)
 
-    for part in (assistants, threads, files, responses, conversations, vector_stores):
+    parts = (assistants, threads, files, responses, conversations, vector_stores, playground)
+    for part in parts:
         app.include_router(part.router)
     wrapped = _BodyLimit(
         _WithMcp(app, mcp_app, owner_of, mcp_sessions),
