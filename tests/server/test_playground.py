@@ -34,7 +34,9 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def served(
-    fake_model: FakeModel, tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient
+    fake_model: FakeModel,
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_client: docker.DockerClient,
 ) -> Iterator[Server]:
     started = start_server(tmp_path_factory.mktemp("playground"), fake_model.url)
     yield started
@@ -103,8 +105,9 @@ def test_a_run_streams_its_code_logs_and_chart_into_the_page(served: Server, pag
     p = page.page
     p.goto(root(served))
     fcp = p.evaluate(
-        "new Promise(done => new PerformanceObserver((list) => done(list.getEntries()[0].startTime))"
-        ".observe({type: 'paint', buffered: true}))"
+        "new Promise(done => new PerformanceObserver("
+        "(list) => done(list.getEntries()[0].startTime)"
+        ").observe({type: 'paint', buffered: true}))"
     )
     make_assistant(p, "Analyst")
     page.shot("assistant-made")
@@ -132,8 +135,9 @@ def test_a_run_streams_its_code_logs_and_chart_into_the_page(served: Server, pag
     expect(p.locator(".message.user")).to_contain_text("plotted the line")
     expect(p.locator(".message.assistant img.output").first).to_be_visible()
     assert page.errors == [] and page.dialogs == []
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    (SHOTS / "metrics.json").write_text(json.dumps({"first_contentful_paint_ms": fcp}))
     assert 0 < fcp < 300, fcp
-    print(f"first contentful paint: {fcp:.0f} ms")
 
 
 def test_a_long_run_is_stopped(served: Server, page: Watched) -> None:
@@ -201,7 +205,7 @@ def test_hostile_logs_names_and_text_stay_text(served: Server, page: Watched) ->
     send(
         p,
         f"RUN: print({hostile!r})\nopen('/mnt/data/<img src=x onerror=alert(3)>.txt', 'w')"
-        ".write('x')\nprint('[click](javascript:alert(4))')",
+        ".write('x')\nprint('[click](javascript:document.title=1)')",
     )
     expect(p.locator("#status")).to_have_text("Run completed")
     # Shown as it is, as text; nothing ran, no element was made of it.
@@ -210,6 +214,8 @@ def test_hostile_logs_names_and_text_stay_text(served: Server, page: Watched) ->
     expect(p.locator(".message.assistant").last).to_contain_text("<script>alert(2)</script>")
     assert p.locator(".conversation img:not(.output), .conversation script").count() == 0
     assert p.locator('.conversation a[href^="javascript"]').count() == 0
+    expect(p.locator(".message.assistant").last).to_contain_text("click")
+    assert p.title() == "interp Playground"
     assert page.dialogs == [] and page.errors == []
     page.shot("hostile-output")
 
@@ -260,3 +266,46 @@ def test_with_keys_the_page_asks_for_one_then_works(
         context.close()
     finally:
         server.stop()
+
+
+def test_markdown_deep_links_edits_and_the_responses_switch(served: Server, page: Watched) -> None:
+    p = page.page
+    p.goto(root(served))
+    make_assistant(p, "Writer")
+    table = (
+        "done\\n\\n| region | amount |\\n|---|---|\\n| north | 10 |"
+        "\\n\\n```python\\nx = 1  # one\\n```"
+    )
+    send(p, f'RUN: print("{table}")')
+    reply = p.locator(".message.assistant").last
+    expect(reply.locator("table td").first).to_have_text("north")
+    expect(reply.locator("pre .tok-comment")).to_have_text("# one")
+    thread_url = p.url
+    assistant_id = thread_url.split("assistant=")[1].split("&")[0]
+
+    # A deep link to the assistant alone opens a new thread with it.
+    p.goto(root(served) + f"?assistant={assistant_id}")
+    expect(p.locator("#status")).to_contain_text("New thread with Writer")
+    expect(p.locator("#threads")).to_contain_text("RUN: print")
+    p.goto(thread_url)
+    expect(reply.locator("table td").first).to_have_text("north")
+
+    # Edited, then deleted.
+    p.get_by_role("button", name="Edit Writer").click()
+    p.get_by_label("Name").fill("Editor")
+    p.get_by_role("button", name="Save").click()
+    expect(p.locator("#assistants")).to_contain_text("Editor")
+    p.get_by_role("button", name="Edit Editor").click()
+    p.get_by_role("button", name="Delete").click()
+    expect(p.locator("#assistants")).not_to_contain_text("Editor")
+
+    # The Responses API: the same view, each message continuing the previous response.
+    p.get_by_label("Responses API").check()
+    send(p, "RUN: x = 20\nprint('first', x)")
+    expect(p.locator(".call .logs").last).to_contain_text("first 20")
+    expect(p.locator("#status")).to_have_text("Response completed")
+    send(p, "RUN: print('second', x + 1)")  # the same container: x is still there
+    expect(p.locator(".call .logs").last).to_contain_text("second 21")
+    expect(p.locator("#run-info")).to_contain_text("response resp_")
+    page.shot("responses")
+    assert page.errors == [] and page.dialogs == []
