@@ -14,13 +14,10 @@ from typing import Any
 
 import docker
 import pytest
+from playwright.sync_api import Page, expect, sync_playwright
 
 from .conftest import KEY_A, Server, start_server
 from .fake_model import FakeModel
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
-Page = playwright_sync.Page
-expect = playwright_sync.expect
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).parents[2] / "test-output" / "playground"
@@ -47,7 +44,7 @@ def served(
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     assert os.path.exists(CHROMIUM), "scripts/setup installs Debian's chromium"
-    with playwright_sync.sync_playwright() as driver:
+    with sync_playwright() as driver:
         launched = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield launched
         launched.close()
@@ -163,7 +160,8 @@ def test_an_uploaded_csv_is_read_and_a_produced_file_downloaded(
     send(
         p,
         "RUN: import pandas as pd\ndf = pd.read_csv('/mnt/data/sales.csv')\n"
-        "print('total', df.amount.sum())\ndf.to_csv('/mnt/data/doubled.csv')",
+        "print('total', df.amount.sum())\ndf.to_csv('/mnt/data/doubled.csv')\n"
+        "print('[the table](sandbox:/mnt/data/doubled.csv)')",
     )
     expect(p.locator(".call .logs").first).to_contain_text("total 42")
     expect(p.locator("#status")).to_have_text("Run completed")
@@ -174,6 +172,11 @@ def test_an_uploaded_csv_is_read_and_a_produced_file_downloaded(
     download = caught.value
     assert download.suggested_filename == "doubled.csv"
     assert "north,10" in Path(download.path()).read_text()
+    # The answer's link to the file (a file_path annotation) downloads it too.
+    link = p.locator(".message.assistant").last.get_by_role("button", name="the table")
+    with p.expect_download() as caught:
+        link.click()
+    assert caught.value.suggested_filename == "doubled.csv"
     page.shot("files")
     assert page.errors == []
 
@@ -186,7 +189,10 @@ def test_a_function_call_is_answered_through_the_form(served: Server, page: Watc
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
     }
     make_assistant(p, "Weather", [weather])
-    send(p, 'CALL get_weather {"city": "Oslo"}')
+    # By keyboard: the message box, then Ctrl+Enter sends it.
+    p.locator("#message").focus()
+    p.keyboard.type('CALL get_weather {"city": "Oslo"}')
+    p.keyboard.press("Control+Enter")
     form = p.locator("#tool-form")
     expect(form).to_contain_text('get_weather({"city": "Oslo"})')
     page.shot("function-call")
