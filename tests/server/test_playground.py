@@ -131,6 +131,11 @@ def test_a_run_streams_its_code_logs_and_chart_into_the_page(served: Server, pag
     p.reload()
     expect(p.locator(".message.user")).to_contain_text("plotted the line")
     expect(p.locator(".message.assistant img.output").first).to_be_visible()
+    # With its code and what the code printed, between the question and the answer.
+    expect(p.locator(".call code").first).to_contain_text("plt.plot([1, 3, 2])")
+    expect(p.locator(".call .logs").first).to_contain_text("plotted the line\ndone")
+    kinds = p.locator(".conversation > *").evaluate_all("nodes => nodes.map(n => n.className)")
+    assert kinds == ["message user", "call", "message assistant"], kinds
     assert page.errors == [] and page.dialogs == []
     SHOTS.mkdir(parents=True, exist_ok=True)
     (SHOTS / "metrics.json").write_text(json.dumps({"first_contentful_paint_ms": fcp}))

@@ -260,10 +260,29 @@ async function openThread(threadId) {
   newThread();
   state.thread = threadId;
   followAddress();
+  // Its messages, and each run's steps in their order (its code calls, the messages it
+  // wrote), a run after the messages made before it.
   const page = await api(`/threads/${threadId}/messages?order=asc&limit=100`);
-  for (const message of page.data) {
-    const box = messageBox(message.role);
-    renderMessage(box, message);
+  const runs = await api(`/threads/${threadId}/runs?order=asc&limit=100`);
+  const byId = new Map(page.data.map((message) => [message.id, message]));
+  const shown = page.data
+    .filter((message) => !message.run_id)
+    .map((message) => ({ at: message.created_at, order: 0, message }));
+  for (const run of runs.data) shown.push({ at: run.created_at, order: 1, run });
+  shown.sort((a, b) => a.at - b.at || a.order - b.order);
+  const view = new RunView();
+  for (const { message, run } of shown) {
+    if (message) { renderMessage(messageBox(message.role), message); continue; }
+    const steps = await api(`/threads/${threadId}/runs/${run.id}/steps?order=asc&limit=100`);
+    for (const step of steps.data) {
+      const details = step.step_details;
+      if (details.type === "tool_calls") {
+        const tool_calls = details.tool_calls.map((call, index) => ({ index, ...call }));
+        view.stepDelta({ id: step.id, delta: { step_details: { tool_calls } } });
+      } else if (byId.has(details.message_creation.message_id)) {
+        renderMessage(messageBox("assistant"), byId.get(details.message_creation.message_id));
+      }
+    }
   }
   setStatus("");
 }
@@ -494,7 +513,10 @@ async function sendToAssistant(text) {
     remember(state.thread, text);
     followAddress();
   }
-  const attachments = fileIds.map((file_id) => ({ file_id, tools: [{ type: "code_interpreter" }] }));
+  // Attached for the code, and for search when the assistant searches.
+  const tools = [{ type: "code_interpreter" }];
+  if (state.assistant.tools.some((t) => t.type === "file_search")) tools.push({ type: "file_search" });
+  const attachments = fileIds.map((file_id) => ({ file_id, tools }));
   const message = await api(`/threads/${state.thread}/messages`, {
     method: "POST", body: { role: "user", content: text, attachments },
   });
