@@ -161,6 +161,9 @@ class Config(BaseSettings):
     unknown, the window is learnt from the upstream's first refusal of a request as too long."""
     model_contexts: dict[str, Annotated[int, Field(ge=256)]] = Field(default_factory=dict)
     """Context windows by model name, over what the upstream reports."""
+    replica_lease: float = Field(30.0, gt=0)
+    """Seconds after its last heartbeat (every third of it) that a server sharing the
+    database is taken as gone: its unfinished runs and responses are then failed."""
     embedding_model: str = Field("builtin", min_length=1)
     """What File Search ranks by meaning with, besides keywords: ``builtin`` (a small model
     shipped in a package, run in the server), a model the upstream serves at

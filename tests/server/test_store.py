@@ -264,6 +264,38 @@ async def execute(db_url: str, *statements: str) -> None:
     await aengine.dispose()
 
 
+async def test_only_the_work_of_replicas_gone_is_failed(db_url: str) -> None:
+    store = Store(db_url)
+    await store.open()
+    try:
+        for replica, run_id in (("rep_a", "run_a"), ("rep_b", "run_b"), (None, "run_old")):
+            store.replica = replica
+            await store.create("run", "alice", {"id": run_id, "status": "in_progress"})
+        await store.heartbeat("rep_a")
+        assert await store.alive(30) == ["rep_a"]
+        assert await store.fail_unfinished_runs(alive=await store.alive(30)) == 2
+        statuses = {
+            run_id: (await store.get(document("run"), "alice", run_id) or {})["status"]
+            for run_id in ("run_a", "run_b", "run_old")
+        }
+        assert statuses == {"run_a": "in_progress", "run_b": "failed", "run_old": "failed"}
+        # A database from before replicas gets the column it needs.
+        await store._run(
+            lambda conn: conn.execute(text("ALTER TABLE interp_objects DROP COLUMN replica")),
+            write=True,
+        )
+    finally:
+        await store.close()
+    again = Store(db_url)
+    await again.open()
+    try:
+        again.replica = "rep_c"
+        await again.create("run", "alice", {"id": "run_c", "status": "in_progress"})
+        assert await again.fail_unfinished_runs(alive=["rep_c"]) == 1  # run_a's mark is gone
+    finally:
+        await again.close()
+
+
 async def test_a_database_of_another_schema_version_is_refused(db_url: str) -> None:
     first = Store(db_url)
     await first.open()

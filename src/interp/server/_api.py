@@ -38,6 +38,7 @@ from ._mcp import McpSessions
 from ._mcp import build as build_mcp
 from ._places import Places
 from ._quotas import Limits, Quotas
+from ._replicas import Replicas
 from ._responses import Responder
 from ._runs import Runner
 from ._store import Store
@@ -263,7 +264,8 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         await asyncio.to_thread(config.data_dir.mkdir, parents=True, exist_ok=True)
         store = Store(db_url(config))
         await store.open()
-        failed = await store.fail_unfinished_runs()
+        replicas = Replicas(store, config.data_dir, config.replica_lease)
+        failed = await replicas.start()
         if failed:
             log.warning("%d runs left in progress by a stop were marked failed", failed)
         sandbox = engine or Engine(config)
@@ -271,6 +273,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             await sandbox.start()
         except BaseException:
             await sandbox.close()
+            await replicas.close()
             await store.close()
             raise
         model = Model(
@@ -341,6 +344,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             await runner.close()
             await model.close()
             await sandbox.close()
+            await replicas.close()
             await store.close()
 
     # No redirect of a path with a trailing slash: an id ending in an encoded "/" (or a

@@ -36,11 +36,15 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     literal,
     make_url,
     select,
+    text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -132,6 +136,9 @@ class _Object(_Base):
     parent: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str | None] = mapped_column(String(32), nullable=True)
     """The object's ``status``, when it has one: what the sweeps and the start look for."""
+    replica: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    """The server that made it and drives it (runs and responses): its work is failed
+    only once that server's lease has run out (``Replicas``)."""
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
 
     __table_args__ = (
@@ -167,6 +174,14 @@ class _Entry(_Base):
     )
 
 
+class _Replica(_Base):
+    """A server process sharing the database, and when it last said it was alive."""
+
+    __tablename__ = "interp_replicas"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    heartbeat: Mapped[int] = mapped_column(BigInteger)
+
+
 class _Link(_Base):
     """A stored response and the one it continues: its chain is walked in SQL."""
 
@@ -196,8 +211,11 @@ def _sqlite_wal(connection: Any, record: Any) -> None:
 def _open(conn: Connection) -> str:
     """Create the schema if new, migrate one of schema 1; the version found."""
     _Base.metadata.create_all(conn)
-    # Additive (a server of this schema version without it works on): made if missing.
+    # Additive (a server of this schema version without them works on): made if missing.
     search_index.create(conn)
+    columns = {c["name"] for c in inspect(conn).get_columns(_Object.__tablename__)}
+    if "replica" not in columns:
+        conn.execute(text("ALTER TABLE interp_objects ADD COLUMN replica VARCHAR(40)"))
     with Session(conn) as session:
         found = session.get(_Meta, "schema_version")
         if found is None:
@@ -249,6 +267,7 @@ class Writes:
             "owner": owner,
             "parent": parent,
             "status": data.get("status"),
+            "replica": None,
             "data": data,
         }
         self.objects.append(row)
@@ -339,6 +358,9 @@ class Writes:
             getattr(self, name).extend(getattr(other, name))
 
 
+_DRIVEN = ("run", "response")
+"""The kinds a replica drives (and whose unfinished work is failed when it is gone)."""
+
 _UPDATE_OBJECT = (
     update(_Object)
     .where(
@@ -421,6 +443,8 @@ class Store:
         self._keys: Counter[tuple[str, str]] = Counter()
         self._bulk = 0
         self._objects = 0
+        self.replica: str | None = None
+        """This server's replica id, marked on the runs and responses it makes."""
 
     async def _run(
         self, work: Callable[[Connection], _T], *, write: bool = False, point: bool = False
@@ -498,6 +522,9 @@ class Store:
     def submit(self, writes: Writes) -> asyncio.Future[None]:
         """Queue a unit of work; the future is done once it is committed."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for row in writes.objects:
+            if row["kind"] in _DRIVEN:
+                row["replica"] = self.replica
         for found_by, owner, obj in writes.shown:
             self._shown[found_by] = (owner, obj, writes)
         for key in writes.keys:
@@ -758,15 +785,16 @@ class Store:
             found[key][status] = (int(count), int(total))
         return found
 
-    async def fail_unfinished_runs(self) -> int:
-        """Mark runs and responses a crash left unfinished as failed; return how many."""
+    async def fail_unfinished_runs(self, *, alive: Sequence[str] = ()) -> int:
+        """Mark runs and responses a crash left unfinished as failed, but those of the
+        ``alive`` replicas; return how many."""
         unfinished = ("queued", "in_progress", "cancelling", "requires_action")
         now = int(time.time())
-        rows = await self._rows(
-            select(_Object.owner, _Object.kind, _Object.data).where(
-                _Object.kind.in_(["run", "response"]), _Object.status.in_(unfinished)
-            )
+        query = select(_Object.owner, _Object.kind, _Object.data).where(
+            _Object.kind.in_(list(_DRIVEN)), _Object.status.in_(unfinished)
         )
+        query = query.where(_Object.replica.is_(None) | _Object.replica.not_in(list(alive)))
+        rows = await self._rows(query)
         found = [(owner, kind, dict(data)) for owner, kind, data in rows]
         writes = Writes()
         for owner, kind, data in found:
@@ -787,6 +815,30 @@ class Store:
                 writes.put("run", owner, data)
         await self.submit(writes)
         return len(writes.updates)
+
+    # Replicas.
+
+    async def heartbeat(self, replica: str) -> None:
+        """Say ``replica`` is alive now."""
+        now = int(time.time())
+
+        def beat(conn: Connection) -> None:
+            upsert = (sqlite_insert if conn.dialect.name == "sqlite" else pg_insert)(_Replica)
+            conn.execute(
+                upsert.values(id=replica, heartbeat=now).on_conflict_do_update(
+                    index_elements=[_Replica.id], set_={"heartbeat": now}
+                )
+            )
+            # Long gone: forgotten.
+            conn.execute(delete(_Replica).where(_Replica.heartbeat < now - 86400))
+
+        await self._run(beat, write=True)
+
+    async def alive(self, lease: float) -> list[str]:
+        """The replicas that said they were alive within ``lease`` seconds."""
+        since = int(time.time() - lease)
+        rows = await self._rows(select(_Replica.id).where(_Replica.heartbeat >= since))
+        return [found for (found,) in rows]
 
     # File Search's index.
 

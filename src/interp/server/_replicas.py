@@ -1,0 +1,72 @@
+"""This server among the others that share its database: its replica id, its heartbeat,
+and the sweep that fails the work of servers that stopped.
+
+Each process is a replica with an id of its own, marked on the runs and responses it
+makes (it drives them). Its heartbeat row says it is alive; its lease is ``lease``
+seconds from its last beat. Unfinished work is failed only when its replica's lease has
+run out (a replica that crashed): starting one replica never touches the live work of
+another. The id a replica last had in its data directory is its previous life: its work
+is failed at once at start, without waiting for the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from pathlib import Path
+
+from ._store import Store
+
+log = logging.getLogger("interp.server")
+
+ID_FILE = "replica-id"
+
+
+class Replicas:
+    def __init__(self, store: Store, data_dir: Path, lease: float) -> None:
+        self._store = store
+        self._file = data_dir / ID_FILE
+        self.lease = lease
+        self.id = "rep_" + secrets.token_hex(8)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Take this replica's place; fail the unfinished work of replicas that are gone
+        (this one's previous life included); how many were failed."""
+        previous = await asyncio.to_thread(self._previous)
+        alive = [found for found in await self._store.alive(self.lease) if found != previous]
+        failed = await self._store.fail_unfinished_runs(alive=alive)
+        await self._store.heartbeat(self.id)
+        await asyncio.to_thread(self._file.write_text, self.id)
+        self._store.replica = self.id
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="interp-replicas")
+        return failed
+
+    def _previous(self) -> str | None:
+        with contextlib.suppress(FileNotFoundError):
+            return self._file.read_text().strip() or None
+        return None
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.sweep()
+            except Exception:  # the heartbeat goes on
+                log.exception("the replica heartbeat failed")
+
+    async def sweep(self) -> int:
+        """Beat, then fail the unfinished work of replicas whose lease ran out."""
+        await self._store.heartbeat(self.id)
+        failed = await self._store.fail_unfinished_runs(alive=await self._store.alive(self.lease))
+        if failed:
+            log.warning("%d runs of servers that stopped were marked failed", failed)
+        return failed
