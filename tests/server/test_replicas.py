@@ -10,6 +10,7 @@ import secrets
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
@@ -80,6 +81,14 @@ def test_starting_a_replica_leaves_anothers_live_run_alone(
             thread_id, run_id = sleeping(a.client(), 6)
             b = replica(tmp_path, "b", model, database)
             try:
+                # The thread's rules hold through B too: no second run, no message.
+                other = b.client()
+                with pytest.raises(openai.BadRequestError, match="already has an active run"):
+                    other.beta.threads.runs.create(
+                        thread_id=thread_id, assistant_id=code_assistant(other)
+                    )
+                with pytest.raises(openai.BadRequestError, match="while a run"):
+                    other.beta.threads.messages.create(thread_id, role="user", content="hi")
                 seen: list[str] = []
                 deadline = time.monotonic() + 60
                 while not seen or seen[-1] in ("queued", "in_progress"):
@@ -122,3 +131,37 @@ def test_a_dead_replicas_run_is_failed_within_its_lease(
             again.stop()
         owner = f"io.interp.owner-pid={a.process.pid}"
         assert containers_labelled(docker_client, owner) == []
+
+
+def test_runs_started_at_once_through_two_replicas_make_one_active_run(
+    tmp_path: Path, database: str, docker_client: docker.DockerClient
+) -> None:
+    """Eight run requests on one idle thread, at once, half through each replica: the
+    database's rule (one active run per thread) lets exactly one through."""
+    with FakeModel() as model:
+        a = replica(tmp_path, "a", model, database)
+        b = replica(tmp_path, "b", model, database)
+        try:
+            clients = [a.client(), b.client()]
+            assistant_id = code_assistant(clients[0])
+            thread = clients[0].beta.threads.create(
+                messages=[{"role": "user", "content": "RUN: import time\ntime.sleep(3)"}]
+            )
+
+            def start(number: int) -> str:
+                try:
+                    clients[number % 2].beta.threads.runs.create(
+                        thread_id=thread.id, assistant_id=assistant_id
+                    )
+                    return "started"
+                except openai.BadRequestError as exc:
+                    return "refused" if "already has an active run" in exc.message else exc.message
+
+            with ThreadPoolExecutor(8) as pool:
+                outcomes = list(pool.map(start, range(8)))
+            assert sorted(outcomes) == ["refused"] * 7 + ["started"], outcomes
+            runs = clients[1].beta.threads.runs.list(thread_id=thread.id)
+            assert len(runs.data) == 1
+        finally:
+            a.stop()
+            b.stop()

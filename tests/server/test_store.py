@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from interp import ConfigError
-from interp.server._store import SCHEMA_VERSION, TAIL_PAGE, Store, Writes, document
+from interp.server._store import SCHEMA_VERSION, TAIL_PAGE, Conflict, Store, Writes, document
 from interp.server.agent.context import Unit
 from interp.server.protocol.common import Filter
 from interp.server.search.index import unit_vector
@@ -296,6 +296,17 @@ async def test_only_the_work_of_replicas_gone_is_failed(db_url: str) -> None:
         await again.close()
 
 
+async def test_a_thread_has_one_active_run_by_the_databases_own_rule(store: Store) -> None:
+    await store.create("run", "alice", {"id": "run_1", "status": "in_progress"}, parent="t")
+    with pytest.raises(Conflict):
+        await store.create("run", "alice", {"id": "run_2", "status": "queued"}, parent="t")
+    await store.create("run", "alice", {"id": "run_3", "status": "queued"}, parent="u")
+    assert await store.active_run("alice", "t") == "run_1"
+    await store.put("run", "alice", {"id": "run_1", "status": "completed"})
+    await store.create("run", "alice", {"id": "run_2", "status": "queued"}, parent="t")
+    assert await store.active_run("alice", "t") == "run_2"
+
+
 async def test_a_database_of_another_schema_version_is_refused(db_url: str) -> None:
     first = Store(db_url)
     await first.open()
@@ -449,7 +460,9 @@ async def test_a_schema_1_database_gets_its_transcripts(db_url: str) -> None:
         db_url,
         "DROP TABLE interp_transcript",
         "DROP TABLE interp_links",
+        "DROP INDEX interp_one_active_run",
         "DROP INDEX interp_objects_status",
+        "ALTER TABLE interp_objects DROP COLUMN replica",
         "ALTER TABLE interp_objects DROP COLUMN status",
         "UPDATE interp_meta SET value = '1' WHERE key = 'schema_version'",
     )

@@ -55,7 +55,7 @@ from . import _wire as wire
 from ._errors import bad_request
 from ._locks import KeyedLocks
 from ._places import Places
-from ._store import Store, Writes
+from ._store import ACTIVE_RUN, Store, Writes
 from ._wire import Assistant, Run
 from .agent.context import Unit, outputs_text, replay
 from .agent.events import BEHIND, RunEvents
@@ -67,7 +67,7 @@ from .agent.turn import Agent, Budget, History, Settings
 
 log = logging.getLogger("interp.server")
 
-ACTIVE = ("queued", "in_progress", "requires_action", "cancelling")
+ACTIVE = ACTIVE_RUN
 DONE = assistants.sse("done", "[DONE]")
 """How the Assistants API ends a stream."""
 INCOMPLETE = {"length": "max_completion_tokens", "prompt": "max_prompt_tokens"}

@@ -45,7 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -211,8 +211,8 @@ def _sqlite_wal(connection: Any, record: Any) -> None:
 def _open(conn: Connection) -> str:
     """Create the schema if new, migrate one of schema 1; the version found."""
     _Base.metadata.create_all(conn)
-    # Additive (a server of this schema version without them works on): made if missing.
-    search_index.create(conn)
+    # Additive (a server of this schema version without them works on): made if missing;
+    # the column first (a migration reads the table's rows whole).
     columns = {c["name"] for c in inspect(conn).get_columns(_Object.__tablename__)}
     if "replica" not in columns:
         conn.execute(text("ALTER TABLE interp_objects ADD COLUMN replica VARCHAR(40)"))
@@ -227,7 +227,46 @@ def _open(conn: Connection) -> str:
             found.value = str(SCHEMA_VERSION)
         version = found.value if found is not None else str(SCHEMA_VERSION)
         session.flush()
+    if version == str(SCHEMA_VERSION):
+        search_index.create(conn)
+        _one_active_run(conn)
     return version
+
+
+ACTIVE_RUN = ("queued", "in_progress", "requires_action", "cancelling")
+
+
+class Conflict(Exception):
+    """A write the database refused as breaking one of its rules (a second active run on
+    a thread, made by another server meanwhile)."""
+
+
+def _conflict(failure: BaseException | None) -> BaseException | None:
+    """A failed write as ``Conflict`` when it broke the one-active-run rule (PostgreSQL
+    names the index; SQLite, its column)."""
+    said = str(failure)
+    if isinstance(failure, IntegrityError) and (
+        "interp_one_active_run" in said or "interp_objects.parent" in said
+    ):
+        return Conflict(said.splitlines()[0])
+    return failure
+
+
+def _one_active_run(conn: Connection) -> None:
+    """One active run per thread, as a rule of the database itself (a partial unique
+    index), so that servers sharing it cannot both start one. A database that already
+    breaks it (threads with two active runs) is left without it, and says so."""
+    listed = ", ".join(f"'{status}'" for status in ACTIVE_RUN)
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                text(
+                    "CREATE UNIQUE INDEX IF NOT EXISTS interp_one_active_run ON interp_objects"
+                    f" (parent) WHERE kind = 'run' AND status IN ({listed})"
+                )
+            )
+    except IntegrityError:
+        log.warning("threads with two active runs: one active run per thread is not enforced")
 
 
 class Writes:
@@ -489,6 +528,22 @@ class Store:
         self._writer = asyncio.create_task(self._write_loop(), name="interp-store-writer")
 
     @property
+    def shared(self) -> bool:
+        """Other processes may write to it (PostgreSQL): its rules are checked at commit."""
+        return self._sqlite is None
+
+    async def active_run(self, owner: str, thread_id: str) -> str | None:
+        """The id of the thread's active run, if it has one (whoever drives it)."""
+        await self._objects_written()
+        rows = await self._rows(
+            select(_Object.id)
+            .where(_Object.kind == "run", _Object.owner == owner, _Object.parent == thread_id)
+            .where(_Object.status.in_(ACTIVE_RUN))
+            .limit(1)
+        )
+        return rows[0][0] if rows else None
+
+    @property
     def safe_url(self) -> str:
         """The URL without its password."""
         return make_url(self.url).render_as_string(hide_password=True)
@@ -552,6 +607,7 @@ class Store:
                     failures: list[BaseException | None] = [None] * len(batch)
                 except Exception as exc:  # noqa: BLE001 (the writer must outlive any bad unit)
                     failures = [exc] if len(batch) == 1 else await self._one_by_one(batch)
+                failures = [_conflict(failure) for failure in failures]
                 for pending, failure in zip(batch, failures, strict=True):
                     self._settled(pending.writes)
                     if pending.done.done():  # nobody can be told any more

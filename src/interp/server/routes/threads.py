@@ -16,9 +16,9 @@ from openai.types.beta.threads import Message, MessageDeleted
 from openai.types.beta.threads.runs import RunStep
 
 from .. import _wire as wire
-from .._errors import not_found
+from .._errors import bad_request, not_found
 from .._runs import DONE, message_unit
-from .._store import Writes
+from .._store import Conflict, Writes
 from ..agent.context import Unit
 from ..deps import Cursor, Include, Owner, Page, Services, ServicesDep
 from ..protocol.assistants import (
@@ -103,6 +103,24 @@ async def _put_live_metadata(
     return await services.store.put(kind, owner, changed)
 
 
+async def check_active(
+    services: Services, owner: str, thread_id: str, *, adding: bool = False
+) -> None:
+    """Refuse what an active run of the thread forbids, whichever server drives it:
+    another run, or (``adding``) a new message."""
+    if not services.store.shared:
+        return  # one server: its own runner knows (``check_idle``)
+    run_id = await services.store.active_run(owner, thread_id)
+    if run_id is None:
+        return
+    if adding:
+        raise bad_request(
+            f"Can't add messages to {thread_id} while a run {run_id} is active.",
+            param="thread_id",
+        )
+    raise bad_request(f"Thread {thread_id} already has an active run {run_id}.")
+
+
 async def new_thread(services: Services, owner: str, body: ThreadCreate) -> Thread:
     """A thread and its messages, in one unit of work (all checked first)."""
     await resource_files(services, owner, body.tool_resources, expires=THREAD_STORE_EXPIRY)
@@ -158,6 +176,7 @@ async def begin_run(
 ) -> Response | wire.Run:
     await services.runner.settle_thread(owner, thread.id)
     services.runner.check_idle(thread.id)
+    await check_active(services, owner, thread.id)
     await check_messages(services, owner, additional)
     thread = await search_attachments(services, owner, thread, additional)
     instructions = body.instructions if body.instructions is not None else assistant.instructions
@@ -171,11 +190,16 @@ async def begin_run(
         default_model=services.config.model,
     )
     # The run and its messages, in one unit: not waited for by a stream (until it is
-    # committed, what reads the run or the thread's transcript finds it all the same).
-    async with services.store.transaction(wait=not body.stream) as tx:
-        for message in additional:
-            add_message(tx, owner, thread.id, message)
-        tx.create("run", owner, run, parent=thread.id)
+    # committed, what reads the run or the thread's transcript finds it all the same),
+    # unless other servers share the database, whose rule (one active run per thread)
+    # is checked at the commit.
+    try:
+        async with services.store.transaction(wait=not body.stream or services.store.shared) as tx:
+            for message in additional:
+                add_message(tx, owner, thread.id, message)
+            tx.create("run", owner, run, parent=thread.id)
+    except Conflict:
+        raise bad_request(f"Thread {thread.id} already has an active run.") from None
     made = None if body.stream else run.model_copy(deep=True)  # its task changes the run
     events = services.runner.start(
         owner=owner, run=run, assistant=assistant, thread=thread, head=head,
@@ -252,6 +276,7 @@ async def create_message(
         thread = await thread_of(services, owner, thread_id)
         await services.runner.settle_thread(owner, thread_id)
         services.runner.check_idle(thread_id, adding=True)
+        await check_active(services, owner, thread_id, adding=True)
         await check_messages(services, owner, [body])
         async with services.store.transaction() as tx:
             made = add_message(tx, owner, thread_id, body)
