@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +213,28 @@ async def test_a_session_memory_limit_replaces_the_engines_and_is_enforced(
     # The session's next kernel has the session's limit too.
     container = await _container(engine, docker_client, session)
     assert container.attrs["HostConfig"]["Memory"] == 256 * 1024**2
+
+
+async def test_a_reaper_in_another_pid_namespace_removes_no_live_sandbox(
+    engine: Engine, docker_client: docker.DockerClient
+) -> None:
+    """An engine in a pid namespace of its own (a replica in a container, a pod) sees this
+    engine's pid as dead; it must leave this engine's live sandboxes alone."""
+    session = await engine.create_session()
+    container = await _container(engine, docker_client, session)
+    labels = container.attrs["Config"]["Labels"]
+    assert labels["io.interp.owner-pidns"] == str(os.stat("/proc/self/ns/pid").st_ino)
+    reaper = (
+        "import docker\nfrom interp.sandbox._reaper import reap_orphans\n"
+        "print(reap_orphans(docker.from_env()))"
+    )
+    child = await asyncio.create_subprocess_exec(
+        "unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", reaper,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(child.communicate(), 60)
+    assert child.returncode == 0, err.decode()
+    assert out.decode().strip() == "0"  # it reaped nothing
+    container.reload()
+    assert container.status == "running"
+    assert (await engine.execute("print('still here')", session=session)).logs == "still here\n"

@@ -20,6 +20,8 @@ IMAGE_VERSION_LABEL = "io.interp.image-version"
 LABEL_ENGINE = "io.interp.engine"
 LABEL_OWNER_PID = "io.interp.owner-pid"
 LABEL_OWNER_STARTED = "io.interp.owner-started"
+LABEL_OWNER_PIDNS = "io.interp.owner-pidns"
+"""The pid namespace the owner's pid is in: a pid means something only there."""
 LABEL_SESSION = "io.interp.session"
 LABEL_KERNEL_DIR = "io.interp.kernel-dir"
 

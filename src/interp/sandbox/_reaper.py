@@ -1,8 +1,15 @@
-"""Owner labels on containers, and the reaping of those whose engine is gone."""
+"""Owner labels on containers, and the reaping of those whose engine is gone.
+
+An owner is a pid, its start time and its pid namespace: an engine judges only the
+sandboxes of engines in its own pid namespace, where their pids mean what they say. One
+in another namespace (a replica in a container of its own, a pod) looks dead by pid
+while it runs: its sandboxes are left to the engines of its own namespace.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from pathlib import Path
 
@@ -11,23 +18,43 @@ import docker.errors
 
 from .._owner import is_alive, this_process
 from ._base import remove_kernel_dir
-from ._docker_client import LABEL_ENGINE, LABEL_KERNEL_DIR, LABEL_OWNER_PID, LABEL_OWNER_STARTED
+from ._docker_client import (
+    LABEL_ENGINE,
+    LABEL_KERNEL_DIR,
+    LABEL_OWNER_PID,
+    LABEL_OWNER_PIDNS,
+    LABEL_OWNER_STARTED,
+)
+
+
+def pid_namespace() -> str:
+    """This process's pid namespace (its inode), as Linux names it."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
 
 
 def owner_labels(engine_id: str) -> dict[str, str]:
     """Labels that let a later engine tell whether this one is still alive."""
     pid, started = this_process()
-    return {LABEL_ENGINE: engine_id, LABEL_OWNER_PID: pid, LABEL_OWNER_STARTED: started}
+    return {
+        LABEL_ENGINE: engine_id,
+        LABEL_OWNER_PID: pid,
+        LABEL_OWNER_STARTED: started,
+        LABEL_OWNER_PIDNS: pid_namespace(),
+    }
 
 
 def reap_orphans(client: docker.DockerClient) -> int:
     """Remove sandboxes whose engine process is gone. Unlabelled containers are never touched."""
     reaped = 0
+    here = pid_namespace()
     for summary in client.api.containers(all=True, filters={"label": LABEL_ENGINE}):
         labels: dict[str, str] = summary.get("Labels") or {}
-        if LABEL_ENGINE not in labels or is_alive(
-            labels.get(LABEL_OWNER_PID, ""), labels.get(LABEL_OWNER_STARTED, "")
-        ):
+        if LABEL_ENGINE not in labels or labels.get(LABEL_OWNER_PIDNS, here) != here:
+            continue
+        if is_alive(labels.get(LABEL_OWNER_PID, ""), labels.get(LABEL_OWNER_STARTED, "")):
             continue
         with contextlib.suppress(docker.errors.NotFound):
             client.api.remove_container(summary["Id"], force=True)
