@@ -89,6 +89,10 @@ def test_starting_a_replica_leaves_anothers_live_run_alone(
                     )
                 with pytest.raises(openai.BadRequestError, match="while a run"):
                     other.beta.threads.messages.create(thread_id, role="user", content="hi")
+                # Metadata set through B while A drives the run outlives A's writes.
+                other.beta.threads.runs.update(
+                    run_id, thread_id=thread_id, metadata={"set": "through b"}
+                )
                 seen: list[str] = []
                 deadline = time.monotonic() + 60
                 while not seen or seen[-1] in ("queued", "in_progress"):
@@ -97,6 +101,9 @@ def test_starting_a_replica_leaves_anothers_live_run_alone(
                     seen.append(run.status)
                     time.sleep(0.2)
                 assert set(seen) == {"in_progress", "completed"}, seen
+                for server in (a, b):
+                    ended = server.client().beta.threads.runs.retrieve(run_id, thread_id=thread_id)
+                    assert ended.metadata == {"set": "through b"}
             finally:
                 b.stop()
         finally:

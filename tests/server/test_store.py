@@ -307,6 +307,23 @@ async def test_a_thread_has_one_active_run_by_the_databases_own_rule(store: Stor
     assert await store.active_run("alice", "t") == "run_2"
 
 
+async def test_metadata_set_on_its_own_outlives_a_runs_whole_writes(store: Store) -> None:
+    """A run's driver writes the whole run as it goes; metadata a client set meanwhile
+    (through this server or another) stays."""
+    run = {"id": "run_1", "status": "in_progress", "metadata": {}, "n": 1}
+    await store.create("run", "alice", run, parent="t")
+    async with store.transaction() as tx:
+        tx.set_metadata("run", "alice", {**run, "metadata": {"k": "v"}})
+    await store.put("run", "alice", {**run, "status": "completed", "n": 2})  # its stale copy
+    found = await store.get(document("run"), "alice", "run_1")
+    assert found is not None
+    assert (found["status"], found["n"], found["metadata"]) == ("completed", 2, {"k": "v"})
+    # Other kinds are written whole, as before.
+    await store.create("thread", "alice", {"id": "thread_1", "metadata": {"a": "b"}})
+    await store.put("thread", "alice", {"id": "thread_1", "metadata": {}})
+    assert (await store.get(document("thread"), "alice", "thread_1") or {})["metadata"] == {}
+
+
 async def test_a_database_of_another_schema_version_is_refused(db_url: str) -> None:
     first = Store(db_url)
     await first.open()

@@ -278,6 +278,10 @@ class Writes:
         self.entries: list[dict[str, Any]] = []
         self.links: list[dict[str, Any]] = []
         self.updates: list[dict[str, Any]] = []
+        self.kept: list[dict[str, Any]] = []
+        """Updates that keep the stored metadata (of objects a run writes as it goes)."""
+        self.metadata: list[dict[str, Any]] = []
+        """Metadata set on its own, on objects whose other fields a run writes."""
         self.relinks: list[dict[str, Any]] = []
         self.deletes: list[Any] = []
         self.shown: list[tuple[tuple[str, str], str, dict[str, Any] | None]] = []
@@ -318,7 +322,7 @@ class Writes:
         owner stay); ``key``: the id it is found by, when not its own."""
         data = _document(obj)
         found_by = key or data["id"]
-        self.updates.append(
+        (self.kept if kind in _KEEPS_METADATA else self.updates).append(
             {
                 "b_id": found_by,
                 "b_kind": kind,
@@ -328,6 +332,16 @@ class Writes:
             }
         )
         self.shown.append(((kind, found_by), owner, data))
+        return obj
+
+    def set_metadata(self, kind: Kind, owner: str, obj: _O) -> _O:
+        """Set an object's metadata alone (a field-level write: what its run writes at the
+        same time, on this server or another, keeps it)."""
+        data = _document(obj)
+        self.metadata.append(
+            {"b_id": data["id"], "b_kind": kind, "b_owner": owner, "metadata": data["metadata"]}
+        )
+        self.shown.append(((kind, data["id"]), owner, data))
         return obj
 
     def delete(self, kind: Kind, owner: str, object_id: str) -> None:
@@ -387,13 +401,18 @@ class Writes:
                 conn.execute(insert(table), rows)
         if self.updates:
             conn.execute(_UPDATE_OBJECT, self.updates)
+        if self.kept:
+            conn.execute(_KEEPING_METADATA[conn.dialect.name], self.kept)
+        if self.metadata:
+            conn.execute(_SETTING_METADATA[conn.dialect.name], self.metadata)
         if self.relinks:
             conn.execute(_UPDATE_LINK, self.relinks)
         for statement in self.deletes:
             conn.execute(statement)
 
     def merge(self, other: Writes) -> None:
-        for name in ("objects", "entries", "links", "updates", "relinks", "deletes"):
+        names = ("objects", "entries", "links", "updates", "kept", "metadata", "relinks", "deletes")
+        for name in names:
             getattr(self, name).extend(getattr(other, name))
 
 
@@ -409,6 +428,33 @@ _UPDATE_OBJECT = (
     )
     .values(status=bindparam("status"), data=bindparam("data"))
 )
+_KEEPS_METADATA = ("run", "message")
+"""Kinds a run writes as it goes, whose metadata a client may set meanwhile."""
+_DATA = bindparam("data", type_=JSON)
+_METADATA = bindparam("metadata", type_=JSON)
+_KEEPING_METADATA = {
+    "sqlite": text(
+        "UPDATE interp_objects SET status = :status, data = json_set(:data, '$.metadata',"
+        " json(coalesce(json_extract(data, '$.metadata'), 'null')))"
+        " WHERE id = :b_id AND kind = :b_kind AND owner = :b_owner"
+    ).bindparams(_DATA),
+    "postgresql": text(
+        "UPDATE interp_objects SET status = :status, data = jsonb_set(CAST(:data AS jsonb),"
+        " '{metadata}', coalesce(CAST(data AS jsonb) -> 'metadata', 'null'::jsonb))::json"
+        " WHERE id = :b_id AND kind = :b_kind AND owner = :b_owner"
+    ).bindparams(_DATA),
+}
+_SETTING_METADATA = {
+    "sqlite": text(
+        "UPDATE interp_objects SET data = json_set(data, '$.metadata', json(:metadata))"
+        " WHERE id = :b_id AND kind = :b_kind AND owner = :b_owner"
+    ).bindparams(_METADATA),
+    "postgresql": text(
+        "UPDATE interp_objects SET data = jsonb_set(CAST(data AS jsonb), '{metadata}',"
+        " CAST(:metadata AS jsonb))::json WHERE id = :b_id AND kind = :b_kind AND owner = :b_owner"
+    ).bindparams(_METADATA),
+}
+
 _UPDATE_LINK = (
     update(_Link)
     .where(_Link.id == bindparam("b_id"), _Link.owner == bindparam("b_owner"))
@@ -585,7 +631,9 @@ class Store:
         for key in writes.keys:
             self._keys[key] += 1
         self._bulk += writes.bulk
-        self._objects += bool(writes.objects or writes.updates or writes.deletes)
+        self._objects += bool(
+            writes.objects or writes.updates or writes.kept or writes.metadata or writes.deletes
+        )
         self._queue.append(_Pending(writes, done))
         self._last = done
         self._wake.set()
@@ -644,7 +692,9 @@ class Store:
             if not self._keys[key]:
                 del self._keys[key]
         self._bulk -= writes.bulk
-        self._objects -= bool(writes.objects or writes.updates or writes.deletes)
+        self._objects -= bool(
+            writes.objects or writes.updates or writes.kept or writes.metadata or writes.deletes
+        )
 
     async def create(
         self,
@@ -870,7 +920,7 @@ class Store:
                 }
                 writes.put("run", owner, data)
         await self.submit(writes)
-        return len(writes.updates)
+        return len(writes.updates) + len(writes.kept)
 
     # Replicas.
 

@@ -98,9 +98,13 @@ async def _put_live_metadata(
     too, when it has one, so that the run's own next write keeps the change."""
     live = services.runner.modify(found.id, metadata) if metadata is not None else None
     changed: Live = live or found
-    if metadata is not None:
-        changed.metadata = metadata
-    return await services.store.put(kind, owner, changed)
+    if metadata is None:
+        return changed
+    changed.metadata = metadata
+    # Metadata alone: what the run writes meanwhile (here, or on another server) keeps it.
+    async with services.store.transaction() as tx:
+        tx.set_metadata(kind, owner, changed)
+    return changed
 
 
 async def check_active(
