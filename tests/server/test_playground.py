@@ -30,18 +30,6 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def served(
-    fake_model: FakeModel,
-    tmp_path_factory: pytest.TempPathFactory,
-    docker_client: docker.DockerClient,
-) -> Iterator[Server]:
-    started = start_server(tmp_path_factory.mktemp("playground"), fake_model.url)
-    yield started
-    started.stop()
-    assert "Traceback" not in started.logs(), started.logs()[-3000:]
-
-
-@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     assert os.path.exists(CHROMIUM), "scripts/setup installs Debian's chromium"
     with sync_playwright() as driver:
@@ -98,9 +86,9 @@ def send(page: Page, text: str) -> None:
     page.get_by_role("button", name="Send").click()
 
 
-def test_a_run_streams_its_code_logs_and_chart_into_the_page(served: Server, page: Watched) -> None:
+def test_a_run_streams_its_code_logs_and_chart_into_the_page(server: Server, page: Watched) -> None:
     p = page.page
-    p.goto(root(served))
+    p.goto(root(server))
     fcp = p.evaluate(
         "new Promise(done => new PerformanceObserver("
         "(list) => done(list.getEntries()[0].startTime)"
@@ -142,9 +130,9 @@ def test_a_run_streams_its_code_logs_and_chart_into_the_page(served: Server, pag
     assert 0 < fcp < 300, fcp
 
 
-def test_a_long_run_is_stopped(served: Server, page: Watched) -> None:
+def test_a_long_run_is_stopped(server: Server, page: Watched) -> None:
     p = page.page
-    p.goto(root(served))
+    p.goto(root(server))
     make_assistant(p, "Sleeper")
     send(p, "RUN: import time\nprint('started')\ntime.sleep(60)")
     expect(p.locator(".call .logs").first).to_contain_text("started")
@@ -154,10 +142,10 @@ def test_a_long_run_is_stopped(served: Server, page: Watched) -> None:
 
 
 def test_an_uploaded_csv_is_read_and_a_produced_file_downloaded(
-    served: Server, page: Watched, tmp_path: Path
+    server: Server, page: Watched, tmp_path: Path
 ) -> None:
     p = page.page
-    p.goto(root(served))
+    p.goto(root(server))
     make_assistant(p, "Files")
     data = tmp_path / "sales.csv"
     data.write_text("region,amount\nnorth,10\nsouth,32\n")
@@ -186,9 +174,9 @@ def test_an_uploaded_csv_is_read_and_a_produced_file_downloaded(
     assert page.errors == []
 
 
-def test_a_function_call_is_answered_through_the_form(served: Server, page: Watched) -> None:
+def test_a_function_call_is_answered_through_the_form(server: Server, page: Watched) -> None:
     p = page.page
-    p.goto(root(served))
+    p.goto(root(server))
     weather = {
         "name": "get_weather",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
@@ -208,9 +196,9 @@ def test_a_function_call_is_answered_through_the_form(served: Server, page: Watc
     assert page.errors == []
 
 
-def test_hostile_logs_names_and_text_stay_text(served: Server, page: Watched) -> None:
+def test_hostile_logs_names_and_text_stay_text(server: Server, page: Watched) -> None:
     p = page.page
-    p.goto(root(served))
+    p.goto(root(server))
     make_assistant(p, "Target")
     hostile = "<img src=x onerror=alert(1)><script>alert(2)</script>"
     send(
@@ -231,11 +219,11 @@ def test_hostile_logs_names_and_text_stay_text(served: Server, page: Watched) ->
     page.shot("hostile-output")
 
 
-def test_the_page_and_its_assets_are_small_and_strict(served: Server, page: Watched) -> None:
+def test_the_page_and_its_assets_are_small_and_strict(server: Server, page: Watched) -> None:
     size = sum(f.stat().st_size for f in ASSETS.iterdir() if f.suffix in (".js", ".css"))
     assert size < 300 * 1024, size
     p = page.page
-    response = p.goto(root(served))
+    response = p.goto(root(server))
     assert response is not None
     policy = response.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
@@ -279,9 +267,9 @@ def test_with_keys_the_page_asks_for_one_then_works(
         server.stop()
 
 
-def test_markdown_deep_links_edits_and_the_responses_switch(served: Server, page: Watched) -> None:
+def test_markdown_deep_links_edits_and_the_responses_switch(server: Server, page: Watched) -> None:
     p = page.page
-    p.goto(root(served))
+    p.goto(root(server))
     make_assistant(p, "Writer")
     table = (
         "done\\n\\n| region | amount |\\n|---|---|\\n| north | 10 |"
@@ -295,7 +283,7 @@ def test_markdown_deep_links_edits_and_the_responses_switch(served: Server, page
     assistant_id = thread_url.split("assistant=")[1].split("&")[0]
 
     # A deep link to the assistant alone opens a new thread with it.
-    p.goto(root(served) + f"?assistant={assistant_id}")
+    p.goto(root(server) + f"?assistant={assistant_id}")
     expect(p.locator("#status")).to_contain_text("New thread with Writer")
     expect(p.locator("#threads")).to_contain_text("RUN: print")
     p.goto(thread_url)

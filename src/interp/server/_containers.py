@@ -22,7 +22,7 @@ import psutil
 from .. import Engine, FileInfo, InterpError
 from . import _wire as wire
 from . import _wire_responses as rwire
-from ._errors import APIError, bad_request, file_not_found, not_found
+from ._errors import APIError, bad_request, not_found
 from ._locks import KeyedLocks
 from ._places import Places
 from ._quotas import Quotas
@@ -99,9 +99,7 @@ class Containers:
         before the container is answered; its kernel starts with the first code.
         """
         memory = memory_bytes(memory_limit, param="memory_limit")
-        for file_id in file_ids:
-            if await self._store.get(wire.FILE, owner, file_id) is None:
-                raise file_not_found(file_id, param=param)
+        await wire.check_files(self._store, owner, file_ids, param)
         created = rwire.container(name=name, minutes=minutes, memory_limit=memory_limit)
         async with self._quotas.room(owner, containers=1):
             await self._store.create("container", owner, created)

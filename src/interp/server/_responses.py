@@ -42,7 +42,7 @@ from ..adapters.responses import call_item
 from . import _wire as wire
 from . import _wire_responses as rwire
 from ._containers import Containers, cfile_id
-from ._errors import APIError, bad_request, file_not_found, not_found
+from ._errors import APIError, bad_request, not_found
 from ._store import Store, Writes
 from ._vector_stores import VECTOR_STORE
 from .agent.context import Unit, outputs_text, replay
@@ -270,9 +270,7 @@ class Responder:
 
     async def check_images(self, owner: str, items: list[dict[str, Any]], *, param: str) -> None:
         """The stored files items show as images are the owner's (they go to the model)."""
-        for file_id in dict.fromkeys(_image_files(items)):
-            if await self.store.get(wire.FILE, owner, file_id) is None:
-                raise file_not_found(file_id, param=param)
+        await wire.check_files(self.store, owner, _image_files(items), param)
 
     async def add_items(
         self, owner: str, conversation_id: str, items: list[dict[str, Any]], *, again: bool
@@ -306,9 +304,7 @@ class Responder:
                 tools.append(tool.model_dump(exclude_none=True))
             elif isinstance(tool, CodeInterpreterTool):
                 if isinstance(tool.container, AutoContainer):
-                    for file_id in tool.container.file_ids:
-                        if await self.store.get(wire.FILE, owner, file_id) is None:
-                            raise file_not_found(file_id, param="tools")
+                    await wire.check_files(self.store, owner, tool.container.file_ids, "tools")
                 tools.append(tool.model_dump(exclude_none=True))
             else:
                 if tool.name in names:

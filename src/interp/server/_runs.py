@@ -52,7 +52,7 @@ from .. import Engine, ExecutionResult, FileSaved, ImageSaved, LogChunk, NoSuchF
 from .._models import Event
 from ..adapters import assistants
 from . import _wire as wire
-from ._errors import bad_request
+from ._errors import APIError, bad_request
 from ._locks import KeyedLocks
 from ._places import Places
 from ._store import ACTIVE_RUN, Store, Writes
@@ -67,7 +67,6 @@ from .agent.turn import Agent, Budget, History, Settings
 
 log = logging.getLogger("interp.server")
 
-ACTIVE = ACTIVE_RUN
 DONE = assistants.sse("done", "[DONE]")
 """How the Assistants API ends a stream."""
 INCOMPLETE = {"length": "max_completion_tokens", "prompt": "max_prompt_tokens"}
@@ -142,12 +141,7 @@ class Runner:
             return
         live = next((s for s in self._live.values() if s.thread.id == thread_id), None)
         run_id = waiting[0] if waiting else (live.run.id if live else "")
-        if adding:
-            raise bad_request(
-                f"Can't add messages to {thread_id} while a run {run_id} is active.",
-                param="thread_id",
-            )
-        raise bad_request(f"Thread {thread_id} already has an active run {run_id}.")
+        raise active_run_error(thread_id, run_id, adding=adding)
 
     def modify(self, object_id: str, metadata: dict[str, str]) -> Any:
         """Metadata set on a run (or its reply) while it runs: on the copy its task writes,
@@ -223,7 +217,7 @@ class Runner:
             # Nothing drives it: read it again, so that a run which ended meanwhile (its
             # task stores its end before it finishes) keeps that end.
             run = await self._store.get(wire.RUN, owner, run.id) or run
-        if run.status not in ACTIVE:
+        if run.status not in ACTIVE_RUN:
             raise bad_request(f"Cannot cancel run with status '{run.status}'.")
         if run.status == "requires_action" or not running:
             self._stop_waiting(run.thread_id)
@@ -831,6 +825,17 @@ _CUT: dict[_Ended, Literal["run_failed", "run_cancelled", "run_expired"]] = {
 }
 """How a run that ends so leaves its reply (``incomplete``) and its open step (so)."""
 _CODE_OUTPUTS: TypeAdapter[list[CodeOutput]] = TypeAdapter(list[CodeOutput])
+
+
+def active_run_error(thread_id: str, run_id: str, *, adding: bool = False) -> APIError:
+    """OpenAI's 400 for what a thread's active run forbids: another run, or (``adding``)
+    a new message."""
+    if adding:
+        return bad_request(
+            f"Can't add messages to {thread_id} while a run {run_id} is active.",
+            param="thread_id",
+        )
+    return bad_request(f"Thread {thread_id} already has an active run {run_id}.")
 
 
 def _behind() -> str:

@@ -31,9 +31,9 @@ from openai.types.vector_stores import VectorStoreFile, VectorStoreFileBatch
 
 from .. import Engine, InterpError
 from . import _wire as wire
-from ._errors import APIError, bad_request, file_not_found, not_found
+from ._errors import APIError, bad_request, not_found
 from ._locks import KeyedLocks
-from ._store import Served, Store, Writes
+from ._store import Served, Store, Writes, document
 from .agent.model import UpstreamError
 from .agent.search import Searching
 from .protocol.common import Filter
@@ -137,7 +137,7 @@ class VectorStores:
         file_ids: list[str],
         chunking: ChunkingStrategy | None,
     ) -> VectorStore:
-        await self._check_files(owner, file_ids, "file_ids")
+        await wire.check_files(self._store, owner, file_ids, "file_ids")
         now = wire.now()
         made = VectorStore.model_validate(
             {
@@ -210,7 +210,7 @@ class VectorStores:
     ) -> VectorStoreFile | VectorStoreFileBatch:
         """Add files to a store (one, or a batch of them), to be read in the background;
         a file the store has already keeps its place (and its reading)."""
-        await self._check_files(owner, [f.file_id for f in files], "file_id")
+        await wire.check_files(self._store, owner, [f.file_id for f in files], "file_id")
         async with self._locks.hold(store_id):
             await self._live(owner, store_id)
             made = None
@@ -374,11 +374,6 @@ class VectorStores:
             raise expired_error()
         return found
 
-    async def _check_files(self, owner: str, file_ids: list[str], param: str) -> None:
-        for file_id in dict.fromkeys(file_ids):
-            if await self._store.get(wire.FILE, owner, file_id) is None:
-                raise file_not_found(file_id, param=param)
-
     def _add(
         self,
         writes: Writes,
@@ -421,7 +416,7 @@ class VectorStores:
 
     async def _document(self, owner: str, key: str) -> dict[str, Any]:
         """A store file's JSON as kept (with its batch)."""
-        return (await self._store.get(Served("vs_file", dict), owner, key)) or {}
+        return (await self._store.get(document("vs_file"), owner, key)) or {}
 
     async def ready(self, owner: str, store_ids: list[str], seconds: float) -> None:
         """Return once the stores have no file being read, or after ``seconds``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterable
 from typing import Any, Generic, Literal, TypeVar
 
 from openai.types import FileObject
@@ -16,8 +17,8 @@ from openai.types.beta.threads.runs import RunStep
 from pydantic import BaseModel, TypeAdapter
 
 from .._models import FileInfo
-from ._errors import bad_request
-from ._store import served
+from ._errors import bad_request, file_not_found
+from ._store import Store, served
 from .protocol.assistants import (
     AssistantCreate,
     MessageCreate,
@@ -70,6 +71,13 @@ class Deleted(BaseModel):
     id: str
     object: str
     deleted: bool = True
+
+
+async def check_files(store: Store, owner: str, file_ids: Iterable[str], param: str) -> None:
+    """Every file id names one of the owner's files (else OpenAI's 404 for the first)."""
+    for file_id in dict.fromkeys(file_ids):
+        if await store.get(FILE, owner, file_id) is None:
+            raise file_not_found(file_id, param=param)
 
 
 def new_id(prefix: str) -> str:

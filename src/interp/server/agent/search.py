@@ -123,9 +123,9 @@ class Cited:
             return []
         found = []
         for match in _MARKER.finditer(text):
-            file_id = self.files.get(match.group(2).strip())
+            name = match.group(2).strip()
+            file_id = self.files.get(name)
             if file_id is not None:
-                name = match.group(2).strip()
                 found.append(Citation(match.start(), match.end(), match.group(0), file_id, name))
         return found
 

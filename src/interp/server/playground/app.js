@@ -361,6 +361,19 @@ async function addProduced(fileId) {
 
 // A streamed run, as its events come.
 
+// A tool call in the conversation: its title, its code, its logs, its other outputs.
+function callBox(title) {
+  const box = el("section", null, "call");
+  const code = el("code");
+  const pre = el("pre");
+  pre.append(code);
+  const logs = el("pre", null, "logs");
+  const outputs = el("div", null, "outputs");
+  box.append(el("h4", title, "who"), pre, logs, outputs);
+  $("conversation").append(box);
+  return { box, code, logs, outputs, source: "" };
+}
+
 class RunView {
   constructor() {
     this.calls = new Map();
@@ -371,16 +384,7 @@ class RunView {
     const key = `${stepId}:${delta.index}`;
     let found = this.calls.get(key);
     if (!found) {
-      const box = el("section", null, "call");
-      const title = el("h4", delta.type === "function" ? `Function ${delta.function?.name || ""}` : delta.type === "file_search" ? "File search" : "Code", "who");
-      const code = el("code");
-      const pre = el("pre");
-      pre.append(code);
-      const logs = el("pre", null, "logs");
-      const outputs = el("div", null, "outputs");
-      box.append(title, pre, logs, outputs);
-      $("conversation").append(box);
-      found = { box, code, logs, outputs, source: "" };
+      found = callBox(delta.type === "function" ? `Function ${delta.function?.name || ""}` : delta.type === "file_search" ? "File search" : "Code");
       this.calls.set(key, found);
     }
     return found;
@@ -547,14 +551,7 @@ async function sendToResponses(text) {
   const calls = new Map();
   for await (const { event, data } of events(response)) {
     if (event === "response.output_item.added" && data.item.type === "code_interpreter_call") {
-      const box = el("section", null, "call");
-      const code = el("code");
-      const pre = el("pre");
-      pre.append(code);
-      const logs = el("pre", null, "logs");
-      box.append(el("h4", "Code", "who"), pre, logs);
-      $("conversation").append(box);
-      calls.set(data.item.id, { code, logs, box, source: "" });
+      calls.set(data.item.id, callBox("Code"));
     } else if (event === "response.code_interpreter_call_code.delta") {
       const call = calls.get(data.item_id);
       call.source += data.delta;
@@ -564,7 +561,7 @@ async function sendToResponses(text) {
       const call = calls.get(data.item.id);
       for (const output of data.item.outputs || []) {
         if (output.type === "logs") call.logs.append(document.createTextNode(output.logs));
-        else if (output.type === "image") call.box.append(image(null, new URL(output.url).pathname));
+        else if (output.type === "image") call.outputs.append(image(null, new URL(output.url).pathname));
       }
     } else if (event === "response.output_text.delta") {
       if (!answer) answer = messageBox("assistant");

@@ -14,7 +14,7 @@ from .._errors import bad_request, not_found
 from ..deps import Owner, Page, ServicesDep
 from ..protocol.assistants import AssistantCreate, AssistantModify, ToolResources
 from ..protocol.vector_stores import ExpiresAfter
-from .common import check_files, find, listing
+from .common import find, listing
 
 router = APIRouter()
 
@@ -55,7 +55,8 @@ async def resource_files(
     if resources is None:
         return
     if resources.code_interpreter is not None:
-        await check_files(services, owner, resources.code_interpreter.file_ids, "tool_resources")
+        file_ids = resources.code_interpreter.file_ids
+        await wire.check_files(services.store, owner, file_ids, "tool_resources")
     search = resources.file_search
     if search is None:
         return

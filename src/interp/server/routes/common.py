@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from .. import _wire as wire
-from .._errors import APIError, bad_request, file_not_found, not_found
+from .._errors import APIError, bad_request, not_found
 from .._store import Served
 from ..deps import PageQuery, Services
 
@@ -48,13 +48,6 @@ async def listing(
         before=page.before, where=where,
     )  # fmt: skip
     return wire.page(found.data, found.has_more)
-
-
-async def check_files(services: Services, owner: str, file_ids: list[str], param: str) -> None:
-    """Every file id names one of the owner's files (else OpenAI's 404 for the first)."""
-    for file_id in dict.fromkeys(file_ids):
-        if await services.store.get(wire.FILE, owner, file_id) is None:
-            raise file_not_found(file_id, param=param)
 
 
 def sse(stream: AsyncIterator[str]) -> StreamingResponse:

@@ -17,7 +17,7 @@ from openai.types.beta.threads.runs import RunStep
 
 from .. import _wire as wire
 from .._errors import bad_request, not_found
-from .._runs import DONE, message_unit
+from .._runs import DONE, active_run_error, message_unit
 from .._store import Conflict, Writes
 from ..agent.context import Unit
 from ..deps import Cursor, Include, Owner, Page, Services, ServicesDep
@@ -33,7 +33,7 @@ from ..protocol.assistants import (
 )
 from ..protocol.vector_stores import BatchFile, ExpiresAfter
 from .assistants import resource_files
-from .common import check_files, find, listing, sse
+from .common import find, listing, sse
 
 SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
 """What a run's ``include`` names to keep the text of the passages its searches found."""
@@ -62,7 +62,7 @@ async def check_messages(services: Services, owner: str, messages: list[MessageC
     """Every file the messages attach or show is the owner's (checked before anything is
     made)."""
     attached = [a.file_id for m in messages for a in m.attachments or []]
-    await check_files(services, owner, attached, "attachments")
+    await wire.check_files(services.store, owner, attached, "attachments")
     shown = [
         part.image_file.file_id
         for m in messages
@@ -70,7 +70,7 @@ async def check_messages(services: Services, owner: str, messages: list[MessageC
         for part in m.content
         if isinstance(part, ImageFilePart)
     ]
-    await check_files(services, owner, shown, "content")
+    await wire.check_files(services.store, owner, shown, "content")
 
 
 def add_message(tx: Writes, owner: str, thread_id: str, body: MessageCreate) -> Message:
@@ -115,14 +115,8 @@ async def check_active(
     if not services.store.shared:
         return  # one server: its own runner knows (``check_idle``)
     run_id = await services.store.active_run(owner, thread_id)
-    if run_id is None:
-        return
-    if adding:
-        raise bad_request(
-            f"Can't add messages to {thread_id} while a run {run_id} is active.",
-            param="thread_id",
-        )
-    raise bad_request(f"Thread {thread_id} already has an active run {run_id}.")
+    if run_id is not None:
+        raise active_run_error(thread_id, run_id, adding=adding)
 
 
 async def new_thread(services: Services, owner: str, body: ThreadCreate) -> Thread:
