@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,3 +102,54 @@ def containers_of(client: docker.DockerClient, engine_id: str) -> list[Container
 def assert_no_containers(client: docker.DockerClient, engine_id: str) -> None:
     left = containers_of(client, engine_id)
     assert not left, f"engine {engine_id} left containers behind: {[c.id for c in left]}"
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """An S3 server on loopback: the ``AWS_*`` variables that reach it."""
+
+    env: dict[str, str]
+
+    def bucket_url(self) -> str:
+        """A fresh bucket (made by the file store on open) and prefix."""
+        return f"s3://interp-{secrets.token_hex(4)}/files"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 server in its own process, over HTTP with signed requests, as any S3
+    server is reached (Debian 12 packages no S3 server; MinIO, SeaweedFS or AWS in
+    production)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path_factory.mktemp("s3") / "server.log").open("wb")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={"PATH": os.environ.get("PATH", ""), "MOTO_ALLOW_NONEXISTENT_REGION": "false"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(url, timeout=1)
+            break
+        except requests.exceptions.ConnectionError:
+            assert process.poll() is None, "moto_server exited"
+            assert time.monotonic() < deadline, "moto_server did not answer in 30 s"
+            time.sleep(0.1)
+    try:
+        yield S3Server(
+            {
+                "AWS_ENDPOINT_URL": url,
+                "AWS_REGION": "eu-west-1",
+                "AWS_ACCESS_KEY_ID": "interp-test",
+                "AWS_SECRET_ACCESS_KEY": "interp-test-secret",
+            }
+        )
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()

@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from ._exceptions import ConfigError
+from ._object_store import parse_file_store
 from ._preload import check_module
 
 # Bumped whenever sandbox-image/ changes in a way the engine depends on; the engine
@@ -144,6 +145,10 @@ class Config(BaseSettings):
 
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir("interp")))
     """Where session files, produced files and the file index live."""
+    file_store: str | None = None
+    """Where stored files' bytes of record live besides ``data_dir``: unset, nowhere else;
+    ``s3://BUCKET[/PREFIX]``, an S3 bucket that servers sharing a database share too
+    (endpoint, region and credentials from the ``AWS_*`` variables)."""
 
     # `interp serve`.
     host: str = "127.0.0.1"
@@ -191,6 +196,13 @@ class Config(BaseSettings):
     @classmethod
     def _module_names(cls, value: list[str]) -> list[str]:
         return [check_module(name) for name in value]
+
+    @field_validator("file_store")
+    @classmethod
+    def _file_store_url(cls, value: str | None) -> str | None:
+        if value:
+            parse_file_store(value)
+        return value or None
 
     @field_validator("env")
     @classmethod

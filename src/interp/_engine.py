@@ -39,6 +39,7 @@ from ._models import (
     FileInfo,
     SessionInfo,
 )
+from ._object_store import S3Objects
 from ._owner import owner_dir_name
 from ._pool import KernelPool
 from ._sandbox_files import SandboxFileError, copy_fd, create_new, open_in, opened_dir, scan
@@ -103,6 +104,7 @@ class Engine:
         if self._started:
             return
         await self._backend.open()
+        remote = S3Objects(self.config.file_store) if self.config.file_store else None
         try:
             self._files = await asyncio.to_thread(
                 FileStore,
@@ -110,6 +112,7 @@ class Engine:
                 max_bytes=self.config.store_size,
                 owner=self._owner,
                 is_open=lambda session: session in self._sessions,
+                remote=remote,
             )
         except (OSError, sqlite3.Error) as exc:
             raise FileStoreError(

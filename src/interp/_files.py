@@ -1,5 +1,8 @@
 """The file store: produced images and files on disk, their metadata in SQLite.
 
+With an object store (``interp._object_store``: ``file_store = "s3://…"``) the bucket holds
+the bytes of record and the directory is also a cache of the files other engines stored.
+
 Bytes never stay in memory longer than one write; ids look like OpenAI's (``file-…``).
 The store has a size budget: a new file that does not fit first evicts, oldest first, the
 files of sessions that are closed; if that is not enough, it is refused
@@ -24,6 +27,7 @@ from pathlib import Path
 
 from ._exceptions import InvalidInputError, StoreFullError
 from ._models import FileInfo
+from ._object_store import S3Objects
 from ._owner import stale_dirs
 from ._sandbox_files import copy_fd, remove_tree
 
@@ -34,7 +38,8 @@ CREATE TABLE IF NOT EXISTS files (
     bytes INTEGER NOT NULL,
     mime TEXT NOT NULL,
     created_at TEXT NOT NULL,
-    session TEXT
+    session TEXT,
+    cached INTEGER NOT NULL DEFAULT 0
 )
 """
 _SELECT = "SELECT id, name, bytes, mime, created_at, session FROM files"
@@ -60,7 +65,10 @@ class FileStore:
 
     ``owner`` names this engine's scratch directory (see ``interp._owner``); scratch
     directories of engines that are gone are removed when a store opens.
-    ``is_open(session)`` tells whether a session's files are still in use.
+    ``is_open(session)`` tells whether a session's files are still in use. With
+    ``remote``, every file is written there too before it counts as stored, and a file
+    missing here is looked for there (a copy kept as ``cached``: evicted first, as it can
+    be fetched again).
     """
 
     def __init__(
@@ -70,6 +78,7 @@ class FileStore:
         max_bytes: int,
         owner: str,
         is_open: Callable[[str], bool] = lambda session: False,
+        remote: S3Objects | None = None,
     ) -> None:
         self._dir = root / "files"
         scratch_parent = self._dir / "scratch"
@@ -80,6 +89,9 @@ class FileStore:
         self._scratch.mkdir(exist_ok=True)
         self._max_bytes = max_bytes
         self._is_open = is_open
+        self._remote = remote
+        if remote is not None:
+            remote.open()
         self._db = sqlite3.connect(root / "files.db", check_same_thread=False)
         self._lock = threading.Lock()
         with self._lock, self._db:
@@ -87,6 +99,9 @@ class FileStore:
             # Under WAL, NORMAL cannot corrupt the index; it spares an fsync per stored file.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
+            if "cached" not in columns:  # a store made before there were copies
+                self._db.execute("ALTER TABLE files ADD COLUMN cached INTEGER NOT NULL DEFAULT 0")
             self._used: int = self._db.execute(
                 "SELECT COALESCE(SUM(bytes), 0) FROM files"
             ).fetchone()[0]
@@ -169,38 +184,56 @@ class FileStore:
             created_at=datetime.now(UTC),
             session=session,
         )
-        with self._lock:
-            self._make_room(info.bytes)
-            os.replace(path, self.path(info.id))
-            with self._db:
-                self._db.execute(
-                    "INSERT INTO files (id, name, bytes, mime, created_at, session)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        info.id,
-                        info.name,
-                        info.bytes,
-                        info.mime,
-                        info.created_at.isoformat(),
-                        info.session,
-                    ),
-                )
-            self._used += info.bytes
+        if self._remote is not None:
+            self._remote.put(info.id, path, _metadata(info), mime)
+        try:
+            with self._lock:
+                self._make_room(info.bytes)
+                self._insert(path, info, cached=False)
+        except BaseException:
+            if self._remote is not None:
+                self._remote.delete(info.id)
+            raise
         return info
 
+    def _insert(self, path: Path, info: FileInfo, *, cached: bool) -> None:
+        """Move a file into the store and index it (under the lock, room made)."""
+        os.replace(path, self.path(info.id))
+        with self._db:
+            self._db.execute(
+                "INSERT INTO files (id, name, bytes, mime, created_at, session, cached)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    info.id,
+                    info.name,
+                    info.bytes,
+                    info.mime,
+                    info.created_at.isoformat(),
+                    info.session,
+                    int(cached),
+                ),
+            )
+        self._used += info.bytes
+
     def _make_room(self, size: int) -> None:
-        """Evict files of closed sessions, oldest first, until ``size`` more bytes fit."""
+        """Evict, oldest first, until ``size`` more bytes fit: files of closed sessions
+        (from everywhere); with a remote, also any file's copy here (it can be fetched
+        again), copies of others' files first."""
         if self._used + size <= self._max_bytes:
             return
+        # Without a remote, only session files may go; with one, any copy here.
         rows = self._db.execute(
-            "SELECT id, bytes, session FROM files WHERE session IS NOT NULL"
-            " ORDER BY created_at, rowid"
+            "SELECT id, bytes, session, cached FROM files WHERE session IS NOT NULL OR ?"
+            " ORDER BY cached DESC, created_at, rowid",
+            (self._remote is not None,),
         ).fetchall()
-        for file_id, nbytes, session in rows:
+        for file_id, nbytes, session, cached in rows:
             if self._used + size <= self._max_bytes:
                 return
-            if not self._is_open(session):
+            if session is not None and not cached and not self._is_open(session):
                 self._forget(file_id, nbytes)
+            elif self._remote is not None:
+                self._forget(file_id, nbytes, everywhere=False)
         if self._used + size > self._max_bytes:
             raise StoreFullError(
                 f"the file store is full: {size} bytes do not fit in {self._max_bytes}"
@@ -208,31 +241,40 @@ class FileStore:
                 hint="delete files you no longer need or raise store_size",
             )
 
-    def _forget(self, file_id: str, nbytes: int) -> None:
+    def _forget(self, file_id: str, nbytes: int, *, everywhere: bool = True) -> None:
         with self._db:
             self._db.execute("DELETE FROM files WHERE id = ?", (file_id,))
         self.path(file_id).unlink(missing_ok=True)
         self._used -= nbytes
+        if everywhere and self._remote is not None:
+            self._remote.delete(file_id)
 
     def delete(self, file_id: str) -> bool:
         """Delete a stored file; ``False`` if there was none of that id."""
         self.path(file_id)
         with self._lock:
             row = self._db.execute("SELECT bytes FROM files WHERE id = ?", (file_id,)).fetchone()
-            if row is None:
-                return False
-            self._forget(file_id, row[0])
+            if row is not None:
+                self._forget(file_id, row[0])
+                return True
+        if self._remote is None or not self._remote.exists(file_id):
+            return False
+        self._remote.delete(file_id)
         return True
 
     def detach(self, file_id: str) -> bool:
         """Make a file the caller's own: no longer its session's, so it outlives the
         session and is never evicted. ``False`` if there is no file of that id."""
-        self.path(file_id)
+        info = self.get(file_id)
+        if info is None:
+            return False
         with self._lock, self._db:
-            changed = self._db.execute(
-                "UPDATE files SET session = NULL WHERE id = ?", (file_id,)
-            ).rowcount
-        return bool(changed)
+            self._db.execute("UPDATE files SET session = NULL, cached = 0 WHERE id = ?", (file_id,))
+        if self._remote is not None:
+            self._remote.relabel(
+                file_id, _metadata(info.model_copy(update={"session": None})), info.mime
+            )
+        return True
 
     def delete_session(self, session: str) -> int:
         """Delete every file a session stored; return how many."""
@@ -247,6 +289,8 @@ class FileStore:
     def read(self, file_id: str) -> bytes:
         """A stored file's bytes. Refuses anything but a regular file in the store itself:
         a symlink planted at a stored path is never followed."""
+        if self.get(file_id) is None:
+            raise InvalidInputError(f"cannot read {file_id}: no such file")
         try:
             fd = os.open(self.path(file_id), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
@@ -257,12 +301,55 @@ class FileStore:
             return stored.read()
 
     def get(self, file_id: str) -> FileInfo | None:
+        """A file's info; with a remote, a file stored by another engine is fetched here
+        first (its bytes, to be placed or read)."""
         self.path(file_id)
         with self._lock:
             row = self._db.execute(_SELECT + " WHERE id = ?", (file_id,)).fetchone()
-        return None if row is None else _info(row)
+        if row is not None:
+            return _info(row)
+        return None if self._remote is None else self._fetch(self._remote, file_id)
+
+    def _fetch(self, remote: S3Objects, file_id: str) -> FileInfo | None:
+        scratch = self.scratch_path()
+        try:
+            fetched = remote.fetch(file_id, scratch, max_bytes=self._max_bytes)
+            if fetched is None:
+                return None
+            meta = fetched.metadata
+            info = FileInfo(
+                id=file_id,
+                name=meta.get("name") or file_id,
+                bytes=scratch.stat().st_size,
+                mime=meta.get("mime") or "application/octet-stream",
+                created_at=datetime.fromisoformat(meta["created-at"])
+                if "created-at" in meta
+                else datetime.now(UTC),
+                session=meta.get("session") or None,
+            )
+            with self._lock:
+                row = self._db.execute(_SELECT + " WHERE id = ?", (file_id,)).fetchone()
+                if row is not None:  # fetched meanwhile by another thread
+                    return _info(row)
+                self._make_room(info.bytes)
+                self._insert(scratch, info, cached=True)
+            return info
+        finally:
+            scratch.unlink(missing_ok=True)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        if self._remote is not None:
+            self._remote.close()
         remove_tree(self._scratch)
+
+
+def _metadata(info: FileInfo) -> dict[str, str]:
+    """What another engine needs to know of a file it fetches."""
+    return {
+        "name": info.name,
+        "mime": info.mime,
+        "created-at": info.created_at.isoformat(),
+        "session": info.session or "",
+    }

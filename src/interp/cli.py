@@ -481,6 +481,14 @@ def serve(
             "--db", help="postgresql+asyncpg://… (default: SQLite in the data directory)."
         ),
     ] = None,
+    file_store: Annotated[
+        str | None,
+        typer.Option(
+            "--file-store",
+            help="s3://BUCKET[/PREFIX]: stored files' bytes in a bucket that replicas share"
+            " (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).",
+        ),
+    ] = None,
     runtime: RuntimeOpt = None,
     api_key: Annotated[
         list[str] | None,
@@ -503,6 +511,7 @@ def serve(
         model=model,
         embedding_model=embedding_model,
         db=db,
+        file_store=file_store,
         runtime=runtime,
         api_keys=api_key or None,
     )
@@ -547,6 +556,8 @@ def serve(
         + f"; File Search embeddings: {config.embedding_model}"
     )
     err.print(f"  database: {_hide_password(db_url(config))}")
+    if config.file_store:
+        err.print(f"  file store: {config.file_store}")
     err.print(
         "  keys: "
         + (f"{len(config.api_keys)} required" if config.api_keys else "none (loopback only)")

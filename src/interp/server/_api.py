@@ -32,6 +32,7 @@ from .._exceptions import (
     SessionNotFoundError,
     StoreFullError,
 )
+from .._object_store import S3Objects
 from ._containers import Containers
 from ._errors import APIError, bad_request, not_found
 from ._mcp import McpSessions
@@ -66,9 +67,11 @@ _LOCAL_OWNER = "local"
 
 
 async def preflight(config: Config) -> None:
-    """Check what serving needs before serving: the database opens and has the schema.
+    """Check what serving needs before serving: the database opens and has the schema,
+    the file store's bucket (if any) answers.
 
-    Raises ``ConfigError`` saying what is wrong, so the command can say it in one line.
+    Raises ``ConfigError`` or ``FileStoreError`` saying what is wrong, so the command can
+    say it in one line.
     """
     await asyncio.to_thread(config.data_dir.mkdir, parents=True, exist_ok=True)
     store = Store(db_url(config))
@@ -76,6 +79,12 @@ async def preflight(config: Config) -> None:
         await store.open()
     finally:
         await store.close()
+    if config.file_store:
+        bucket = S3Objects(config.file_store)
+        try:
+            await asyncio.to_thread(bucket.open)
+        finally:
+            bucket.close()
 
 
 def db_url(config: Config) -> str:
