@@ -169,6 +169,11 @@ class Config(BaseSettings):
     replica_lease: float = Field(30.0, gt=0)
     """Seconds after its last heartbeat (every third of it) that a server sharing the
     database is taken as gone: its unfinished runs and responses are then failed."""
+    replica_url: str | None = None
+    """The URL other servers sharing the database reach this one at (``http://HOST:PORT``):
+    a run or a container call that lands on another is forwarded here while this server
+    holds its kernel. Unset: not forwarded; the other starts a kernel of its own and the
+    code is told its session was restarted."""
     embedding_model: str = Field("builtin", min_length=1)
     """What File Search ranks by meaning with, besides keywords: ``builtin`` (a small model
     shipped in a package, run in the server), a model the upstream serves at

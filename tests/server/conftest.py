@@ -61,9 +61,13 @@ class Server:
 
 
 def start_server(
-    tmp_path: Path, model_url: str, *extra: str, env: dict[str, str] | None = None
+    tmp_path: Path,
+    model_url: str,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Server:
-    port = free_port()
+    port = port or free_port()
     data_dir = tmp_path / "data"
     log = tmp_path / f"serve-{port}.log"
     environment = {

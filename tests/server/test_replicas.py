@@ -5,22 +5,27 @@ other's live work alone, and a replica that dies has its work failed within its 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import secrets
 import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import docker
 import openai
 import pytest
 
-from ..conftest import containers_labelled
+from interp.server._replicas import RESTARTED
+
+from ..conftest import S3Server, containers_labelled
 from .conftest import Server, start_server
-from .fake_model import FakeModel
+from .fake_model import FakeModel, free_port
 from .test_server_lifecycle import code_assistant
 
 POSTGRES = os.environ.get("INTERP_TEST_POSTGRES_URL")
@@ -51,35 +56,98 @@ def database() -> Iterator[str]:
     asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
-def replica(root: Path, name: str, model: FakeModel, database: str) -> Server:
-    """A replica with its own directory (its data, as another machine's would be)."""
+@pytest.fixture
+def shared(database: str, s3_server: S3Server) -> Shared:
+    return Shared(database, s3_server.bucket_url(), s3_server.env)
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What replicas share: a database and a bucket."""
+
+    database: str
+    bucket: str
+    env: dict[str, str]
+
+
+def replica(root: Path, name: str, model: FakeModel, shared: Shared, *, url: bool = True) -> Server:
+    """A replica with its own directory (its data, as another machine's would be), that
+    the others reach at its URL (with ``url``)."""
     (root / name).mkdir(exist_ok=True)
+    port = free_port()
+    env = {"INTERP_REPLICA_LEASE": LEASE, **shared.env}
+    if url:
+        env["INTERP_REPLICA_URL"] = f"http://127.0.0.1:{port}"
     return start_server(
-        root / name, model.url, "--db", database, env={"INTERP_REPLICA_LEASE": LEASE}
+        root / name,
+        model.url,
+        "--db",
+        shared.database,
+        "--file-store",
+        shared.bucket,
+        env=env,
+        port=port,
     )
 
 
-def sleeping(client: openai.OpenAI, seconds: float) -> tuple[str, str]:
-    """A run whose code sleeps, once it is running: its thread and run ids."""
+def run_code(client: openai.OpenAI, thread_id: str, code: str) -> list[str]:
+    """Run ``code`` on the thread (streamed, as the quickstart does); its logs."""
+    client.beta.threads.messages.create(thread_id, role="user", content=f"RUN: {code}")
+    with client.beta.threads.runs.stream(
+        thread_id=thread_id, assistant_id=code_assistant(client)
+    ) as stream:
+        stream.until_done()
+        run = stream.get_final_run()
+    assert run.status == "completed", run.last_error
+    return code_logs(client, thread_id, run.id)
+
+
+def code_logs(client: openai.OpenAI, thread_id: str, run_id: str) -> list[str]:
+    steps = client.beta.threads.runs.steps.list(run_id, thread_id=thread_id, order="asc")
+    return [
+        output.logs
+        for step in steps
+        if step.step_details.type == "tool_calls"
+        for call in step.step_details.tool_calls
+        if call.type == "code_interpreter"
+        for output in call.code_interpreter.outputs
+        if output.type == "logs"
+    ]
+
+
+def sleeping(server: Server, seconds: float, *file_ids: str) -> tuple[str, str]:
+    """A run whose code sleeps, once the code runs (its thread has ``file_ids`` for the
+    code): its thread and run ids."""
+    client = server.client()
+    marker = secrets.token_hex(8)
+    tools: list[Any] = [{"type": "code_interpreter"}]
     thread = client.beta.threads.create(
-        messages=[{"role": "user", "content": f"RUN: import time\ntime.sleep({seconds})"}]
+        messages=[
+            {
+                "role": "user",
+                "content": f"RUN: open({marker!r}, 'w').close()\n"
+                f"import time\ntime.sleep({seconds})",
+                "attachments": [{"file_id": file_id, "tools": tools} for file_id in file_ids],
+            }
+        ]
     )
     run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=code_assistant(client))
     deadline = time.monotonic() + 30
-    while client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status != "in_progress":
+    while not any(server.data_dir.rglob(marker)):  # in the session's /mnt/data
         assert time.monotonic() < deadline
         time.sleep(0.1)
+    assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "in_progress"
     return thread.id, run.id
 
 
 def test_starting_a_replica_leaves_anothers_live_run_alone(
-    tmp_path: Path, database: str, docker_client: docker.DockerClient
+    tmp_path: Path, shared: Shared, docker_client: docker.DockerClient
 ) -> None:
     with FakeModel() as model:
-        a = replica(tmp_path, "a", model, database)
+        a = replica(tmp_path, "a", model, shared)
         try:
-            thread_id, run_id = sleeping(a.client(), 6)
-            b = replica(tmp_path, "b", model, database)
+            thread_id, run_id = sleeping(a, 6)
+            b = replica(tmp_path, "b", model, shared)
             try:
                 # The thread's rules hold through B too: no second run, no message.
                 other = b.client()
@@ -111,13 +179,18 @@ def test_starting_a_replica_leaves_anothers_live_run_alone(
 
 
 def test_a_dead_replicas_run_is_failed_within_its_lease(
-    tmp_path: Path, database: str, docker_client: docker.DockerClient
+    tmp_path: Path, shared: Shared, docker_client: docker.DockerClient
 ) -> None:
     with FakeModel() as model:
-        a = replica(tmp_path, "a", model, database)
-        b = replica(tmp_path, "b", model, database)
+        a = replica(tmp_path, "a", model, shared)
+        b = replica(tmp_path, "b", model, shared)
         try:
-            thread_id, run_id = sleeping(a.client(), 60)
+            # A file uploaded through A is B's too, byte for byte.
+            data = "région,ventes\nnord,10\n".encode() * 1000
+            uploaded = a.client().files.create(file=("ventes.csv", data), purpose="assistants")
+            assert b.client().files.content(uploaded.id).read() == data
+
+            thread_id, run_id = sleeping(a, 60, uploaded.id)
             a.process.send_signal(signal.SIGKILL)
             a.process.wait(30)
             killed = time.monotonic()
@@ -130,24 +203,78 @@ def test_a_dead_replicas_run_is_failed_within_its_lease(
                 time.sleep(0.2)
             assert run.status == "failed" and run.last_error is not None
             assert "server stopped" in run.last_error.message
+
+            # The thread goes on through B, with every file it had.
+            client = b.client()
+            code = (
+                "import hashlib\nprint(hashlib.sha256(open('ventes.csv', 'rb').read()).hexdigest())"
+            )
+            client.beta.threads.messages.create(thread_id, role="user", content=f"RUN: {code}")
+            run = client.beta.threads.runs.create_and_poll(
+                thread_id=thread_id, assistant_id=code_assistant(client), poll_interval_ms=100
+            )
+            assert run.status == "completed", run.last_error
+            (logs,) = code_logs(client, thread_id, run.id)
+            # The kernel is a new one, and the code is told so, once.
+            assert logs.startswith(RESTARTED), logs
+            assert hashlib.sha256(data).hexdigest() in logs
+            assert run_code(client, thread_id, "print('again')") == ["again\n"]
         finally:
             b.stop()
             # A restarted replica cleans what its previous life left (its sandboxes, its
             # mounts).
-            again = replica(tmp_path, "a", model, database)
+            again = replica(tmp_path, "a", model, shared)
             again.stop()
         owner = f"io.interp.owner-pid={a.process.pid}"
         assert containers_labelled(docker_client, owner) == []
 
 
+def test_a_threads_variables_are_reached_through_either_replica(
+    tmp_path: Path, shared: Shared, docker_client: docker.DockerClient
+) -> None:
+    """A run that lands on the replica not holding the thread's kernel is forwarded to
+    the one that does (its stream too); without a URL to forward to, the other replica
+    starts a kernel of its own and the code is told its session was restarted."""
+    with FakeModel() as model:
+        a = replica(tmp_path, "a", model, shared)
+        b = replica(tmp_path, "b", model, shared)
+        c = replica(tmp_path, "c", model, shared, url=False)
+        d = replica(tmp_path, "d", model, shared, url=False)
+        try:
+            thread_id = a.client().beta.threads.create().id
+            assert run_code(a.client(), thread_id, "x = 41") == []
+            assert run_code(b.client(), thread_id, "print(x + 1)") == ["42\n"]
+            assert run_code(a.client(), thread_id, "x += 1\nprint(x)") == ["42\n"]
+
+            # Without URLs, D takes the thread over from C: said once, in the step and
+            # to the model; C's kernel is stale then, and C gives it up rather than run
+            # on old variables.
+            thread_id = c.client().beta.threads.create().id
+            assert run_code(c.client(), thread_id, "y = 1") == []
+            (logs,) = run_code(d.client(), thread_id, "print('y' in globals())")
+            assert logs == f"{RESTARTED}\nFalse\n"
+            told = [m for m in model.requests[-1]["messages"] if m["role"] == "tool"]
+            assert RESTARTED in told[-1]["content"]
+            assert run_code(d.client(), thread_id, "y = 2") == []
+            (logs,) = run_code(c.client(), thread_id, "print('y' in globals())")
+            assert logs == f"{RESTARTED}\nFalse\n"
+            # B cannot reach C (no URL): B takes over; then C forwards to B, which it can.
+            (logs,) = run_code(b.client(), thread_id, "y = 3\nprint('y' in globals())")
+            assert logs == f"{RESTARTED}\nTrue\n"
+            assert run_code(c.client(), thread_id, "print(y)") == ["3\n"]
+        finally:
+            for server in (a, b, c, d):
+                server.stop()
+
+
 def test_runs_started_at_once_through_two_replicas_make_one_active_run(
-    tmp_path: Path, database: str, docker_client: docker.DockerClient
+    tmp_path: Path, shared: Shared, docker_client: docker.DockerClient
 ) -> None:
     """Eight run requests on one idle thread, at once, half through each replica: the
     database's rule (one active run per thread) lets exactly one through."""
     with FakeModel() as model:
-        a = replica(tmp_path, "a", model, database)
-        b = replica(tmp_path, "b", model, database)
+        a = replica(tmp_path, "a", model, shared)
+        b = replica(tmp_path, "b", model, shared)
         try:
             clients = [a.client(), b.client()]
             assistant_id = code_assistant(clients[0])

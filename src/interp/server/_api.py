@@ -35,6 +35,7 @@ from .._exceptions import (
 from .._object_store import S3Objects
 from ._containers import Containers
 from ._errors import APIError, bad_request, not_found
+from ._forward import Forward
 from ._mcp import McpSessions
 from ._mcp import build as build_mcp
 from ._places import Places
@@ -265,6 +266,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
     """The ASGI app; the engine (``engine``, else one made from ``config``), store and
     model client live for the app's lifespan."""
     holder: dict[str, Services] = {}
+    replicas_of: dict[str, Replicas] = {}
     mcp, mcp_sessions = build_mcp(lambda: holder["state"].engine, lambda: holder["state"].places)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=config.host)
 
@@ -273,7 +275,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         await asyncio.to_thread(config.data_dir.mkdir, parents=True, exist_ok=True)
         store = Store(db_url(config))
         await store.open()
-        replicas = Replicas(store, config.data_dir, config.replica_lease)
+        replicas = Replicas(store, config.data_dir, config.replica_lease, config.replica_url)
         failed = await replicas.start()
         if failed:
             log.warning("%d runs left in progress by a stop were marked failed", failed)
@@ -295,7 +297,6 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         windows = Windows(
             model, default=config.model_context_tokens, table=dict(config.model_contexts)
         )
-        agent = Agent(model, windows, files=engine_files(sandbox), search=stores.for_run)
 
         def key_share(total: int) -> int:
             """What one key may hold of ``total`` unless set: a quarter with API keys (so
@@ -306,6 +307,14 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             sandbox,
             per_key=config.max_sessions_per_key or key_share(config.max_sessions),
             total=config.max_sessions,
+            replicas=replicas,
+        )
+        agent = Agent(
+            model,
+            windows,
+            files=engine_files(sandbox),
+            search=stores.for_run,
+            restart_note=places.restart_note,
         )
         runner = Runner(
             store=store,
@@ -335,6 +344,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         )
         containers.start()
         await stores.start()
+        replicas_of["replicas"] = replicas
         holder["state"] = app.state.services = Services(
             config, store, sandbox, places, model, runner, containers, responder, quotas, stores
         )
@@ -347,6 +357,8 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             async with mcp.session_manager.run():
                 yield
         finally:
+            replicas_of.clear()
+            await forward.close()
             await responder.close()
             await stores.close()
             await containers.close()
@@ -419,8 +431,9 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
     parts = (assistants, threads, files, responses, conversations, vector_stores, playground)
     for part in parts:
         app.include_router(part.router)
+    forward = Forward(app, lambda: replicas_of.get("replicas"), owner_of)
     wrapped = _BodyLimit(
-        _WithMcp(app, mcp_app, owner_of, mcp_sessions),
+        _WithMcp(forward, mcp_app, owner_of, mcp_sessions),
         upload_bytes=config.max_upload_bytes,
         grace=config.body_timeout,
         min_rate=config.body_min_rate,

@@ -274,6 +274,7 @@ class Containers:
             if self._engine.has_session(container_id):
                 with contextlib.suppress(InterpError):
                     await self._engine.close_session(container_id)
+            await self._places.forget(container_id)
             for record in await self._store.all(rwire.CONTAINER_FILE, owner, parent=container_id):
                 with contextlib.suppress(InterpError):
                     await self._engine.delete_file(stored_id(record.id))

@@ -15,17 +15,24 @@ import logging
 from collections.abc import Sequence
 
 from .. import CapacityError, Engine, SessionInfo
+from ._replicas import RESTARTED, Replicas
 
 log = logging.getLogger("interp.server")
 
 
 class Places:
-    def __init__(self, engine: Engine, *, per_key: int, total: int) -> None:
+    def __init__(
+        self, engine: Engine, *, per_key: int, total: int, replicas: Replicas | None = None
+    ) -> None:
         self._engine = engine
         self.per_key = per_key
         self.total = total
+        self._replicas = replicas
         self._owners: dict[str, str] = {}
         """Session id -> the owner it was opened for."""
+        self._restarted: set[str] = set()
+        """Sessions opened again (after a reclaim, an expiry, a restart, on another
+        replica), whose next call is to say so."""
         self._lock = asyncio.Lock()
 
     async def open(
@@ -38,17 +45,37 @@ class Places:
     ) -> str:
         """The session, opened for ``owner`` if it is not open (making room as above);
         ``file_ids`` are put in its /mnt/data either way."""
-        engine = self._engine
+        engine, replicas = self._engine, self._replicas
+        # Taken over by another replica since: this kernel's variables are stale.
+        if replicas and engine.has_session(session) and not await replicas.holds(session):
+            log.info("session %s is held by another replica now", session)
+            await engine.close_session(session, keep_files=True)
         if not engine.has_session(session):
             async with self._lock:
                 if not engine.has_session(session):
                     await self._make_room(owner)
                     await engine.create_session(session, file_ids=file_ids, memory=memory)
                     self._owners[session] = owner
+                    if replicas is not None and await replicas.claim(session):
+                        self._restarted.add(session)
                     return session
         if file_ids:
             await engine.create_session(session, file_ids=file_ids)
         return session
+
+    def restart_note(self, session: str) -> str | None:
+        """What the next call in ``session`` is to say first (once): that its kernel is
+        a new one."""
+        if session in self._restarted:
+            self._restarted.discard(session)
+            return RESTARTED
+        return None
+
+    async def forget(self, session: str) -> None:
+        """The thread or container is deleted: its kernel's record goes too."""
+        self._restarted.discard(session)
+        if self._replicas is not None:
+            await self._replicas.forget(session)
 
     async def _make_room(self, owner: str) -> None:
         live = {info.id: info for info in self._engine.sessions()}

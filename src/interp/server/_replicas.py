@@ -15,20 +15,29 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from pathlib import Path
 
-from ._store import Store
+from ._store import Holder, Store
 
 log = logging.getLogger("interp.server")
 
 ID_FILE = "replica-id"
 
 
+RESTARTED = (
+    "[The Python session was restarted: variables, imports and definitions from earlier"
+    " calls are gone; the files in /mnt/data are back.]"
+)
+
+
 class Replicas:
-    def __init__(self, store: Store, data_dir: Path, lease: float) -> None:
+    def __init__(self, store: Store, data_dir: Path, lease: float, url: str | None = None) -> None:
         self._store = store
         self._file = data_dir / ID_FILE
         self.lease = lease
+        self.url = url
+        """Where the other replicas reach this one, to forward calls to its kernels."""
         self.id = "rep_" + secrets.token_hex(8)
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -38,11 +47,37 @@ class Replicas:
         previous = await asyncio.to_thread(self._previous)
         alive = [found for found in await self._store.alive(self.lease) if found != previous]
         failed = await self._store.fail_unfinished_runs(alive=alive)
-        await self._store.heartbeat(self.id)
+        await self._store.heartbeat(self.id, self.url)
         await asyncio.to_thread(self._file.write_text, self.id)
         self._store.replica = self.id
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="interp-replicas")
         return failed
+
+    # Kernels: a thread's or a container's lives on one replica.
+
+    async def elsewhere(self, key: str) -> Holder | None:
+        """The live replica other than this one that holds ``key``'s kernel, if any."""
+        if not self._store.shared:
+            return None
+        found = await self._store.holder(key)
+        if found is None or found.replica == self.id or found.heartbeat is None:
+            return None
+        return found if found.heartbeat >= time.time() - self.lease else None
+
+    async def holds(self, key: str) -> bool:
+        """Whether this replica still holds ``key``'s kernel (another may have taken it)."""
+        if not self._store.shared:
+            return True
+        found = await self._store.holder(key)
+        return found is None or found.replica == self.id
+
+    async def claim(self, key: str) -> bool:
+        """Hold ``key``'s kernel from now; whether it had one before (here or elsewhere),
+        whose variables are gone."""
+        return await self._store.claim_kernel(key, self.id) is not None
+
+    async def forget(self, key: str) -> None:
+        await self._store.forget_kernel(key)
 
     def _previous(self) -> str | None:
         with contextlib.suppress(FileNotFoundError):
@@ -65,7 +100,7 @@ class Replicas:
 
     async def sweep(self) -> int:
         """Beat, then fail the unfinished work of replicas whose lease ran out."""
-        await self._store.heartbeat(self.id)
+        await self._store.heartbeat(self.id, self.url)
         failed = await self._store.fail_unfinished_runs(alive=await self._store.alive(self.lease))
         if failed:
             log.warning("%d runs of servers that stopped were marked failed", failed)

@@ -180,6 +180,26 @@ class _Replica(_Base):
     __tablename__ = "interp_replicas"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     heartbeat: Mapped[int] = mapped_column(BigInteger)
+    url: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    """Where the other replicas reach it (``replica_url``), if it said."""
+
+
+class _Kernel(_Base):
+    """Which replica holds the kernel of a thread or a container (by its id), or held it
+    last: a kernel is a process on one replica's machine."""
+
+    __tablename__ = "interp_kernels"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    replica: Mapped[str] = mapped_column(String(40))
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The replica holding a kernel: its id, its URL, its last heartbeat (Unix time)."""
+
+    replica: str
+    url: str | None
+    heartbeat: int | None
 
 
 class _Link(_Base):
@@ -216,6 +236,9 @@ def _open(conn: Connection) -> str:
     columns = {c["name"] for c in inspect(conn).get_columns(_Object.__tablename__)}
     if "replica" not in columns:
         conn.execute(text("ALTER TABLE interp_objects ADD COLUMN replica VARCHAR(40)"))
+    columns = {c["name"] for c in inspect(conn).get_columns(_Replica.__tablename__)}
+    if "url" not in columns:
+        conn.execute(text("ALTER TABLE interp_replicas ADD COLUMN url VARCHAR(300)"))
     with Session(conn) as session:
         found = session.get(_Meta, "schema_version")
         if found is None:
@@ -924,21 +947,53 @@ class Store:
 
     # Replicas.
 
-    async def heartbeat(self, replica: str) -> None:
-        """Say ``replica`` is alive now."""
+    async def heartbeat(self, replica: str, url: str | None = None) -> None:
+        """Say ``replica`` (reached at ``url``) is alive now."""
         now = int(time.time())
 
         def beat(conn: Connection) -> None:
             upsert = (sqlite_insert if conn.dialect.name == "sqlite" else pg_insert)(_Replica)
             conn.execute(
-                upsert.values(id=replica, heartbeat=now).on_conflict_do_update(
-                    index_elements=[_Replica.id], set_={"heartbeat": now}
+                upsert.values(id=replica, heartbeat=now, url=url).on_conflict_do_update(
+                    index_elements=[_Replica.id], set_={"heartbeat": now, "url": url}
                 )
             )
             # Long gone: forgotten.
             conn.execute(delete(_Replica).where(_Replica.heartbeat < now - 86400))
 
         await self._run(beat, write=True)
+
+    async def holder(self, key: str) -> Holder | None:
+        """The replica that holds (or held last) the kernel of ``key``."""
+        rows = await self._rows(
+            select(_Kernel.replica, _Replica.url, _Replica.heartbeat)
+            .outerjoin(_Replica, _Replica.id == _Kernel.replica)
+            .where(_Kernel.key == key)
+        )
+        return Holder(*rows[0]) if rows else None
+
+    async def claim_kernel(self, key: str, replica: str) -> str | None:
+        """Record ``replica`` as the holder of ``key``'s kernel; the holder it had."""
+
+        def claim(conn: Connection) -> str | None:
+            query = select(_Kernel.replica).where(_Kernel.key == key)
+            if conn.dialect.name != "sqlite":
+                query = query.with_for_update()
+            previous = conn.execute(query).scalar()
+            upsert = (sqlite_insert if conn.dialect.name == "sqlite" else pg_insert)(_Kernel)
+            conn.execute(
+                upsert.values(key=key, replica=replica).on_conflict_do_update(
+                    index_elements=[_Kernel.key], set_={"replica": replica}
+                )
+            )
+            return previous
+
+        return await self._run(claim, write=True)
+
+    async def forget_kernel(self, key: str) -> None:
+        await self._run(
+            lambda conn: conn.execute(delete(_Kernel).where(_Kernel.key == key)), write=True
+        )
 
     async def alive(self, lease: float) -> list[str]:
         """The replicas that said they were alive within ``lease`` seconds."""

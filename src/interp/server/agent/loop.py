@@ -23,6 +23,8 @@ from ... import (
     ExecutionFinished,
     ExecutionResult,
     InterpError,
+    LogChunk,
+    LogsOutput,
     StoreFullError,
 )
 from ..._models import Event
@@ -176,6 +178,9 @@ async def _run_calls(
         session = await sink.session()
         await sink.code_running(call, code)
         result = None
+        # A new kernel where the thread had one: said first, in the step and to the model.
+        if note := agent.restart_note(session):
+            await sink.code_output(call, LogChunk(stream="stdout", text=f"{note}\n"))
         async with contextlib.aclosing(engine.stream(code, session=session)) as stream:
             async for event in stream:
                 if isinstance(event, ExecutionFinished):
@@ -184,6 +189,9 @@ async def _run_calls(
                     await sink.code_output(call, event)
         if result is None:
             raise UpstreamError("server_error", "the execution ended without a result")
+        if note:
+            said = LogsOutput(logs=f"{note}\n")
+            result = result.model_copy(update={"outputs": [said, *result.outputs]})
         await sink.code_done(call, result)
         shown[call.id] = bounded(tool_text(result))
     return shown

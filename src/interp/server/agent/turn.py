@@ -162,6 +162,7 @@ class Agent:
         windows: Windows,
         files: Reader | None = None,
         search: Searcher | None = None,
+        restart_note: Callable[[str], str | None] = lambda session: None,
     ) -> None:
         self.model = model
         self.windows = windows
@@ -169,6 +170,8 @@ class Agent:
         """Where images given by file id are read when they are sent."""
         self.search = search
         """What runs the ``file_search`` tool's searches."""
+        self.restart_note = restart_note
+        """What a session's next call says first (once): that its kernel is new."""
         self._textual: set[str] = set()
         """Models that refused image parts."""
 

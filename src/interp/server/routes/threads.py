@@ -260,6 +260,7 @@ async def delete_thread(thread_id: str, owner: Owner, services: ServicesDep) -> 
             tx.delete("thread", owner, thread_id)
         if services.engine.has_session(thread_id):
             await services.engine.close_session(thread_id)
+        await services.places.forget(thread_id)
     return ThreadDeleted(id=thread_id, object="thread.deleted", deleted=True)
 
 
