@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -206,14 +206,23 @@ async def _engine_first_output(engine: Any) -> float:
 
 
 async def _runs_per_second(
-    client: openai.AsyncOpenAI, assistant_id: str, plan: Plan, width: int = 4, content: str = "go"
+    client: openai.AsyncOpenAI,
+    assistant_id: str,
+    plan: Plan,
+    width: int = 4,
+    content: str = "go",
+    others: Sequence[openai.AsyncOpenAI] = (),
 ) -> Measurement:
+    """Runs a second with ``width`` threads at once, their requests spread over
+    ``client`` and ``others`` (servers sharing a database)."""
     m = Measurement(f"server_runs[{width}]", f"serve: {width} threads running at once",
                     group="server")  # fmt: skip
+    clients = [client, *others]
     threads = [(await client.beta.threads.create()).id for _ in range(width)]
     deadline = time.perf_counter() + 2 * plan.concurrency_s
 
     async def loop(thread_id: str) -> None:
+        client = clients[threads.index(thread_id) % len(clients)]
         while time.perf_counter() < deadline:
             await client.beta.threads.messages.create(
                 thread_id=thread_id, role="user", content=content

@@ -391,12 +391,22 @@ def bench(
             help="Also measure raw jupyter_client and llm-sandbox (the peers extra), interleaved.",
         ),
     ] = False,
+    replicas: Annotated[
+        bool,
+        typer.Option(
+            "--replicas",
+            help="Measure replicas on one PostgreSQL and S3 bucket instead (see"
+            " scripts/bench-replicas).",
+        ),
+    ] = False,
 ) -> None:
     """Measure cold start and execution latency beside same-run baselines."""
     # Shipped from the repository's benchmarks/ as interp.benchmarks (see pyproject.toml).
     suite = importlib.import_module("interp.benchmarks")
     try:
-        code: int = suite.run(quick=quick, check=check, out_dir=out, with_peers=peers)
+        code: int = suite.run(
+            quick=quick, check=check, out_dir=out, with_peers=peers, replicas=replicas
+        )
     except InterpError as exc:
         _exit_error(str(exc), EXIT_ENGINE)
     raise typer.Exit(code)

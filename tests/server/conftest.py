@@ -3,7 +3,9 @@ model, and the real `openai` client against it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import asyncpg
 import docker
 import openai
 import pytest
@@ -26,6 +29,10 @@ from openai.types.beta.threads import Run
 
 from ..conftest import containers_labelled
 from .fake_model import MODEL, FakeModel, free_port
+
+SERVER_POSTGRES = os.environ.get("INTERP_TEST_SERVER_POSTGRES")
+"""A PostgreSQL URL: every server of the suite then stores in it (a database per data
+directory, so a restarted server finds its own), as `scripts/test`'s second pass runs."""
 
 KEY_A = "key-alice-0123456789"
 KEY_B = "key-bob-0123456789"
@@ -77,6 +84,8 @@ def start_server(
         "INTERP_MEMORY": "512m",
         **(env or {}),
     }
+    if SERVER_POSTGRES and "--db" not in extra and "INTERP_DB" not in environment:
+        environment["INTERP_DB"] = database_for(data_dir)
     with log.open("w") as out:
         command = [sys.executable, "-m", "interp", "serve", "--port", str(port)]
         command += ["--model-base-url", model_url, "--model", MODEL, *extra]
@@ -103,6 +112,25 @@ def start_server(
                 process.kill()
                 raise RuntimeError(f"interp serve did not answer:\n{server.logs()}") from None
             time.sleep(0.1)
+
+
+def database_for(data_dir: Path) -> str:
+    """The server database of ``data_dir`` in ``SERVER_POSTGRES``, made if new."""
+    assert SERVER_POSTGRES is not None
+    name = "srv_" + hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+    admin = SERVER_POSTGRES.replace("+asyncpg", "")
+
+    async def make() -> None:
+        connection = await asyncpg.connect(admin)
+        try:
+            found = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if not found:
+                await connection.execute(f"CREATE DATABASE {name}")
+        finally:
+            await connection.close()
+
+    asyncio.run(make())
+    return SERVER_POSTGRES.rsplit("/", 1)[0] + "/" + name
 
 
 def follow_up(client: openai.OpenAI, thread_id: str, assistant_id: str, content: str) -> Run:
