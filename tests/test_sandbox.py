@@ -6,14 +6,18 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import psutil
 import pytest
 
-from interp import Engine, ExecutionStatus, SandboxError
+from interp import Config, Engine, ExecutionStatus, SandboxError
+
+from .conftest import containers_of
 
 pytestmark = pytest.mark.docker
 
@@ -238,3 +242,24 @@ async def test_a_reaper_in_another_pid_namespace_removes_no_live_sandbox(
     container.reload()
     assert container.status == "running"
     assert (await engine.execute("print('still here')", session=session)).logs == "still here\n"
+
+
+async def test_a_gone_replicas_sandboxes_are_removed_by_another_and_no_others(
+    make_config: Callable[..., Config], tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    """A server replica's sandboxes name it; the replicas sharing its database remove them
+    once its lease has run out, whatever pid namespace it ran in, and nobody else's."""
+    async with (
+        Engine(make_config(data_dir=tmp_path / "a"), replica="rep_a") as a,
+        Engine(make_config(data_dir=tmp_path / "b"), replica="rep_b") as b,
+    ):
+        session = await a.create_session()
+        container = await _container(a, docker_client, session)
+        assert container.attrs["Config"]["Labels"]["io.interp.owner-replica"] == "rep_a"
+        assert await b.reap_replicas({"rep_c"}) == 0
+        container.reload()
+        assert container.status == "running"
+        assert await b.reap_replicas({"rep_a"}) >= 1  # its session's and its pool's
+        with pytest.raises(docker.errors.NotFound):
+            container.reload()
+        assert containers_of(docker_client, b.id)  # B's own pool is still there

@@ -15,7 +15,7 @@ import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -51,10 +51,13 @@ from .sandbox import make_backend
 class Engine:
     """Runs code in sandboxed kernels: a warm pool, one kernel per session."""
 
-    def __init__(self, config: Config | None = None) -> None:
+    def __init__(self, config: Config | None = None, *, replica: str | None = None) -> None:
+        """``replica``: the server replica this engine serves (``interp serve`` sets it):
+        its sandboxes are labelled with it, and a replica whose lease ran out has them
+        removed by another (``reap_replicas``), whatever pid namespace each runs in."""
         self.config = config if config is not None else Config()
         self.id = secrets.token_hex(6)
-        self._backend = make_backend(self.config, engine_id=self.id)
+        self._backend = make_backend(self.config, engine_id=self.id, replica=replica)
         self._context = make_context()
         storage = self._storage = Storage(self.config.data_size)
         owner = owner_dir_name(self.id)
@@ -437,6 +440,13 @@ class Engine:
             await asyncio.to_thread(remove)
         except OSError as exc:
             raise InvalidInputError(f"cannot remove /mnt/data/{name}: {exc.strerror}") from None
+
+    async def reap_replicas(self, gone: Collection[str]) -> int:
+        """Remove the sandboxes of the server replicas ``gone`` (their lease ran out; see
+        ``Engine(replica=…)``); how many. A replica's sandboxes live in its own pid
+        namespace (a container, a pod), where no engine of another can judge them by pid."""
+        self._check_open()
+        return await self._backend.reap_replicas(set(gone)) if gone else 0
 
     def file_path(self, file_id: str) -> Path:
         self.file(file_id)

@@ -25,7 +25,7 @@ from interp.server._replicas import RESTARTED
 
 from ..conftest import S3Server, containers_labelled
 from .conftest import Server, start_server
-from .fake_model import FakeModel, free_port
+from .fake_model import MODEL, FakeModel, free_port
 from .test_server_lifecycle import code_assistant
 
 POSTGRES = os.environ.get("INTERP_TEST_POSTGRES_URL")
@@ -88,6 +88,20 @@ def replica(root: Path, name: str, model: FakeModel, shared: Shared, *, url: boo
         env=env,
         port=port,
     )
+
+
+AUTO: Any = [{"type": "code_interpreter", "container": {"type": "auto"}}]
+OUTPUTS: Any = ["code_interpreter_call.outputs"]
+
+
+def response_logs(response: Any) -> list[str]:
+    return [
+        output.logs
+        for item in response.output
+        if item.type == "code_interpreter_call"
+        for output in item.outputs or ()
+        if output.type == "logs"
+    ]
 
 
 def run_code(client: openai.OpenAI, thread_id: str, code: str) -> list[str]:
@@ -203,6 +217,12 @@ def test_a_dead_replicas_run_is_failed_within_its_lease(
                 time.sleep(0.2)
             assert run.status == "failed" and run.last_error is not None
             assert "server stopped" in run.last_error.message
+            # B removes A's sandboxes as well, by A's lease (a pid says nothing across
+            # the pid namespaces replicas may run in).
+            owner = f"io.interp.owner-pid={a.process.pid}"
+            while containers_labelled(docker_client, owner):
+                assert time.monotonic() - killed < float(LEASE) * 2 + 1, "sandboxes left"
+                time.sleep(0.2)
 
             # The thread goes on through B, with every file it had.
             client = b.client()
@@ -225,8 +245,7 @@ def test_a_dead_replicas_run_is_failed_within_its_lease(
             # mounts).
             again = replica(tmp_path, "a", model, shared)
             again.stop()
-        owner = f"io.interp.owner-pid={a.process.pid}"
-        assert containers_labelled(docker_client, owner) == []
+        assert containers_labelled(docker_client, f"io.interp.owner-pid={a.process.pid}") == []
 
 
 def test_a_threads_variables_are_reached_through_either_replica(
@@ -245,6 +264,23 @@ def test_a_threads_variables_are_reached_through_either_replica(
             assert run_code(a.client(), thread_id, "x = 41") == []
             assert run_code(b.client(), thread_id, "print(x + 1)") == ["42\n"]
             assert run_code(a.client(), thread_id, "x += 1\nprint(x)") == ["42\n"]
+
+            # Responses: a chain's container, and a container named, reached through B.
+            first = a.client().responses.create(model=MODEL, input="RUN: z = 5", tools=AUTO)
+            chained = b.client().responses.create(
+                model=MODEL,
+                input="RUN: print(z)",
+                tools=AUTO,
+                previous_response_id=first.id,
+                include=OUTPUTS,
+            )
+            assert response_logs(chained) == ["5\n"]
+            (call,) = [o for o in chained.output if o.type == "code_interpreter_call"]
+            named: Any = [{"type": "code_interpreter", "container": call.container_id}]
+            again = b.client().responses.create(
+                model=MODEL, input="RUN: print(z * 2)", tools=named, include=OUTPUTS
+            )
+            assert response_logs(again) == ["10\n"]
 
             # Without URLs, D takes the thread over from C: said once, in the step and
             # to the model; C's kernel is stale then, and C gives it up rather than run

@@ -472,7 +472,8 @@ def test_responses_and_containers_outlive_a_restart(tmp_path: Path) -> None:
             client = again.client()
             assert client.responses.retrieve(first.id).status == "completed"
             assert client.containers.retrieve(container.id).status == "running"
-            # The container's session is made again, with its files, without its variables.
+            # The container's session is made again, with its files, without its variables,
+            # and the code is told.
             second = client.responses.create(
                 model=MODEL,
                 previous_response_id=first.id,
@@ -482,6 +483,7 @@ def test_responses_and_containers_outlive_a_restart(tmp_path: Path) -> None:
             )
             call = second.output[0]
             assert call.type == "code_interpreter_call", second.output
-            assert call.outputs is not None and call.outputs[0].logs == "kept bytes False\n"  # type: ignore[union-attr]
+            assert call.outputs is not None
+            assert call.outputs[0].logs == f"{RESTARTED}\nkept bytes False\n"  # type: ignore[union-attr]
         finally:
             again.stop()

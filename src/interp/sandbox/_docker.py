@@ -37,7 +37,7 @@ from ._docker_client import (
     translate,
 )
 from ._docker_events import EventFollower
-from ._reaper import owner_labels, reap_orphans
+from ._reaper import owner_labels, reap_orphans, reap_replicas
 
 log = logging.getLogger("interp.docker")
 
@@ -160,9 +160,10 @@ class DockerBackend:
 
     isolated = True
 
-    def __init__(self, config: Config, *, engine_id: str) -> None:
+    def __init__(self, config: Config, *, engine_id: str, replica: str | None = None) -> None:
         self._config = config
         self._engine_id = engine_id
+        self._replica = replica
         self._client: docker.DockerClient | None = None
         self._sandboxes: dict[str, DockerSandbox] = {}
         self._events: EventFollower | None = None
@@ -243,7 +244,7 @@ class DockerBackend:
             },
         )
         labels = {
-            **owner_labels(self._engine_id),
+            **owner_labels(self._engine_id, self._replica),
             LABEL_SESSION: session,
             LABEL_KERNEL_DIR: str(host_dir),
         }
@@ -313,6 +314,10 @@ class DockerBackend:
         await self._call("removing a sandbox", remove)
         # Forgotten only once gone: if Docker is away, a later remove (or close) retries.
         self._sandboxes.pop(sandbox.id, None)
+
+    async def reap_replicas(self, gone: set[str]) -> int:
+        client = self.client
+        return await self._call("reaping sandboxes", lambda: reap_replicas(client, gone))
 
     async def close(self) -> None:
         for sandbox in list(self._sandboxes.values()):

@@ -172,6 +172,10 @@ class ProcessBackend:
         self._sandboxes.add(sandbox)
         return sandbox
 
+    async def reap_replicas(self, gone: set[str]) -> int:
+        """Process kernels die with their engine: nothing of a gone replica is left."""
+        return 0
+
     async def close(self) -> None:
         for sandbox in list(self._sandboxes):
             await sandbox.remove()

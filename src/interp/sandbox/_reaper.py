@@ -3,7 +3,9 @@
 An owner is a pid, its start time and its pid namespace: an engine judges only the
 sandboxes of engines in its own pid namespace, where their pids mean what they say. One
 in another namespace (a replica in a container of its own, a pod) looks dead by pid
-while it runs: its sandboxes are left to the engines of its own namespace.
+while it runs: its sandboxes are left to the engines of its own namespace. A server
+replica's sandboxes also name the replica: their liveness is its lease, which the
+replicas sharing its database judge (``reap_replicas``), whatever their namespaces.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ._docker_client import (
     LABEL_KERNEL_DIR,
     LABEL_OWNER_PID,
     LABEL_OWNER_PIDNS,
+    LABEL_OWNER_REPLICA,
     LABEL_OWNER_STARTED,
 )
 
@@ -35,15 +38,39 @@ def pid_namespace() -> str:
         return ""
 
 
-def owner_labels(engine_id: str) -> dict[str, str]:
+def owner_labels(engine_id: str, replica: str | None = None) -> dict[str, str]:
     """Labels that let a later engine tell whether this one is still alive."""
     pid, started = this_process()
-    return {
+    labels = {
         LABEL_ENGINE: engine_id,
         LABEL_OWNER_PID: pid,
         LABEL_OWNER_STARTED: started,
         LABEL_OWNER_PIDNS: pid_namespace(),
     }
+    if replica is not None:
+        labels[LABEL_OWNER_REPLICA] = replica
+    return labels
+
+
+def reap_replicas(client: docker.DockerClient, gone: set[str]) -> int:
+    """Remove the sandboxes of the server replicas ``gone``."""
+    reaped = 0
+    for summary in client.api.containers(all=True, filters={"label": LABEL_OWNER_REPLICA}):
+        labels: dict[str, str] = summary.get("Labels") or {}
+        if labels.get(LABEL_OWNER_REPLICA) in gone:
+            reaped += _remove(client, summary["Id"], labels)
+    return reaped
+
+
+def _remove(client: docker.DockerClient, container_id: str, labels: dict[str, str]) -> int:
+    removed = 0
+    with contextlib.suppress(docker.errors.NotFound):
+        client.api.remove_container(container_id, force=True)
+        removed = 1
+    kernel_dir = Path(labels.get(LABEL_KERNEL_DIR, ""))
+    if kernel_dir.name.startswith("interp-") and kernel_dir.parent == Path(tempfile.gettempdir()):
+        remove_kernel_dir(kernel_dir)
+    return removed
 
 
 def reap_orphans(client: docker.DockerClient) -> int:
@@ -56,12 +83,5 @@ def reap_orphans(client: docker.DockerClient) -> int:
             continue
         if is_alive(labels.get(LABEL_OWNER_PID, ""), labels.get(LABEL_OWNER_STARTED, "")):
             continue
-        with contextlib.suppress(docker.errors.NotFound):
-            client.api.remove_container(summary["Id"], force=True)
-            reaped += 1
-        kernel_dir = Path(labels.get(LABEL_KERNEL_DIR, ""))
-        if kernel_dir.name.startswith("interp-") and kernel_dir.parent == Path(
-            tempfile.gettempdir()
-        ):
-            remove_kernel_dir(kernel_dir)
+        reaped += _remove(client, summary["Id"], labels)
     return reaped

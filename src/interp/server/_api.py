@@ -279,9 +279,11 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         failed = await replicas.start()
         if failed:
             log.warning("%d runs left in progress by a stop were marked failed", failed)
-        sandbox = engine or Engine(config)
+        sandbox = engine or Engine(config, replica=replicas.id)
         try:
             await sandbox.start()
+            replicas.reap = sandbox.reap_replicas
+            await replicas.reap_gone()
         except BaseException:
             await sandbox.close()
             await replicas.close()

@@ -3,7 +3,8 @@
 A thread's or a container's kernel is a process on the machine of the replica that
 opened it (recorded in the shared database, see ``_replicas``). A request that would run
 code in it or change its /mnt/data (a run, a run's cancel or tool outputs, a container's
-file upload or removal) and lands on another replica is sent on, as it came, to the
+file upload or removal, a response naming a container or continuing a chain that has
+one) and lands on another replica is sent on, as it came, to the
 holder's ``replica_url`` while the holder's lease holds, and its answer (a stream
 included) comes back through. Without a URL, or when the holder does not answer, the
 request is served here: this replica then takes the kernel over, and the code's next
@@ -13,6 +14,7 @@ or container id in the path makes forwarding rare; it is what keeps it correct w
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +22,7 @@ from typing import Any
 
 import httpx2 as httpx
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ._errors import APIError
 from ._replicas import Replicas
@@ -35,6 +37,7 @@ _KERNEL_PATHS = [
     ("POST", re.compile(r"/v1/containers/([^/]+)/files")),
     ("DELETE", re.compile(r"/v1/containers/([^/]+)/files/[^/]+")),
 ]
+_RESPONSES = "/v1/responses"
 _HOP_BY_HOP = {
     b"connection",
     b"keep-alive",
@@ -73,30 +76,65 @@ class Forward:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         replicas = self.replicas()
-        key = None
-        if scope["type"] == "http" and replicas is not None:
-            key = kernel_key(scope["method"], scope["path"])
-        if key is None or replicas is None or _header(scope, FORWARDED.encode()) is not None:
+        if (
+            replicas is None
+            or not replicas.shared
+            or scope["type"] != "http"
+            or _header(scope, FORWARDED.encode()) is not None
+        ):
             await self.app(scope, receive, send)
             return
-        try:
-            self.owner(Request(scope))  # a request without a valid key goes nowhere
-        except APIError:
-            await self.app(scope, receive, send)
-            return
-        holder = await replicas.elsewhere(key)
+        key = kernel_key(scope["method"], scope["path"])
+        body: bytes | None = None
+        if scope["method"] == "POST" and scope["path"].rstrip("/") == _RESPONSES:
+            # The container is named in the body (a JSON body, bounded by the body limit).
+            body = await _read_body(receive)
+            key = await self._response_key(replicas, scope, body)
+            receive = _replay(body, receive)
+        holder = None
+        if key is not None and self._owner(scope) is not None:
+            holder = await replicas.elsewhere(key)
         if holder is None or not holder.url:
             await self.app(scope, receive, send)
-            return
-        if not await self._send_on(holder.url, replicas.id, scope, receive, send):
+        elif not await self._send_on(holder.url, replicas.id, scope, receive, send, body):
             log.warning("replica %s did not answer: %s is served here", holder.replica, key)
             await self.app(scope, receive, send)
 
+    def _owner(self, scope: Scope) -> str | None:
+        """The request's owner; ``None`` without a valid key (such a request goes
+        nowhere: the app answers it)."""
+        try:
+            return self.owner(Request(scope))
+        except APIError:
+            return None
+
+    async def _response_key(self, replicas: Replicas, scope: Scope, body: bytes) -> str | None:
+        """The container a response's code would run in, if it names or continues one."""
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(request, dict):
+            return None
+        for tool in request.get("tools") or ():
+            if isinstance(tool, dict) and isinstance(tool.get("container"), str):
+                return str(tool["container"])
+        previous, owner = request.get("previous_response_id"), self._owner(scope)
+        if isinstance(previous, str) and owner is not None:
+            return await replicas.chain_container(owner, previous)
+        return None
+
     async def _send_on(
-        self, base: str, replica: str, scope: Scope, receive: Receive, send: Send
+        self,
+        base: str,
+        replica: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        read_already: bytes | None,
     ) -> bool:
-        """Forward the request to ``base``; ``False`` if it could not be sent there (and
-        nothing of it was read)."""
+        """Forward the request (its body ``read_already``, else read as it is sent) to
+        ``base``; ``False`` if it could not be sent there (and nothing of it was read)."""
         read = False
 
         async def body() -> AsyncIterator[bytes]:
@@ -141,6 +179,32 @@ class Forward:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` with the body read already given again first."""
+    given = False
+
+    async def replayed() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

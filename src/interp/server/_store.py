@@ -963,6 +963,12 @@ class Store:
 
         await self._run(beat, write=True)
 
+    async def gone(self, lease: float) -> list[str]:
+        """The replicas this database knows whose lease ran out (forgotten a day later)."""
+        since = int(time.time() - lease)
+        rows = await self._rows(select(_Replica.id).where(_Replica.heartbeat < since))
+        return [found for (found,) in rows]
+
     async def holder(self, key: str) -> Holder | None:
         """The replica that holds (or held last) the kernel of ``key``."""
         rows = await self._rows(
