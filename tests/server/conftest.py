@@ -4,21 +4,24 @@ model, and the real `openai` client against it."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import http.client
 import json
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import asyncpg
@@ -29,6 +32,8 @@ from openai.types.beta.threads import Run
 
 from ..conftest import containers_labelled
 from .fake_model import MODEL, FakeModel, free_port
+
+T = TypeVar("T")
 
 SERVER_POSTGRES = os.environ.get("INTERP_TEST_SERVER_POSTGRES")
 """A PostgreSQL URL: every server of the suite then stores in it (a database per data
@@ -118,19 +123,44 @@ def database_for(data_dir: Path) -> str:
     """The server database of ``data_dir`` in ``SERVER_POSTGRES``, made if new."""
     assert SERVER_POSTGRES is not None
     name = "srv_" + hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
-    admin = SERVER_POSTGRES.replace("+asyncpg", "")
 
-    async def make() -> None:
-        connection = await asyncpg.connect(admin)
+    async def make(connection: asyncpg.Connection) -> None:
+        found = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not found:
+            await connection.execute(f"CREATE DATABASE {name}")
+
+    _on_postgres(SERVER_POSTGRES, make)
+    return SERVER_POSTGRES.rsplit("/", 1)[0] + "/" + name
+
+
+def _on_postgres(url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """``work`` on a connection to ``url``, from sync code (a test's event loop or none)."""
+
+    async def run() -> T:
+        connection = await asyncpg.connect(url.replace("+asyncpg", ""))
         try:
-            found = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-            if not found:
-                await connection.execute(f"CREATE DATABASE {name}")
+            return await work(connection)
         finally:
             await connection.close()
 
-    asyncio.run(make())
-    return SERVER_POSTGRES.rsplit("/", 1)[0] + "/" + name
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
+
+
+def server_sql(server: Server, sql: str, *params: Any, postgres: str | None = None) -> list[Any]:
+    """Rows of ``sql`` (``?`` for parameters) on the server's own database: its SQLite file,
+    or its PostgreSQL database in the suite's PostgreSQL pass (``postgres``, if the two
+    dialects differ)."""
+    if SERVER_POSTGRES is None:
+        with sqlite3.connect(server.data_dir / "server.db") as db:
+            return db.execute(sql, params).fetchall()
+    numbered = iter(range(1, 100))
+    statement = re.sub(r"\?", lambda _: f"${next(numbered)}", postgres or sql)
+
+    async def run(connection: asyncpg.Connection) -> list[Any]:
+        return [tuple(row) for row in await connection.fetch(statement, *params)]
+
+    return _on_postgres(database_for(server.data_dir), run)
 
 
 def follow_up(client: openai.OpenAI, thread_id: str, assistant_id: str, content: str) -> Run:

@@ -7,7 +7,6 @@ and ``truncation`` mean what OpenAI says; a run that ends early leaves nothing o
 from __future__ import annotations
 
 import concurrent.futures
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Literal
 import openai
 import pytest
 
-from .conftest import Server, start_server
+from .conftest import Server, server_sql, start_server
 from .fake_model import FakeModel
 
 pytestmark = [
@@ -273,9 +272,10 @@ def test_a_failed_thread_create_leaves_no_thread(server: Server, client: openai.
     thread and its first message had been, under an id nobody got)."""
 
     def threads() -> int:
-        with sqlite3.connect(server.data_dir / "server.db") as db:
-            found = db.execute("SELECT count(*) FROM interp_objects WHERE kind = 'thread'")
-            return int(found.fetchone()[0])
+        ((found,),) = server_sql(
+            server, "SELECT count(*) FROM interp_objects WHERE kind = 'thread'"
+        )
+        return int(found)
 
     before = threads()
     with pytest.raises(openai.NotFoundError):

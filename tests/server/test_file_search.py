@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import docker
 import openai
 import pytest
 
-from .conftest import KEY_A, KEY_B, Server, start_server
+from .conftest import KEY_A, KEY_B, Server, server_sql, start_server
 from .fake_model import FakeModel
 from .test_search_text import _docx, _pdf
 
@@ -492,10 +491,10 @@ def test_a_restart_keeps_the_stores_and_reads_what_it_left_unread(
     assert batch.status == "in_progress"
     assert server.stop() in (0, -15), server.logs()[-3000:]
 
-    with sqlite3.connect(tmp_path / "data" / "server.db") as db:
-        left = db.execute(
-            "SELECT count(*) FROM interp_objects WHERE kind = 'vs_file' AND status = 'in_progress'"
-        ).fetchone()[0]
+    ((left,),) = server_sql(
+        server,
+        "SELECT count(*) FROM interp_objects WHERE kind = 'vs_file' AND status = 'in_progress'",
+    )
     assert left >= 1, "the stop came after the files were read: the test proves nothing"
 
     again = start_server(tmp_path, fake_model.url, "--embedding-model", "none")

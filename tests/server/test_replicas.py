@@ -7,14 +7,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import secrets
+import shutil
 import signal
+import socket
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import docker
@@ -24,7 +29,7 @@ import pytest
 from interp.server._replicas import RESTARTED
 
 from ..conftest import S3Server, containers_labelled
-from .conftest import Server, start_server
+from .conftest import Server, raw_request, start_server
 from .fake_model import MODEL, FakeModel, free_port
 from .test_server_lifecycle import code_assistant
 
@@ -281,6 +286,14 @@ def test_a_threads_variables_are_reached_through_either_replica(
                 model=MODEL, input="RUN: print(z * 2)", tools=named, include=OUTPUTS
             )
             assert response_logs(again) == ["10\n"]
+            # A body read to find its container is still held to the body limit (sent
+            # chunked, so it is counted as it comes, not refused by its length).
+            huge = b'{"model": "m", "input": "' + b"x" * (17 * 1024**2) + b'"}'
+            pieces = [huge[i : i + 1024**2] for i in range(0, len(huge), 1024**2)]
+            chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+            headers = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+            status, body = raw_request(b, "POST", "/responses", chunked, headers)
+            assert status == 413 and body["error"]["type"] == "invalid_request_error"
 
             # Without URLs, D takes the thread over from C: said once, in the step and
             # to the model; C's kernel is stale then, and C gives it up rather than run
@@ -301,6 +314,81 @@ def test_a_threads_variables_are_reached_through_either_replica(
         finally:
             for server in (a, b, c, d):
                 server.stop()
+
+
+@pytest.fixture
+def balancer(tmp_path: Path) -> Iterator[Callable[[list[Server]], str]]:
+    """deploy/nginx.conf in front of the given replicas (Debian's nginx): its URL."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        pytest.skip("no nginx: scripts/setup installs Debian's nginx-light")
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(replicas: list[Server]) -> str:
+        conf = (Path(__file__).parents[2] / "deploy" / "nginx.conf").read_text()
+        names = re.findall(r"server (\S+):8000", conf)
+        assert len(names) == len(replicas)
+        for name, server in zip(names, replicas, strict=True):
+            conf = conf.replace(f"{name}:8000", urlsplit(server.url).netloc)
+        port = free_port()
+        conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+        conf = conf.replace("http {", "http {\n    access_log off;", 1)
+        (tmp_path / "nginx.conf").write_text(conf)
+        directives = f"daemon off; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;"
+        command = [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
+        started.append(subprocess.Popen([*command, "-g", directives]))
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return f"http://127.0.0.1:{port}/v1"
+            except OSError:
+                assert started[-1].poll() is None, (tmp_path / "error.log").read_text()
+                assert time.monotonic() < deadline, "nginx did not listen"
+                time.sleep(0.05)
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(10)
+
+
+def test_the_deploy_balancer_keeps_each_thread_on_one_replica(
+    tmp_path: Path,
+    shared: Shared,
+    balancer: Callable[[list[Server]], str],
+    docker_client: docker.DockerClient,
+) -> None:
+    """deploy/nginx.conf before two replicas that cannot forward (no URLs): every run of a
+    thread reaches the replica holding its kernel (no restart said, its variable kept),
+    and 20 threads are spread over both."""
+    with FakeModel() as model:
+        a = replica(tmp_path, "a", model, shared, url=False)
+        b = replica(tmp_path, "b", model, shared, url=False)
+        try:
+            url = balancer([a, b])
+            client = openai.OpenAI(base_url=url, api_key="k", max_retries=0)
+            threads = [client.beta.threads.create().id for _ in range(20)]
+            for number, thread_id in enumerate(threads):
+                assert run_code(client, thread_id, f"x = {number}") == []
+            for number, thread_id in enumerate(threads):
+                assert run_code(client, thread_id, "print(x)") == [f"{number}\n"]
+            client.close()
+
+            async def holders() -> set[str]:
+                connection = await asyncpg.connect(shared.database.replace("+asyncpg", ""))
+                try:
+                    rows = await connection.fetch(
+                        "SELECT DISTINCT replica FROM interp_kernels WHERE key = ANY($1)", threads
+                    )
+                finally:
+                    await connection.close()
+                return {row[0] for row in rows}
+
+            assert len(asyncio.run(holders())) == 2  # 20 threads all on one: about 1 in 10^5
+        finally:
+            a.stop()
+            b.stop()
 
 
 def test_runs_started_at_once_through_two_replicas_make_one_active_run(

@@ -21,7 +21,7 @@ from openai.types.responses import (
 from pydantic import TypeAdapter
 
 from ..conftest import containers_labelled
-from .conftest import KEY_A, KEY_B, Server, raw_request, start_server
+from .conftest import KEY_A, KEY_B, Server, raw_request, server_sql, start_server
 from .fake_model import MODEL, FakeModel
 
 pytestmark = pytest.mark.docker
@@ -266,11 +266,13 @@ def test_an_expired_container_is_openais_400(client: openai.OpenAI, server: Serv
         name="short", expires_after={"anchor": "last_active_at", "minutes": 1}
     )
     # An hour passes: the container was last active long ago.
-    with sqlite3.connect(server.data_dir / "server.db") as db:
-        db.execute(
-            "UPDATE interp_objects SET data = json_set(data, '$.last_active_at', 0) WHERE id = ?",
-            (container.id,),
-        )
+    server_sql(
+        server,
+        "UPDATE interp_objects SET data = json_set(data, '$.last_active_at', 0) WHERE id = ?",
+        container.id,
+        postgres="UPDATE interp_objects SET data = jsonb_set(data::jsonb, '{last_active_at}', '0')"
+        "::json WHERE id = ?",
+    )
     assert client.containers.retrieve(container.id).status == "expired"
     tool: Any = [{"type": "code_interpreter", "container": container.id}]
     with pytest.raises(openai.BadRequestError) as raised:
@@ -456,11 +458,6 @@ def test_deleting_a_container_while_its_code_runs_ends_that_call(
 def test_uploads_racing_a_containers_delete_leave_nothing_behind(
     client: openai.OpenAI, server: Server
 ) -> None:
-    def stored(query: str, db: str, *args: str) -> int:
-        with sqlite3.connect(server.data_dir / db) as connection:
-            count: int = connection.execute(query, args).fetchone()[0]
-        return count
-
     deleted: list[str] = []
     outcomes: set[str] = set()
     for round_ in range(8):
@@ -486,13 +483,13 @@ def test_uploads_racing_a_containers_delete_leave_nothing_behind(
     # Whichever won each race, the deleted containers left no file, record or session.
     for container_id in deleted:
         assert not _session_dirs(server, container_id)
-        assert (
-            stored(
-                "SELECT count(*) FROM interp_objects WHERE parent = ?", "server.db", container_id
-            )
-            == 0
+        query = "SELECT count(*) FROM interp_objects WHERE parent = ?"
+        assert server_sql(server, query, container_id) == [(0,)]
+    # The engine's file index is SQLite in its data directory, whatever the server's is.
+    with sqlite3.connect(server.data_dir / "files.db") as files:
+        assert files.execute("SELECT count(*) FROM files WHERE name = 'race.txt'").fetchone() == (
+            0,
         )
-    assert stored("SELECT count(*) FROM files WHERE name = 'race.txt'", "files.db") == 0
     assert outcomes
 
 

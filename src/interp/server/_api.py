@@ -34,7 +34,7 @@ from .._exceptions import (
 )
 from .._object_store import S3Objects
 from ._containers import Containers
-from ._errors import APIError, bad_request, not_found
+from ._errors import APIError, bad_request, not_found, send_error
 from ._forward import Forward
 from ._mcp import McpSessions
 from ._mcp import build as build_mcp
@@ -145,7 +145,7 @@ class _BodyLimit:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_error(send, too_large(limit))
+            await send_error(send, too_large(limit))
             return
         seen, whole = 0, False
         started = asyncio.get_running_loop().time()
@@ -168,18 +168,6 @@ class _BodyLimit:
             return message
 
         await self.app(scope, counted, send)
-
-
-async def _send_error(send: Send, error: APIError) -> None:
-    response = JSONResponse(error.body(), status_code=error.status, headers=error.headers)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status_code,
-            "headers": response.raw_headers,
-        }
-    )
-    await send({"type": "http.response.body", "body": response.body})
 
 
 _SLOW_BODY = "The request body did not arrive in time: send it at a steadier rate."
@@ -227,11 +215,11 @@ class _WithMcp:
         try:
             owner = self.owner(request)
         except APIError as exc:
-            await _send_error(send, exc)
+            await send_error(send, exc)
             return
         named = request.headers.get("mcp-session-id")
         if named is not None and self._makers.get(named, owner) != owner:
-            await _send_error(send, APIError(404, "Session not found.", code="session_not_found"))
+            await send_error(send, APIError(404, "Session not found.", code="session_not_found"))
             return
 
         async def noting(message: Message) -> None:
@@ -282,8 +270,9 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
         sandbox = engine or Engine(config, replica=replicas.id)
         try:
             await sandbox.start()
-            replicas.reap = sandbox.reap_replicas
-            await replicas.reap_gone()
+            if engine is None:  # an engine given is its giver's to manage
+                replicas.reap = sandbox.reap_replicas
+                await replicas.reap_gone()
         except BaseException:
             await sandbox.close()
             await replicas.close()

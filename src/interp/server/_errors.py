@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.responses import JSONResponse
+from starlette.types import Send
+
 
 class APIError(Exception):
     """An error answered as ``{"error": {"message", "type", "param", "code"}}``."""
@@ -58,3 +61,16 @@ def file_not_found(file_id: str, *, param: str) -> APIError:
 
 def bad_request(message: str, *, param: str | None = None) -> APIError:
     return APIError(400, message, param=param)
+
+
+async def send_error(send: Send, error: APIError) -> None:
+    """Answer with ``error`` from below the app (a middleware), as the app would."""
+    response = JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})

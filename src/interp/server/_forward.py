@@ -21,10 +21,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx2 as httpx
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from ._errors import APIError
+from ._errors import APIError, send_error
 from ._replicas import Replicas
 
 log = logging.getLogger("interp.server")
@@ -38,6 +39,7 @@ _KERNEL_PATHS = [
     ("DELETE", re.compile(r"/v1/containers/([^/]+)/files/[^/]+")),
 ]
 _RESPONSES = "/v1/responses"
+_HOLDER_GONE = "The server holding this conversation's Python session stopped answering."
 _HOP_BY_HOP = {
     b"connection",
     b"keep-alive",
@@ -85,10 +87,13 @@ class Forward:
             await self.app(scope, receive, send)
             return
         key = kernel_key(scope["method"], scope["path"])
-        body: bytes | None = None
         if scope["method"] == "POST" and scope["path"].rstrip("/") == _RESPONSES:
             # The container is named in the body (a JSON body, bounded by the body limit).
-            body = await _read_body(receive)
+            try:
+                body = await _read_body(receive)
+            except StarletteHTTPException as exc:  # too big or too slow (the body limit)
+                await send_error(send, APIError(exc.status_code, str(exc.detail)))
+                return
             key = await self._response_key(replicas, scope, body)
             receive = _replay(body, receive)
         holder = None
@@ -96,7 +101,7 @@ class Forward:
             holder = await replicas.elsewhere(key)
         if holder is None or not holder.url:
             await self.app(scope, receive, send)
-        elif not await self._send_on(holder.url, replicas.id, scope, receive, send, body):
+        elif not await self._send_on(holder.url, replicas.id, scope, receive, send):
             log.warning("replica %s did not answer: %s is served here", holder.replica, key)
             await self.app(scope, receive, send)
 
@@ -125,16 +130,10 @@ class Forward:
         return None
 
     async def _send_on(
-        self,
-        base: str,
-        replica: str,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        read_already: bytes | None,
+        self, base: str, replica: str, scope: Scope, receive: Receive, send: Send
     ) -> bool:
-        """Forward the request (its body ``read_already``, else read as it is sent) to
-        ``base``; ``False`` if it could not be sent there (and nothing of it was read)."""
+        """Forward the request to ``base``; ``False`` if it could not be sent there (and
+        nothing of it was read)."""
         read = False
 
         async def body() -> AsyncIterator[bytes]:
@@ -157,9 +156,11 @@ class Forward:
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError:
-            if read:
-                raise
-            return False
+            if not read:
+                return False
+            # It went away with the request half sent: what it did of it is unknown.
+            await send_error(send, APIError(502, _HOLDER_GONE, type="server_error"))
+            return True
         try:
             await send(
                 {
@@ -170,8 +171,11 @@ class Forward:
                     ],
                 }
             )
-            async for chunk in response.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            try:
+                async for chunk in response.aiter_raw():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except httpx.HTTPError:
+                log.warning("replica at %s went away while answering", base)
             await send({"type": "http.response.body", "body": b""})
         finally:
             await response.aclose()

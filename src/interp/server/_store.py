@@ -131,7 +131,7 @@ class _Object(_Base):
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
     id: Mapped[str] = mapped_column(String(64), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(32))
     owner: Mapped[str] = mapped_column(String(64))
     parent: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -236,6 +236,11 @@ def _open(conn: Connection) -> str:
     columns = {c["name"] for c in inspect(conn).get_columns(_Object.__tablename__)}
     if "replica" not in columns:
         conn.execute(text("ALTER TABLE interp_objects ADD COLUMN replica VARCHAR(40)"))
+    # Kinds grew past 16 characters ("conversation_item", "vector_store_file_batch"):
+    # PostgreSQL holds a column to its length (SQLite does not).
+    kind = next(c for c in inspect(conn).get_columns(_Object.__tablename__) if c["name"] == "kind")
+    if conn.dialect.name == "postgresql" and getattr(kind["type"], "length", 32) < 32:
+        conn.execute(text("ALTER TABLE interp_objects ALTER COLUMN kind TYPE VARCHAR(32)"))
     columns = {c["name"] for c in inspect(conn).get_columns(_Replica.__tablename__)}
     if "url" not in columns:
         conn.execute(text("ALTER TABLE interp_replicas ADD COLUMN url VARCHAR(300)"))
