@@ -294,6 +294,10 @@ def test_a_threads_variables_are_reached_through_either_replica(
             headers = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
             status, body = raw_request(b, "POST", "/responses", chunked, headers)
             assert status == 413 and body["error"]["type"] == "invalid_request_error"
+            # Deleted through B, the container's kernel goes on A, which holds it.
+            assert b.client().containers.delete(call.container_id) is None
+            label = f"io.interp.session={call.container_id}"
+            assert containers_labelled(docker_client, label) == []
 
             # Without URLs, D takes the thread over from C: said once, in the step and
             # to the model; C's kernel is stale then, and C gives it up rather than run

@@ -285,7 +285,9 @@ class Containers:
             await asyncio.sleep(SWEEP_S)
             try:
                 for owner, container in await self._store.every(rwire.CONTAINER, "running"):
-                    if _idle_out(container):
+                    # Expired by the replica holding its kernel (which closes it), or by
+                    # any once that one is gone.
+                    if _idle_out(container) and not await self._places.elsewhere(container.id):
                         await self._expire(owner, container)
             except Exception:
                 log.exception("expiring containers failed; trying again later")

@@ -3,8 +3,8 @@
 A thread's or a container's kernel is a process on the machine of the replica that
 opened it (recorded in the shared database, see ``_replicas``). A request that would run
 code in it or change its /mnt/data (a run, a run's cancel or tool outputs, a container's
-file upload or removal, a response naming a container or continuing a chain that has
-one) and lands on another replica is sent on, as it came, to the
+file upload or removal, a container's deletion, a response naming a container or
+continuing a chain that has one) and lands on another replica is sent on, as it came, to the
 holder's ``replica_url`` while the holder's lease holds, and its answer (a stream
 included) comes back through. Without a URL, or when the holder does not answer, the
 request is served here: this replica then takes the kernel over, and the code's next
@@ -36,7 +36,7 @@ FORWARDED = "x-interp-forwarded-by"
 _KERNEL_PATHS = [
     ("POST", re.compile(r"/v1/threads/([^/]+)/runs(?:/[^/]+/(?:cancel|submit_tool_outputs))?")),
     ("POST", re.compile(r"/v1/containers/([^/]+)/files")),
-    ("DELETE", re.compile(r"/v1/containers/([^/]+)/files/[^/]+")),
+    ("DELETE", re.compile(r"/v1/containers/([^/]+)(?:/files/[^/]+)?")),
 ]
 _RESPONSES = "/v1/responses"
 _HOLDER_GONE = "The server holding this conversation's Python session stopped answering."

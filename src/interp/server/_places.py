@@ -63,6 +63,10 @@ class Places:
             await engine.create_session(session, file_ids=file_ids)
         return session
 
+    async def elsewhere(self, session: str) -> bool:
+        """Whether another live replica holds the session's kernel."""
+        return self._replicas is not None and await self._replicas.elsewhere(session) is not None
+
     def restart_note(self, session: str) -> str | None:
         """What the next call in ``session`` is to say first (once): that its kernel is
         a new one."""
