@@ -36,13 +36,18 @@ async def replicas(data_dir: Path, plan: Plan) -> list[Measurement]:
     results: list[Measurement] = []
     settings = {"INTERP_DB": database, "INTERP_FILE_STORE": bucket}
     with _model() as model_url:
-        for count in (1, 2):
+        # The baseline: one server on SQLite in its data directory, as by default.
+        for count, db in ((1, "sqlite"), (1, "postgresql"), (2, "postgresql")):
             with contextlib.ExitStack() as servers:
                 clients = [
                     openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=0)
                     for url, _ in (
                         servers.enter_context(
-                            _serve(data_dir / f"replica-{count}-{n}", model_url, **settings)
+                            _serve(
+                                data_dir / f"replica-{db}-{count}-{n}",
+                                model_url,
+                                **(settings if db == "postgresql" else {}),
+                            )
                         )
                         for n in range(count)
                     )
@@ -51,9 +56,10 @@ async def replicas(data_dir: Path, plan: Plan) -> list[Measurement]:
                 wide = await _runs_per_second(
                     clients[0], assistant.id, plan, width=16, content="hi", others=clients[1:]
                 )
-                wide.key = f"replica_runs[{count}]"
-                wide.title = f"serve: trivial runs, 16 clients, {count} replica(s), PostgreSQL"
+                wide.key = f"replica_runs[{count},{db}]"
+                wide.title = f"serve: trivial runs, 16 clients, {count} replica(s), {db}"
                 wide.group = "replicas"
+                wide.baseline = db == "sqlite"
                 results.append(wide)
                 for client in clients:
                     await client.close()

@@ -249,7 +249,11 @@ def _check_environment() -> None:
     known = {f"INTERP_{name.upper()}" for name in Config.model_fields} | {"INTERP_CONFIG"}
     for name in os.environ:
         upper = name.upper()
-        if not upper.startswith("INTERP_") or upper in known or upper.startswith("INTERP_TEST_"):
+        if (
+            not upper.startswith("INTERP_")
+            or upper in known
+            or upper.startswith(("INTERP_TEST_", "INTERP_BENCH_"))
+        ):
             continue
         names = sorted(known_name.removeprefix("INTERP_") for known_name in known)
         close = difflib.get_close_matches(upper.removeprefix("INTERP_"), names, n=1)
