@@ -85,7 +85,7 @@ def test_a_bucket_that_cannot_be_reached_is_one_clear_error(tmp_path: Path) -> N
         Config(data_dir=tmp_path, file_store="http://example.com/bucket")
     environ = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_REGION": "us-east-1"}
     environ |= {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}
-    with pytest.raises(FileStoreError, match="cannot reach the file store's bucket"):
+    with pytest.raises(FileStoreError, match="cannot reach bucket b: Could not connect"):
         FileStore(tmp_path, max_bytes=10, owner="t", remote=S3Objects("s3://b", environ))
 
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 from ._exceptions import ConfigError, FileStoreError
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 _CHUNK = 1024**2
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -77,64 +78,63 @@ class S3Objects:
         )
         self._region = region
 
-    def open(self) -> None:
-        """Check the bucket is reachable; make it if it does not exist."""
+    def _call(self, doing: str, call: Callable[[], _T]) -> _T | None:
+        """``call`` with S3's errors as one-line ``FileStoreError``s saying what was being
+        done; ``None`` if the object (or the bucket) does not exist."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self._client.head_bucket(Bucket=self.bucket)
-            return
+            return call()
         except ClientError as exc:
-            if _code(exc) not in ("404", "NoSuchBucket"):
-                raise FileStoreError(f"cannot use bucket {self.bucket}: {_reason(exc)}") from None
+            if _code(exc) in ("404", "NoSuchKey", "NoSuchBucket"):
+                return None
+            raise FileStoreError(f"cannot {doing}: {_reason(exc)}") from None
         except BotoCoreError as exc:
-            raise FileStoreError(f"cannot reach the file store's bucket: {exc}") from None
+            raise FileStoreError(f"cannot {doing}: {exc}") from None
+
+    def open(self) -> None:
+        """Check the bucket is reachable; make it if it does not exist."""
+        from botocore.exceptions import ClientError
+
+        client, bucket = self._client, self.bucket
+        if self._call(f"reach bucket {bucket}", lambda: client.head_bucket(Bucket=bucket)):
+            return
+        where: Any = {"LocationConstraint": self._region}
         try:
             if self._region and self._region != "us-east-1":
-                self._client.create_bucket(
-                    Bucket=self.bucket,
-                    CreateBucketConfiguration={"LocationConstraint": self._region},  # type: ignore[typeddict-item]
-                )
+                client.create_bucket(Bucket=bucket, CreateBucketConfiguration=where)
             else:
-                self._client.create_bucket(Bucket=self.bucket)
+                client.create_bucket(Bucket=bucket)
         except ClientError as exc:
             if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise FileStoreError(
-                    f"cannot create bucket {self.bucket}: {_reason(exc)}"
-                ) from None
-        except BotoCoreError as exc:
-            raise FileStoreError(f"cannot reach the file store's bucket: {exc}") from None
+                raise FileStoreError(f"cannot create bucket {bucket}: {_reason(exc)}") from None
 
     def put(self, file_id: str, source: Path, metadata: Mapping[str, str], mime: str) -> None:
         """Store a file's bytes and metadata (values of any text: they are %-encoded, as
         S3 carries metadata in ASCII headers)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            with source.open("rb") as body:
-                self._client.put_object(
+        with source.open("rb") as body:
+            self._call(
+                f"store {file_id} in the bucket",
+                lambda: self._client.put_object(
                     Bucket=self.bucket,
                     Key=self._prefix + file_id,
                     Body=body,
                     ContentType=mime,
-                    Metadata={key: quote(value, safe="") for key, value in metadata.items()},
-                )
-        except (BotoCoreError, ClientError) as exc:
-            raise FileStoreError(f"cannot store {file_id} in the bucket: {_reason(exc)}") from None
+                    Metadata=_encoded(metadata),
+                ),
+            )
 
     def fetch(self, file_id: str, target: Path, *, max_bytes: int) -> Fetched | None:
         """Write a file's bytes at ``target`` (a new file); its metadata, or ``None`` if
         the bucket has no such file. Over ``max_bytes``, nothing is written."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        try:
-            got = self._client.get_object(Bucket=self.bucket, Key=self._prefix + file_id)
-        except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey"):
-                return None
-            raise FileStoreError(f"cannot fetch {file_id}: {_reason(exc)}") from None
-        except BotoCoreError as exc:
-            raise FileStoreError(f"cannot fetch {file_id}: {exc}") from None
+        key = self._prefix + file_id
+        got = self._call(
+            f"fetch {file_id}", lambda: self._client.get_object(Bucket=self.bucket, Key=key)
+        )
+        if got is None:
+            return None
         body = got["Body"]
         try:
             if got["ContentLength"] > max_bytes:
@@ -158,46 +158,40 @@ class S3Objects:
         return Fetched({key: unquote(value) for key, value in got["Metadata"].items()})
 
     def exists(self, file_id: str) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self._client.head_object(Bucket=self.bucket, Key=self._prefix + file_id)
-        except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey"):
-                return False
-            raise FileStoreError(f"cannot look for {file_id}: {_reason(exc)}") from None
-        except BotoCoreError as exc:
-            raise FileStoreError(f"cannot look for {file_id}: {exc}") from None
-        return True
+        key = self._prefix + file_id
+        found = self._call(
+            f"look for {file_id}", lambda: self._client.head_object(Bucket=self.bucket, Key=key)
+        )
+        return found is not None
 
     def relabel(self, file_id: str, metadata: Mapping[str, str], mime: str) -> None:
         """Replace a stored file's metadata (S3 objects are rewritten whole: a copy onto
         itself)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         key = self._prefix + file_id
-        try:
-            self._client.copy_object(
+        self._call(
+            f"update {file_id}",
+            lambda: self._client.copy_object(
                 Bucket=self.bucket,
                 Key=key,
                 CopySource={"Bucket": self.bucket, "Key": key},
                 MetadataDirective="REPLACE",
                 ContentType=mime,
-                Metadata={name: quote(value, safe="") for name, value in metadata.items()},
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise FileStoreError(f"cannot update {file_id}: {_reason(exc)}") from None
+                Metadata=_encoded(metadata),
+            ),
+        )
 
     def delete(self, file_id: str) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self._client.delete_object(Bucket=self.bucket, Key=self._prefix + file_id)
-        except (BotoCoreError, ClientError) as exc:
-            raise FileStoreError(f"cannot delete {file_id}: {_reason(exc)}") from None
+        key = self._prefix + file_id
+        self._call(
+            f"delete {file_id}", lambda: self._client.delete_object(Bucket=self.bucket, Key=key)
+        )
 
     def close(self) -> None:
         self._client.close()
+
+
+def _encoded(metadata: Mapping[str, str]) -> dict[str, str]:
+    return {key: quote(value, safe="") for key, value in metadata.items()}
 
 
 def _code(exc: Exception) -> str:
