@@ -119,7 +119,13 @@ class S3Server:
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """moto's S3 server in its own process, over HTTP with signed requests, as any S3
     server is reached (Debian 12 packages no S3 server; MinIO, SeaweedFS or AWS in
-    production)."""
+    production). ``INTERP_TEST_S3_ENDPOINT`` names another to test against instead (its
+    credentials and region in the ``AWS_*`` variables)."""
+    endpoint = os.environ.get("INTERP_TEST_S3_ENDPOINT")
+    if endpoint:
+        names = ("AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        yield S3Server({"AWS_ENDPOINT_URL": endpoint} | {n: os.environ[n] for n in names})
+        return
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -313,7 +313,7 @@ async def test_metadata_set_on_its_own_outlives_a_runs_whole_writes(store: Store
     run = {"id": "run_1", "status": "in_progress", "metadata": {}, "n": 1}
     await store.create("run", "alice", run, parent="t")
     async with store.transaction() as tx:
-        tx.set_metadata("run", "alice", {**run, "metadata": {"k": "v"}})
+        tx.set_fields("run", "alice", {**run, "metadata": {"k": "v"}}, ["metadata"])
     await store.put("run", "alice", {**run, "status": "completed", "n": 2})  # its stale copy
     found = await store.get(document("run"), "alice", "run_1")
     assert found is not None
@@ -322,6 +322,20 @@ async def test_metadata_set_on_its_own_outlives_a_runs_whole_writes(store: Store
     await store.create("thread", "alice", {"id": "thread_1", "metadata": {"a": "b"}})
     await store.put("thread", "alice", {"id": "thread_1", "metadata": {}})
     assert (await store.get(document("thread"), "alice", "thread_1") or {})["metadata"] == {}
+
+
+async def test_two_modifications_of_different_fields_both_stay(store: Store) -> None:
+    """Two requests (through one server or two) modify one assistant from the same copy,
+    each its own fields: neither loses the other's change, whatever the values hold."""
+    stale = {"id": "asst_1", "name": "a", "instructions": "i", "metadata": {"k": "v"}, "n": 0}
+    await store.create("assistant", "alice", stale)
+    async with store.transaction() as tx:
+        tx.set_fields("assistant", "alice", {**stale, "name": "renamed"}, ["name"])
+    changed: dict[str, Any] = {"instructions": 'it\'s "new"\n', "metadata": {}, "n": None}
+    async with store.transaction() as tx:
+        tx.set_fields("assistant", "alice", {**stale, **changed}, list(changed))
+    found = await store.get(document("assistant"), "alice", "asst_1")
+    assert found == {**stale, "name": "renamed", **changed}
 
 
 async def test_a_database_of_another_schema_version_is_refused(db_url: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
@@ -31,6 +32,7 @@ from sqlalchemy import (
     String,
     bindparam,
     case,
+    cast,
     create_engine,
     delete,
     event,
@@ -43,6 +45,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -308,7 +311,8 @@ class Writes:
         self.updates: list[dict[str, Any]] = []
         self.kept: list[dict[str, Any]] = []
         """Updates that keep the stored metadata (of objects a run writes as it goes)."""
-        self.metadata: list[dict[str, Any]] = []
+        self.fields: list[dict[str, Any]] = []
+        """Field-level writes (``set_fields``)."""
         """Metadata set on its own, on objects whose other fields a run writes."""
         self.relinks: list[dict[str, Any]] = []
         self.deletes: list[Any] = []
@@ -362,13 +366,16 @@ class Writes:
         self.shown.append(((kind, found_by), owner, data))
         return obj
 
-    def set_metadata(self, kind: Kind, owner: str, obj: _O) -> _O:
-        """Set an object's metadata alone (a field-level write: what its run writes at the
-        same time, on this server or another, keeps it)."""
+    def set_fields(self, kind: Kind, owner: str, obj: _O, fields: Sequence[str]) -> _O:
+        """Write an object's ``fields`` alone, as they are in ``obj`` (a field-level write:
+        what another request or a run writes at the same time, on this server or another,
+        to its other fields is kept)."""
         data = _document(obj)
-        self.metadata.append(
-            {"b_id": data["id"], "b_kind": kind, "b_owner": owner, "metadata": data["metadata"]}
-        )
+        changes = {name: data.get(name) for name in fields}
+        if changes:
+            self.fields.append(
+                {"b_id": data["id"], "b_kind": kind, "b_owner": owner, "changes": changes}
+            )
         self.shown.append(((kind, data["id"]), owner, data))
         return obj
 
@@ -431,15 +438,16 @@ class Writes:
             conn.execute(_UPDATE_OBJECT, self.updates)
         if self.kept:
             conn.execute(_KEEPING_METADATA[conn.dialect.name], self.kept)
-        if self.metadata:
-            conn.execute(_SETTING_METADATA[conn.dialect.name], self.metadata)
+        for row in self.fields:
+            dialect = conn.dialect.name
+            conn.execute(_setting(dialect, tuple(row["changes"])), _field_params(dialect, row))
         if self.relinks:
             conn.execute(_UPDATE_LINK, self.relinks)
         for statement in self.deletes:
             conn.execute(statement)
 
     def merge(self, other: Writes) -> None:
-        names = ("objects", "entries", "links", "updates", "kept", "metadata", "relinks", "deletes")
+        names = ("objects", "entries", "links", "updates", "kept", "fields", "relinks", "deletes")
         for name in names:
             getattr(self, name).extend(getattr(other, name))
 
@@ -459,7 +467,6 @@ _UPDATE_OBJECT = (
 _KEEPS_METADATA = ("run", "message")
 """Kinds a run writes as it goes, whose metadata a client may set meanwhile."""
 _DATA = bindparam("data", type_=JSON)
-_METADATA = bindparam("metadata", type_=JSON)
 _KEEPING_METADATA = {
     "sqlite": text(
         "UPDATE interp_objects SET status = :status, data = json_set(:data, '$.metadata',"
@@ -472,16 +479,38 @@ _KEEPING_METADATA = {
         " WHERE id = :b_id AND kind = :b_kind AND owner = :b_owner"
     ).bindparams(_DATA),
 }
-_SETTING_METADATA = {
-    "sqlite": text(
-        "UPDATE interp_objects SET data = json_set(data, '$.metadata', json(:metadata))"
-        " WHERE id = :b_id AND kind = :b_kind AND owner = :b_owner"
-    ).bindparams(_METADATA),
-    "postgresql": text(
-        "UPDATE interp_objects SET data = jsonb_set(CAST(data AS jsonb), '{metadata}',"
-        " CAST(:metadata AS jsonb))::json WHERE id = :b_id AND kind = :b_kind AND owner = :b_owner"
-    ).bindparams(_METADATA),
-}
+
+
+@functools.cache
+def _setting(dialect: str, names: tuple[str, ...]) -> Any:
+    """An UPDATE writing the top-level fields ``names`` of a stored document alone."""
+    if dialect == "postgresql":
+        changes = cast(bindparam("changes", type_=JSON), JSONB)
+        data: Any = cast(cast(_Object.data, JSONB).op("||")(changes), JSON)
+    else:
+        pairs = [
+            part
+            for n, name in enumerate(names)
+            for part in (literal(f"$.{name}"), func.json(bindparam(f"v{n}", type_=JSON)))
+        ]
+        data = func.json_set(_Object.data, *pairs)
+    return (
+        update(_Object)
+        .where(
+            _Object.id == bindparam("b_id"),
+            _Object.kind == bindparam("b_kind"),
+            _Object.owner == bindparam("b_owner"),
+        )
+        .values(data=data)
+    )
+
+
+def _field_params(dialect: str, row: dict[str, Any]) -> dict[str, Any]:
+    keys = {"b_id": row["b_id"], "b_kind": row["b_kind"], "b_owner": row["b_owner"]}
+    if dialect == "postgresql":
+        return keys | {"changes": row["changes"]}
+    return keys | {f"v{n}": value for n, value in enumerate(row["changes"].values())}
+
 
 _UPDATE_LINK = (
     update(_Link)
@@ -660,7 +689,7 @@ class Store:
             self._keys[key] += 1
         self._bulk += writes.bulk
         self._objects += bool(
-            writes.objects or writes.updates or writes.kept or writes.metadata or writes.deletes
+            writes.objects or writes.updates or writes.kept or writes.fields or writes.deletes
         )
         self._queue.append(_Pending(writes, done))
         self._last = done
@@ -721,7 +750,7 @@ class Store:
                 del self._keys[key]
         self._bulk -= writes.bulk
         self._objects -= bool(
-            writes.objects or writes.updates or writes.kept or writes.metadata or writes.deletes
+            writes.objects or writes.updates or writes.kept or writes.fields or writes.deletes
         )
 
     async def create(

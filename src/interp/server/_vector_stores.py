@@ -191,7 +191,9 @@ class VectorStores:
                 found.metadata = changes["metadata"]
             if "expires_after" in changes:
                 _expiry(found, expires)
-            await self._store.put("vector_store", owner, found)
+            fields = ["name", "metadata", "expires_after", "expires_at", "last_active_at"]
+            async with self._store.transaction() as tx:
+                tx.set_fields("vector_store", owner, found, fields)
         return (await self.served(owner, [found]))[0]
 
     async def delete(self, owner: str, store_id: str) -> None:

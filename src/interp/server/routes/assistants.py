@@ -110,7 +110,10 @@ async def modify_assistant(
     if body.response_format is not None:
         changes["response_format"] = wire.dumped(body.response_format)
     changed = wire.Assistant.model_validate(found.model_dump() | changes)
-    return await services.store.put("assistant", owner, changed)
+    # The fields given alone: a change another request makes meanwhile to others is kept.
+    async with services.store.transaction() as tx:
+        tx.set_fields("assistant", owner, changed, list(changes))
+    return changed
 
 
 @router.delete("/v1/assistants/{assistant_id}")

@@ -103,7 +103,7 @@ async def _put_live_metadata(
     changed.metadata = metadata
     # Metadata alone: what the run writes meanwhile (here, or on another server) keeps it.
     async with services.store.transaction() as tx:
-        tx.set_metadata(kind, owner, changed)
+        tx.set_fields(kind, owner, changed, ["metadata"])
     return changed
 
 
@@ -243,7 +243,10 @@ async def modify_thread(
     if body.tool_resources is not None:
         changes["tool_resources"] = wire.tool_resources(body.tool_resources)
     changed = Thread.model_validate(found.model_dump() | changes)
-    return await services.store.put("thread", owner, changed)
+    # The fields given alone: a change another request makes meanwhile to others is kept.
+    async with services.store.transaction() as tx:
+        tx.set_fields("thread", owner, changed, list(changes))
+    return changed
 
 
 @router.delete("/{thread_id}")
