@@ -336,6 +336,14 @@ async def test_two_modifications_of_different_fields_both_stay(store: Store) -> 
         tx.set_fields("assistant", "alice", {**stale, **changed}, list(changed))
     found = await store.get(document("assistant"), "alice", "asst_1")
     assert found == {**stale, "name": "renamed", **changed}
+    # A status written alone is also the column queries select by.
+    await store.create("container", "alice", {"id": "cntr_1", "status": "running", "n": 1})
+    async with store.transaction() as tx:
+        tx.set_fields("container", "alice", {"id": "cntr_1", "status": "expired"}, ["status"])
+    assert await store.every(document("container"), "running") == []
+    assert await store.every(document("container"), "expired") == [
+        ("alice", {"id": "cntr_1", "status": "expired", "n": 1})
+    ]
 
 
 async def test_a_database_of_another_schema_version_is_refused(db_url: str) -> None:

@@ -165,7 +165,7 @@ class Containers:
             memory = memory_bytes(found.memory_limit, param="memory_limit")
             await self._places.open(owner, container_id, file_ids=stored, memory=memory)
         found.last_active_at = wire.now()
-        await self._store.put("container", owner, found)
+        await self._store.set_fields("container", owner, found, ["last_active_at"])
 
     # Its files.
 
@@ -268,7 +268,7 @@ class Containers:
             found = await self._store.get(rwire.CONTAINER, owner, container_id)
             if found is not None and expire:
                 found.status = "expired"
-                await self._store.put("container", owner, found)
+                await self._store.set_fields("container", owner, found, ["status"])
             elif found is not None:
                 await self._store.delete("container", owner, container_id)
             if self._engine.has_session(container_id):

@@ -366,17 +366,19 @@ class Writes:
         self.shown.append(((kind, found_by), owner, data))
         return obj
 
-    def set_fields(self, kind: Kind, owner: str, obj: _O, fields: Sequence[str]) -> _O:
+    def set_fields(
+        self, kind: Kind, owner: str, obj: _O, fields: Sequence[str], *, key: str | None = None
+    ) -> _O:
         """Write an object's ``fields`` alone, as they are in ``obj`` (a field-level write:
         what another request or a run writes at the same time, on this server or another,
-        to its other fields is kept)."""
+        to its other fields is kept); ``key``: the id it is found by, when not its own."""
         data = _document(obj)
+        found_by = key or data["id"]
         changes = {name: data.get(name) for name in fields}
         if changes:
-            self.fields.append(
-                {"b_id": data["id"], "b_kind": kind, "b_owner": owner, "changes": changes}
-            )
-        self.shown.append(((kind, data["id"]), owner, data))
+            row = {"b_id": found_by, "b_kind": kind, "b_owner": owner, "changes": changes}
+            self.fields.append(row | {"status": data.get("status")})
+        self.shown.append(((kind, found_by), owner, data))
         return obj
 
     def delete(self, kind: Kind, owner: str, object_id: str) -> None:
@@ -494,6 +496,9 @@ def _setting(dialect: str, names: tuple[str, ...]) -> Any:
             for part in (literal(f"$.{name}"), func.json(bindparam(f"v{n}", type_=JSON)))
         ]
         data = func.json_set(_Object.data, *pairs)
+    values: dict[str, Any] = {"data": data}
+    if "status" in names:  # also a column, that queries select by
+        values["status"] = bindparam("status")
     return (
         update(_Object)
         .where(
@@ -501,12 +506,12 @@ def _setting(dialect: str, names: tuple[str, ...]) -> Any:
             _Object.kind == bindparam("b_kind"),
             _Object.owner == bindparam("b_owner"),
         )
-        .values(data=data)
+        .values(**values)
     )
 
 
 def _field_params(dialect: str, row: dict[str, Any]) -> dict[str, Any]:
-    keys = {"b_id": row["b_id"], "b_kind": row["b_kind"], "b_owner": row["b_owner"]}
+    keys = {name: row[name] for name in ("b_id", "b_kind", "b_owner", "status")}
     if dialect == "postgresql":
         return keys | {"changes": row["changes"]}
     return keys | {f"v{n}": value for n, value in enumerate(row["changes"].values())}
@@ -765,6 +770,13 @@ class Store:
         async with self.transaction() as tx:
             tx.create(kind, owner, obj, parent=parent, key=key)
         return obj
+
+    async def set_fields(
+        self, kind: Kind, owner: str, obj: _O, fields: Sequence[str], *, key: str | None = None
+    ) -> _O:
+        """``Writes.set_fields`` in a transaction of its own."""
+        async with self.transaction() as tx:
+            return tx.set_fields(kind, owner, obj, fields, key=key)
 
     async def put(self, kind: Kind, owner: str, obj: _O, *, key: str | None = None) -> _O:
         async with self.transaction() as tx:

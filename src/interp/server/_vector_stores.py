@@ -192,8 +192,7 @@ class VectorStores:
             if "expires_after" in changes:
                 _expiry(found, expires)
             fields = ["name", "metadata", "expires_after", "expires_at", "last_active_at"]
-            async with self._store.transaction() as tx:
-                tx.set_fields("vector_store", owner, found, fields)
+            await self._store.set_fields("vector_store", owner, found, fields)
         return (await self.served(owner, [found]))[0]
 
     async def delete(self, owner: str, store_id: str) -> None:
@@ -254,7 +253,7 @@ class VectorStores:
             await self.file(owner, store_id, file_id)
             document = await self._document(owner, key)
             document["attributes"] = attributes
-            await self._store.put("vs_file", owner, document, key=key)
+            await self._store.set_fields("vs_file", owner, document, ["attributes"], key=key)
             await self._store.relabel(owner, store_id, file_id, attributes)
         return _stored_file(document)
 
@@ -313,7 +312,7 @@ class VectorStores:
             if not page.has_more:
                 break
         found.status = "cancelled"
-        await self._store.put("vs_batch", owner, found)
+        await self._store.set_fields("vs_batch", owner, found, ["status"])
         return await self.batch(owner, store_id, batch_id)
 
     # Search.
@@ -528,7 +527,8 @@ class VectorStores:
             document |= {"status": status, "usage_bytes": size}
             if error is not None:
                 document["last_error"] = {"code": error[0], "message": error[1][:1000]}
-            await self._store.put("vs_file", owner, document, key=key)
+            fields = ["status", "usage_bytes", "last_error"]
+            await self._store.set_fields("vs_file", owner, document, fields, key=key)
         async with self._read_one:
             self._read_one.notify_all()
 
@@ -544,7 +544,9 @@ class VectorStores:
             fresh.last_active_at = now
             if fresh.expires_after is not None:
                 fresh.expires_at = now + fresh.expires_after.days * 86400
-            await self._store.put("vector_store", owner, fresh)
+            await self._store.set_fields(
+                "vector_store", owner, fresh, ["last_active_at", "expires_at"]
+            )
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -566,7 +568,7 @@ class VectorStores:
                 if fresh is None or fresh.expires_at is None or fresh.expires_at > now:
                     continue
                 fresh.status = "expired"
-                await self._store.put("vector_store", owner, fresh)
+                await self._store.set_fields("vector_store", owner, fresh, ["status"])
                 await self._store.unindex(owner, found.id)
 
 

@@ -111,9 +111,7 @@ async def modify_assistant(
         changes["response_format"] = wire.dumped(body.response_format)
     changed = wire.Assistant.model_validate(found.model_dump() | changes)
     # The fields given alone: a change another request makes meanwhile to others is kept.
-    async with services.store.transaction() as tx:
-        tx.set_fields("assistant", owner, changed, list(changes))
-    return changed
+    return await services.store.set_fields("assistant", owner, changed, list(changes))
 
 
 @router.delete("/v1/assistants/{assistant_id}")

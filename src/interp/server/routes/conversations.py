@@ -54,7 +54,7 @@ async def update_conversation(
 ) -> Conversation:
     found = await _conversation(services, owner, conversation_id)
     found.metadata = body.metadata
-    return await services.store.put("conversation", owner, found)
+    return await services.store.set_fields("conversation", owner, found, ["metadata"])
 
 
 @router.delete("/{conversation_id}")

@@ -102,8 +102,7 @@ async def _put_live_metadata(
         return changed
     changed.metadata = metadata
     # Metadata alone: what the run writes meanwhile (here, or on another server) keeps it.
-    async with services.store.transaction() as tx:
-        tx.set_fields(kind, owner, changed, ["metadata"])
+    await services.store.set_fields(kind, owner, changed, ["metadata"])
     return changed
 
 
@@ -155,7 +154,7 @@ async def search_attachments(
         store_id = made.id
         resources.file_search = ThreadFileSearch(vector_store_ids=[store_id])
         thread.tool_resources = resources
-        await services.store.put("thread", owner, thread)
+        await services.store.set_fields("thread", owner, thread, ["tool_resources"])
     files = [BatchFile(file_id=file_id) for file_id in dict.fromkeys(file_ids)]
     await services.vector_stores.add_files(owner, store_id, files, batch=True)
     return thread
@@ -244,9 +243,7 @@ async def modify_thread(
         changes["tool_resources"] = wire.tool_resources(body.tool_resources)
     changed = Thread.model_validate(found.model_dump() | changes)
     # The fields given alone: a change another request makes meanwhile to others is kept.
-    async with services.store.transaction() as tx:
-        tx.set_fields("thread", owner, changed, list(changes))
-    return changed
+    return await services.store.set_fields("thread", owner, changed, list(changes))
 
 
 @router.delete("/{thread_id}")
