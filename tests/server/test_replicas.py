@@ -223,10 +223,11 @@ def test_a_dead_replicas_run_is_failed_within_its_lease(
             assert run.status == "failed" and run.last_error is not None
             assert "server stopped" in run.last_error.message
             # B removes A's sandboxes as well, by A's lease (a pid says nothing across
-            # the pid namespaces replicas may run in).
+            # the pid namespaces replicas may run in): in the same sweep, then a forced
+            # removal each (up to a second or two on a busy machine).
             owner = f"io.interp.owner-pid={a.process.pid}"
             while containers_labelled(docker_client, owner):
-                assert time.monotonic() - killed < float(LEASE) * 2 + 1, "sandboxes left"
+                assert time.monotonic() - killed < float(LEASE) * 2 + 5, "sandboxes left"
                 time.sleep(0.2)
 
             # The thread goes on through B, with every file it had.
