@@ -274,8 +274,8 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
                 replicas.reap = sandbox.reap_replicas
                 await replicas.reap_gone()
         except BaseException:
-            await sandbox.close()
             await replicas.close()
+            await sandbox.close()
             await store.close()
             raise
         model = Model(
@@ -349,6 +349,8 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
                 yield
         finally:
             replicas_of.clear()
+            # The sweep first: it removes sandboxes through the engine closed below.
+            await replicas.close()
             await forward.close()
             await responder.close()
             await stores.close()
@@ -356,7 +358,6 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             await runner.close()
             await model.close()
             await sandbox.close()
-            await replicas.close()
             await store.close()
 
     # No redirect of a path with a trailing slash: an id ending in an encoded "/" (or a
