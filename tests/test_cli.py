@@ -22,7 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def interp(
-    *args: str, tmp_path: Path, stdin: bytes | None = None, env: dict[str, str] | None = None
+    *args: str,
+    tmp_path: Path,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "interp", *args],
@@ -31,7 +35,7 @@ def interp(
         text=True,
         cwd=tmp_path,
         env=_env(tmp_path, env),
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
 

@@ -83,6 +83,7 @@ def test_the_adapters_surface_is_pinned() -> None:
     assert set(chat.__all__) == {
         "DESCRIPTION",
         "call_id",
+        "describe",
         "code_from_tool_call",
         "handle",
         "tool_message",

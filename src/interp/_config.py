@@ -77,6 +77,16 @@ class Config(BaseSettings):
     backend: Literal["docker", "process"] = "docker"
     """``docker`` isolates; ``process`` runs kernels as local processes with no isolation."""
     image: str = f"interp-sandbox:{IMAGE_VERSION}"
+    packages: list[str] = Field(default_factory=list)
+    """Packages the code needs beyond the image's (``["seaborn", "polars==1.*"]``):
+    requirements pip resolves for the sandbox; kernels then run on an image derived from
+    ``image`` with them, which ``interp image build`` makes."""
+    requirements: Path | None = None
+    """A requirements file, added to ``packages`` (requirements only: no pip options)."""
+    profile: Literal["standard", "full"] = "standard"
+    """``full`` adds what OpenAI's Code Interpreter users rely on for its file types and
+    analyses (seaborn, statsmodels, polars, pyarrow, PDF, Word, PowerPoint, Excel writers,
+    OpenCV, networkx, plotly with offline image export, ...), built like ``packages``."""
     runtime: str | None = None
     """OCI runtime for the containers (``runc``, ``crun``, ``runsc``), registered with Docker.
     Unset: crun when Docker has it (faster to start, same isolation), else Docker's default."""

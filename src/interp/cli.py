@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import importlib
 import json
@@ -11,9 +12,9 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -31,6 +32,9 @@ from ._models import (
     LogChunk,
 )
 from ._sandbox_files import open_regular_nofollow
+
+if TYPE_CHECKING:
+    from .sandbox._image import BuildProgress
 
 _T = TypeVar("_T")
 
@@ -248,10 +252,16 @@ async def _started_engine(config: Config) -> Engine:
         await engine.start()
     except ImageError as exc:
         await engine.close()
-        if config.image != Config.model_fields["image"].default:
+        # The base image is built at first use; an image of the user's packages is built
+        # only when asked (`interp image build`), as the error says.
+        derived = config.packages or config.requirements or config.profile != "standard"
+        if config.image != Config.model_fields["image"].default or derived:
             raise
         err.print(f"[yellow]{exc.message}[/]: building it now (once per machine)")
-        await asyncio.to_thread(_build_with_progress, config)
+        from .sandbox._image_build import build_image
+
+        steps = build_image(config.image, config.data_dir / "wheels")
+        await asyncio.to_thread(_with_progress, steps)
         engine = Engine(config)
         try:
             await engine.start()
@@ -305,8 +315,14 @@ def doctor(
     healthy = True
     if config.backend == "docker":
         from .sandbox._doctor import diagnose
+        from .sandbox._packages import configured
 
-        for check in diagnose(config.image, config.runtime):
+        try:
+            wanted = configured(config)
+        except InterpError as exc:
+            _exit_error(str(exc), EXIT_USAGE)
+            raise
+        for check in diagnose(config.image, config.runtime, wanted):
             healthy &= check.ok or check.optional
             table.add_row(check.name, _mark(check.ok), check.detail, check.fix)
     else:
@@ -418,24 +434,77 @@ def image_build(
         bool, typer.Option("--force", help="Rebuild even if an up-to-date image exists.")
     ] = False,
 ) -> None:
-    """Build the sandbox image (makes a Debian base locally when none can be pulled)."""
+    """Build the sandbox image (makes a Debian base locally when none can be pulled), and
+    the image derived from it with the configured packages, if any."""
     from .sandbox._docker_client import image_status
+    from .sandbox._image_build import build_derived, build_image
+    from .sandbox._packages import configured
 
     config = _safe_config()
+    try:
+        wanted = configured(config)
+    except InterpError as exc:
+        _exit_error(str(exc), EXIT_USAGE)
+        raise
     try:
         current = image_status(config.image)
         if current is not None and not force:
             err.print(f"{config.image} is up to date ({current}); --force rebuilds it")
-            return
-        _build_with_progress(config)
+        else:
+            _with_progress(build_image(config.image, config.data_dir / "wheels"))
+        if wanted:
+            wheels = config.data_dir / "wheels"
+            _with_progress(build_derived(config.image, wanted, wheels, force=force))
+    except InterpError as exc:
+        # The user's list (a package that does not exist, has no wheel, or conflicts) is
+        # a usage error; the base image is untouched either way.
+        _exit_error(str(exc), EXIT_USAGE if wanted else EXIT_ENGINE)
+
+
+@image_app.command("list")
+def image_list() -> None:
+    """The sandbox images here: bases, and images derived with packages."""
+    from .sandbox._docker_client import connect
+    from .sandbox._packages import sandbox_images
+
+    try:
+        client = connect()
+        try:
+            rows = sandbox_images(client)
+        finally:
+            client.close()
     except InterpError as exc:
         _exit_error(str(exc), EXIT_ENGINE)
+    for row in rows:
+        print(f"{row.tag}\t{row.id}\t{row.size_mb} MB\t{row.packages or '(base)'}")
 
 
-def _build_with_progress(config: Config) -> None:
+@image_app.command("prune")
+def image_prune() -> None:
+    """Remove the images derived with packages but the one the configuration uses."""
+    from .sandbox._docker_client import connect
+    from .sandbox._packages import configured, image_for, prune_derived
+
+    config = _safe_config()
+    try:
+        wanted = configured(config)
+        client = connect()
+        try:
+            keep = None
+            with contextlib.suppress(ImageError):
+                keep = image_for(client, config.image, wanted) if wanted else None
+            removed = prune_derived(client, keep)
+        finally:
+            client.close()
+    except InterpError as exc:
+        _exit_error(str(exc), EXIT_ENGINE)
+    for tag in removed:
+        print(f"removed {tag}")
+    err.print(f"{len(removed)} derived image(s) removed" + (f"; kept {keep}" if keep else ""))
+
+
+def _with_progress(steps: Iterator[BuildProgress]) -> None:
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from .sandbox._image_build import build_image
 
     columns = (
         SpinnerColumn(),
@@ -446,7 +515,7 @@ def _build_with_progress(config: Config) -> None:
     )
     with Progress(*columns, console=err, transient=False) as progress:
         task = progress.add_task("starting", total=None, stage="image")
-        for step in build_image(config.image, config.data_dir / "wheels"):
+        for step in steps:
             progress.update(
                 task,
                 description=step.detail,
@@ -594,6 +663,7 @@ def mcp_stdio(
     """
     config = _safe_config(backend=backend, runtime=runtime)
     try:
+        from .sandbox._packages import package_names
         from .server._mcp import build
     except ImportError as exc:
         _exit_error(
@@ -606,7 +676,8 @@ def mcp_stdio(
     async def serve_stdio() -> None:
         # stdout is the protocol's: everything else goes to stderr.
         async with Engine(config) as engine:
-            server, _ = build(lambda: engine)
+            names = package_names(config)
+            server, _ = build(lambda: engine, packages=names)
             await server.run_stdio_async()
 
     try:

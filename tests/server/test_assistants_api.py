@@ -552,6 +552,10 @@ def test_run_overrides_reach_the_model(client: openai.OpenAI, fake_model: FakeMo
     assert [m["content"] for m in sent["messages"][1:]] == ["hi", "and hello again"]
     assert sent["temperature"] == 0.2
     assert sent["tools"][0]["function"]["name"] == "python"
+    # The model is told what is installed, and that nothing else can be.
+    described = sent["tools"][0]["function"]["description"]
+    assert "Python 3.11 with numpy, pandas, matplotlib, scipy" in described
+    assert "no pip install" in described
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "python"}}
 
 

@@ -10,8 +10,10 @@ package's objects alike.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidInputError
@@ -26,18 +28,40 @@ __all__ = [
     "DESCRIPTION",
     "call_id",
     "code_from_tool_call",
+    "describe",
     "handle",
     "tool_message",
     "tool_schema",
     "tool_text",
 ]
 
-DESCRIPTION = (
-    "Run Python code in a stateful Jupyter kernel: variables, imports and files persist"
-    " between calls. Files the user gave are in /mnt/data; save files for the user there"
-    " too. What the code prints and the value of its last expression are returned;"
-    " matplotlib figures are shown as images. There is no internet access."
-)
+
+def describe(packages: Sequence[str] = ()) -> str:
+    """The code tool's description, naming the installed packages (the image's, and
+    ``packages`` added to it) and that nothing can be installed (so that a model does not
+    try ``pip install``)."""
+    names = [*base_packages(), *(p for p in packages if p not in base_packages())]
+    return (
+        "Run Python code in a stateful Jupyter kernel: variables, imports and files persist"
+        " between calls. Files the user gave are in /mnt/data; save files for the user there"
+        " too. What the code prints and the value of its last expression are returned;"
+        " matplotlib figures are shown as images. Installed: Python 3.11 with "
+        + ", ".join(names)
+        + ". There is no internet access: nothing else can be installed (no pip install)."
+    )
+
+
+@functools.cache
+def base_packages() -> tuple[str, ...]:
+    """What the sandbox image offers to code (its top-level pins, the kernel left out)."""
+    text = resources.files("interp.sandbox_image").joinpath("requirements.in").read_text()
+    names = [line.split("==")[0].strip() for line in text.splitlines()]
+    return tuple(
+        name for name in names if name and not name.startswith("#") and name != "ipykernel"
+    )
+
+
+DESCRIPTION = describe()
 
 
 def tool_schema(name: str = "python", description: str = DESCRIPTION) -> dict[str, Any]:

@@ -31,12 +31,12 @@ from ._docker_client import (
     LABEL_KERNEL_DIR,
     LABEL_SESSION,
     UNREACHABLE,
-    check_image,
     choose_runtime,
     connect,
     translate,
 )
 from ._docker_events import EventFollower
+from ._packages import configured, image_for
 from ._reaper import owner_labels, reap_orphans, reap_replicas
 
 log = logging.getLogger("interp.docker")
@@ -164,6 +164,8 @@ class DockerBackend:
         self._config = config
         self._engine_id = engine_id
         self._replica = replica
+        self.image = config.image
+        """The image kernels run on: ``config.image``, or the one derived with packages."""
         self._client: docker.DockerClient | None = None
         self._sandboxes: dict[str, DockerSandbox] = {}
         self._events: EventFollower | None = None
@@ -187,7 +189,9 @@ class DockerBackend:
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         self._client = client = await asyncio.to_thread(connect)
-        await asyncio.to_thread(check_image, client, self._config.image)
+        config = self._config
+        wanted = await asyncio.to_thread(configured, config)
+        self.image = await asyncio.to_thread(image_for, client, config.image, wanted)
         self.runtime = await asyncio.to_thread(choose_runtime, client, self._config.runtime)
         reaped = await self._call("reaping orphaned sandboxes", lambda: reap_orphans(client))
         if reaped:
@@ -253,7 +257,7 @@ class DockerBackend:
         def create_and_start() -> str:
             began = time.perf_counter()
             created = api.create_container(
-                config.image,
+                self.image,
                 command=[*KERNEL_COMMAND, *kernel_args(config.preload)],
                 user=user,
                 environment=environment,

@@ -11,6 +11,7 @@ import docker.errors
 from .._config import IMAGE_VERSION
 from .._exceptions import DockerUnavailableError, ImageError
 from ._docker_client import PREFERRED_RUNTIMES, check_image, connect
+from ._packages import image_for
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,9 @@ class Check:
     """A failure here does not make the setup unhealthy (a runtime not in use)."""
 
 
-def diagnose(image: str, runtime: str | None) -> list[Check]:
-    """Check the Docker engine, the OCI runtime and the sandbox image. Blocking."""
+def diagnose(image: str, runtime: str | None, requirements: tuple[str, ...] = ()) -> list[Check]:
+    """Check the Docker engine, the OCI runtime, the sandbox image and the one derived
+    with ``requirements`` (the user's packages). Blocking."""
     try:
         client = connect()
     except DockerUnavailableError as exc:
@@ -62,6 +64,14 @@ def diagnose(image: str, runtime: str | None) -> list[Check]:
         except ImageError as exc:
             checks.append(Check("image", False, exc.message, exc.hint or ""))
             return checks
+        if requirements:
+            try:
+                derived = image_for(client, image, requirements)
+                checks.append(Check("packages", True, f"{derived}: {' '.join(requirements)}"))
+                image = derived
+            except ImageError as exc:
+                checks.append(Check("packages", False, exc.message, exc.hint or ""))
+                return checks
         # Docker also lists containerd's shims by their long names: the OCI runtimes only.
         oci = [name for name in runtimes if not name.startswith("io.containerd.")]
         checks += [_try_runtime(client, image, name, in_use=name == wanted) for name in oci]

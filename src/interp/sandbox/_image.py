@@ -35,7 +35,7 @@ class BuildProgress:
     total: int | None = None
 
 
-def _manylinux_platforms(arch: str) -> list[str]:
+def manylinux_platforms(arch: str) -> list[str]:
     machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
     tags = ["manylinux2014"] + [f"manylinux_2_{minor}" for minor in range(17, 37)]
     return [f"{tag}_{machine}" for tag in tags]
@@ -56,7 +56,7 @@ def prepare_context(arch: str, wheel_cache: Path) -> Iterator[BuildProgress | Pa
         "--abi", "abi3", "--abi", "none",
         "--dest", str(wheel_cache), "--requirement", str(context / "requirements.txt"),
     ]  # fmt: skip
-    for platform in _manylinux_platforms(arch):
+    for platform in manylinux_platforms(arch):
         command += ["--platform", platform]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:

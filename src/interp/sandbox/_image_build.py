@@ -17,6 +17,14 @@ from .._config import IMAGE_VERSION
 from .._exceptions import ImageError
 from ._docker_client import check_image, connect, translate
 from ._image import BuildProgress, debootstrap_rootfs, prepare_context
+from ._packages import (
+    PackageSpec,
+    derived_context,
+    derived_tag,
+    find_derived,
+    labels,
+    resolve,
+)
 
 BASE_IMAGE = "debian:bookworm-slim"
 LOCAL_BASE_IMAGE = "interp-base:bookworm"
@@ -43,6 +51,42 @@ def build_image(image: str, wheel_cache: Path) -> Iterator[BuildProgress]:
                 client.images.prune(filters={"label": "io.interp.build-stage=true"})
         check_image(client, image)
         yield BuildProgress("done", f"built {image}")
+    finally:
+        client.close()
+
+
+def build_derived(
+    base_image: str, requirements: tuple[str, ...], wheel_cache: Path, *, force: bool = False
+) -> Iterator[BuildProgress]:
+    """Build the image of ``requirements`` derived from ``base_image`` (built already),
+    yielding progress; nothing if one of the same spec exists (unless ``force``)."""
+    client = connect()
+    try:
+        spec = PackageSpec(requirements, check_image(client, base_image))
+        found = find_derived(client, spec)
+        if found is not None and not force:
+            yield BuildProgress("done", f"{found} is up to date (the same packages)")
+            return
+        arch = str(client.info().get("Architecture", "x86_64"))
+        yield BuildProgress("lock", "resolving " + ", ".join(spec.names))
+        lock = resolve(spec, arch)
+        yield BuildProgress("wheels", f"downloading {len(lock.lines)} wheels into {wheel_cache}")
+        context = derived_context(lock, arch, wheel_cache)
+        tag = derived_tag(base_image, spec)
+        try:
+            yield from _docker_build(
+                client,
+                context,
+                tag,
+                base_image,
+                labels=labels(spec, lock, base_image),
+                network="none",
+            )
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.prune(filters={"label": "io.interp.build-stage=true"})
+        yield BuildProgress("done", f"built {tag}")
     finally:
         client.close()
 
@@ -79,7 +123,13 @@ def _base_image(client: docker.DockerClient) -> Generator[BuildProgress, None, s
 
 
 def _docker_build(
-    client: docker.DockerClient, context: Path, image: str, base: str
+    client: docker.DockerClient,
+    context: Path,
+    image: str,
+    base: str,
+    *,
+    labels: dict[str, str] | None = None,
+    network: str | None = None,
 ) -> Iterator[BuildProgress]:
     step_pattern = re.compile(r"^Step (\d+)/(\d+) : (.*)")
     with translate(f"building {image}"):
@@ -90,6 +140,8 @@ def _docker_build(
             rm=True,
             forcerm=True,
             decode=True,
+            labels=labels,
+            network_mode=network,
         )
         for chunk in stream:
             if "error" in chunk:

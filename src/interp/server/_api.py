@@ -33,6 +33,8 @@ from .._exceptions import (
     StoreFullError,
 )
 from .._object_store import S3Objects
+from ..adapters.chat import describe
+from ..sandbox._packages import package_names
 from ._containers import Containers
 from ._errors import APIError, bad_request, not_found, send_error
 from ._forward import Forward
@@ -75,6 +77,7 @@ async def preflight(config: Config) -> None:
     say it in one line.
     """
     await asyncio.to_thread(config.data_dir.mkdir, parents=True, exist_ok=True)
+    package_names(config)  # a list that is no list: one line
     store = Store(db_url(config))
     try:
         await store.open()
@@ -255,7 +258,10 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
     model client live for the app's lifespan."""
     holder: dict[str, Services] = {}
     replicas_of: dict[str, Replicas] = {}
-    mcp, mcp_sessions = build_mcp(lambda: holder["state"].engine, lambda: holder["state"].places)
+    packages = package_names(config)
+    mcp, mcp_sessions = build_mcp(
+        lambda: holder["state"].engine, lambda: holder["state"].places, packages
+    )
     mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=config.host)
 
     @asynccontextmanager
@@ -306,6 +312,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
             files=engine_files(sandbox),
             search=stores.for_run,
             restart_note=places.restart_note,
+            code_description=describe(packages),
         )
         runner = Runner(
             store=store,

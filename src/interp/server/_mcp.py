@@ -21,7 +21,7 @@ import contextlib
 import mimetypes
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -40,6 +40,7 @@ from .. import (
 )
 from .._models import ImageOutput, LogsOutput
 from ..adapters._outputs import openai_outputs
+from ..adapters.chat import base_packages
 from ._places import Places
 
 MAX_IMAGE_BYTES = 1024**2
@@ -53,15 +54,22 @@ INSTRUCTIONS = (
     " persist between run_python calls of a session. Files live in /mnt/data. There is no"
     " network access."
 )
-RUN_DESCRIPTION = (
-    "Run Python code in a stateful Jupyter kernel (Python 3.11 with numpy, pandas,"
-    " matplotlib, scipy, sympy, scikit-learn, pillow, openpyxl, tabulate). Variables and"
-    " imports persist between calls of the session; files live in /mnt/data (save files for"
-    " the user there). Returns what the code printed, the value of its last expression, an"
-    " error with its traceback, matplotlib figures as images and files written as links."
-    " No network access. `timeout` is in seconds. Pass `session` (named in every result) to"
-    " continue a session when your client does not keep one."
-)
+
+
+def run_description(packages: Sequence[str] = ()) -> str:
+    """``run_python``'s description, naming what is installed (the image's packages and
+    ``packages``)."""
+    names = [*base_packages(), *(p for p in packages if p not in base_packages())]
+    return (
+        f"Run Python code in a stateful Jupyter kernel (Python 3.11 with {', '.join(names)})."
+        " Variables and imports persist between calls of the session; files live in"
+        " /mnt/data (save files for the user there). Returns what the code printed, the value"
+        " of its last expression, an error with its traceback, matplotlib figures as images"
+        " and files written as links. No network access: nothing else can be installed."
+        " `timeout` is in seconds. Pass `session` (named in every result) to continue a"
+        " session when your client does not keep one."
+    )
+
 
 Session = Annotated[
     str | None,
@@ -173,7 +181,9 @@ def _transport_key(ctx: Context) -> str | None:
 
 
 def build(
-    engine: Callable[[], Engine], places: Callable[[], Places] | None = None
+    engine: Callable[[], Engine],
+    places: Callable[[], Places] | None = None,
+    packages: Sequence[str] = (),
 ) -> tuple[MCPServer, McpSessions]:
     """The MCP server over ``engine()``, and its sessions. Files the code writes are linked
     as ``interp://files/<id>`` resources, readable by the session's owner. With ``places``
@@ -191,7 +201,7 @@ def build(
     def error(message: str) -> CallToolResult:
         return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
-    @mcp.tool(description=RUN_DESCRIPTION)
+    @mcp.tool(description=run_description(packages))
     async def run_python(
         code: Annotated[str, Field(description="The Python code to run.")],
         ctx: Context,

@@ -60,8 +60,8 @@ class Settings:
     truncate: bool = True
     """Leave earlier units out to fit; ``False``: a context over the window is refused."""
 
-    def tools(self) -> list[dict[str, Any]]:
-        tools = [tool_schema(CODE_TOOL, DESCRIPTION)] if self.code else []
+    def tools(self, description: str = DESCRIPTION) -> list[dict[str, Any]]:
+        tools = [tool_schema(CODE_TOOL, description)] if self.code else []
         if self.search is not None:
             tools.append(search_schema())
         return tools + [{"type": "function", "function": f} for f in self.functions]
@@ -163,6 +163,7 @@ class Agent:
         files: Reader | None = None,
         search: Searcher | None = None,
         restart_note: Callable[[str], str | None] = lambda session: None,
+        code_description: str = DESCRIPTION,
     ) -> None:
         self.model = model
         self.windows = windows
@@ -171,6 +172,8 @@ class Agent:
         self.search = search
         """What runs the ``file_search`` tool's searches."""
         self.restart_note = restart_note
+        self.code_description = code_description
+        """The code tool's description (it names the packages installed)."""
         """What a session's next call says first (once): that its kernel is new."""
         self._textual: set[str] = set()
         """Models that refused image parts."""
@@ -222,7 +225,7 @@ class Agent:
         render: Callable[[Unit], list[dict[str, Any]]],
     ) -> tuple[dict[str, Any], Fitted]:
         window = await self.windows.window(settings.model)
-        tools = settings.tools()
+        tools = settings.tools(self.code_description)
         system = [{"role": "system", "content": settings.instructions}]
         fixed = (tokens_of(system) if settings.instructions else 0) + (
             tokens_of(tools) if tools else 0
