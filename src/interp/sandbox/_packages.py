@@ -95,7 +95,8 @@ def requirement_lines(packages: Sequence[str], requirements: Path | None) -> tup
         try:
             parsed = Requirement(entry)
         except InvalidRequirement as exc:
-            raise ImageError(f"{where}: {entry!r} is not a requirement ({exc})") from None
+            why = str(exc).splitlines()[0]  # packaging points at the spot on more lines
+            raise ImageError(f"{where}: {entry!r} is not a requirement ({why})") from None
         if parsed.url:
             raise ImageError(f"{where}: {entry!r} names a URL; only index packages are taken")
         checked.append(str(parsed))
