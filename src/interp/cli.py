@@ -468,11 +468,8 @@ def image_list() -> None:
     from .sandbox._packages import sandbox_images
 
     try:
-        client = connect()
-        try:
+        with contextlib.closing(connect()) as client:
             rows = sandbox_images(client)
-        finally:
-            client.close()
     except InterpError as exc:
         _exit_error(str(exc), EXIT_ENGINE)
     for row in rows:
@@ -488,14 +485,11 @@ def image_prune() -> None:
     config = _safe_config()
     try:
         wanted = configured(config)
-        client = connect()
-        try:
-            keep = None
+        keep = None
+        with contextlib.closing(connect()) as client:
             with contextlib.suppress(ImageError):
                 keep = image_for(client, config.image, wanted) if wanted else None
             removed = prune_derived(client, keep)
-        finally:
-            client.close()
     except InterpError as exc:
         _exit_error(str(exc), EXIT_ENGINE)
     for tag in removed:
