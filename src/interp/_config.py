@@ -124,9 +124,15 @@ class Config(BaseSettings):
     """``interp serve``: containers one API key may keep that have not expired."""
     capacity_wait: float = Field(30.0, ge=0)
     """How long a new session or kernel waits for room before ``CapacityError``."""
-    session_idle_timeout: float = Field(3600.0, gt=0)
-    """A session unused this long is closed, as OpenAI's hosted sessions are after an hour."""
-    session_max_lifetime: float = Field(24 * 3600.0, gt=0)
+    hibernate_after: float = Field(1800.0, gt=0)
+    """A session unused this long is hibernated: its kernel saves its variables to disk and
+    is removed; the session's next call restores them in a new kernel."""
+    session_max_idle: float = Field(7 * 24 * 3600.0, gt=0)
+    """A session unused this long (hibernated or not) is closed: its variables and the
+    files it stored are deleted."""
+    max_snapshot_bytes: Bytes = 1024**3
+    """Largest snapshot of one session's variables; a session whose variables take more is
+    not hibernated (it keeps its kernel, and its next call says why)."""
 
     timeout: float = Field(60.0, gt=0)
     """Default limit of one execution, in seconds."""

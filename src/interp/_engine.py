@@ -12,10 +12,9 @@ import io
 import mimetypes
 import os
 import secrets
-import shutil
 import sqlite3
 import time
-from collections.abc import AsyncGenerator, Callable, Collection, Sequence
+from collections.abc import AsyncGenerator, Collection, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -42,8 +41,9 @@ from ._models import (
 from ._object_store import S3Objects
 from ._owner import owner_dir_name
 from ._pool import KernelPool
-from ._sandbox_files import SandboxFileError, copy_fd, create_new, open_in, opened_dir, scan
+from ._sandbox_files import SandboxFileError, copy_fd, open_in, opened_dir, scan, write_replacing
 from ._sessions import SessionManager, check_file_name
+from ._snapshots import Snapshots
 from ._storage import Storage
 from .sandbox import make_backend
 
@@ -69,15 +69,24 @@ class Engine:
             pool_dir=self.config.data_dir / "pool" / owner,
             storage=storage,
         )
+        snapshots = Snapshots(
+            lambda: self.files,
+            cap=self.config.max_snapshot_bytes,
+            timeout=self.config.timeout,
+            inside="/mnt/data" if self._backend.isolated else None,
+            adopt=self._backend.adopt,
+        )
         self._sessions = sessions = SessionManager(
             self._pool,
             # Per engine: engines sharing a data_dir may use the same session ids.
             root=self.config.data_dir / "sessions" / owner,
+            parked_root=self.config.data_dir / "hibernated",
             max_sessions=self.config.max_sessions,
             capacity_wait=self.config.capacity_wait,
-            idle_timeout=self.config.session_idle_timeout,
-            max_lifetime=self.config.session_max_lifetime,
+            hibernate_after=self.config.hibernate_after,
+            max_idle=self.config.session_max_idle,
             storage=storage,
+            snapshots=snapshots,
             forget_files=lambda session: self.files.delete_session(session),
         )
         self._pool.reclaim = sessions.reclaim_idle
@@ -196,7 +205,8 @@ class Engine:
         return opened.id
 
     def session_dir(self, session: str) -> Path:
-        """The host directory the session's code sees as /mnt/data."""
+        """The host directory the session's code sees as /mnt/data (while the session is
+        hibernated, its files are kept elsewhere until its next call)."""
         return self._sessions.get(session).files_dir
 
     def has_session(self, session: str) -> bool:
@@ -204,7 +214,24 @@ class Engine:
         return session in self._sessions
 
     def sessions(self) -> list[SessionInfo]:
+        """Every session: running, idle or hibernated."""
         return self._sessions.infos()
+
+    async def hibernate_session(self, session: str) -> SessionInfo:
+        """Hibernate the session now (after its running call, if one is): its kernel saves
+        its variables into the file store and is removed; its next call restores them.
+
+        ``HibernationError`` if they cannot be saved (over ``max_snapshot_bytes``, a kernel
+        that does not answer within ``timeout``, a full store): the session keeps its
+        kernel, and its next call says why.
+        """
+        self._check_open()
+        found = self._sessions.get(session)
+        async with found.lock:
+            if found.closed:
+                raise SessionNotFoundError(f"session {session!r} was closed")
+            await self._sessions.hibernate(found)
+        return found.info()
 
     async def close_session(self, session: str, *, keep_files: bool = False) -> None:
         """End the session: its kernel is removed and its /mnt/data deleted.
@@ -221,7 +248,8 @@ class Engine:
             pool_ready=pool.ready,
             pool_starting=pool.starting,
             leased=pool.leased,
-            sessions=len(self._sessions),
+            sessions=self._sessions.live,
+            hibernated=len(self._sessions) - self._sessions.live,
             kernels_started=pool.kernels_started,
             kernel_start_failures=pool.start_failures,
             kernels_died=pool.kernels_died,
@@ -278,13 +306,7 @@ class Engine:
                 if target.closed:
                     raise SessionNotFoundError(f"session {target.id!r} was closed")
                 kernel = await self._sessions.kernel_for(target, deadline=deadline)
-                notice = None
-                if target.reclaimed:
-                    target.reclaimed = False
-                    notice = (
-                        "this session's kernel was removed while idle to make room for"
-                        " another session: variables are lost, files are kept"
-                    )
+                notice, target.notice = target.notice, None
                 try:
                     async with contextlib.aclosing(
                         run(
@@ -304,8 +326,10 @@ class Engine:
             if ephemeral:
                 with contextlib.suppress(InterpError):
                     await self._sessions.close(target.id, keep_files=True)
-            # Idle now: a caller waiting for a kernel may take this one's (reclaim).
+            # Idle now: a caller waiting for a kernel or a session may take this one's
+            # (it is hibernated for them).
             await self._pool.wake()
+            await self._sessions.wake()
 
     async def create_file(self, name: str, content: bytes | Path) -> FileInfo:
         """Store a file for sessions to come (see ``create_session``); return its info.
@@ -351,6 +375,7 @@ class Engine:
         target_session = self._sessions.get(session)
         # Under the session's lock, so that no kernel hand-over moves the directory meanwhile.
         async with target_session.lock:
+            await self._sessions.unpark(target_session)
             if self._storage.cap_bytes is not None:
                 # The cap comes with the session's kernel: take it now, so a file that does
                 # not fit fails here rather than at the session's first execution.
@@ -359,7 +384,7 @@ class Engine:
                 target_session.kernel.last_scan = None  # the next call looks afresh
             try:
                 await asyncio.to_thread(
-                    _write_replacing, target_session.files_dir, name, source, self._backend.adopt
+                    write_replacing, target_session.files_dir, name, source, self._backend.adopt
                 )
             except OSError as exc:
                 raise InvalidInputError(f"cannot put {name} in /mnt/data: {exc.strerror}") from exc
@@ -399,7 +424,7 @@ class Engine:
         """The regular files in a session's /mnt/data (``/``-separated names, sizes),
         looked at as the code may have left them: no link followed, within the scan's caps."""
         self._check_open()
-        root = self._sessions.get(session).files_dir
+        root = await self._sessions.files_of(self._sessions.get(session))
         found = await asyncio.to_thread(scan, root, deadline=time.monotonic() + 1.0)
         return sorted((name, signature[0]) for name, signature in found.files.items())
 
@@ -407,7 +432,7 @@ class Engine:
         """The bytes of a file in a session's /mnt/data, as the code left it (no link
         followed, no FIFO opened); ``InvalidInputError`` if missing or over ``max_bytes``."""
         self._check_open()
-        root = self._sessions.get(session).files_dir
+        root = await self._sessions.files_of(self._sessions.get(session))
 
         def read() -> bytes:
             fd = open_in(root, name)
@@ -429,7 +454,7 @@ class Engine:
         """Delete a file at the top of a session's /mnt/data, if it is there (a link there
         is removed itself, never followed)."""
         self._check_open()
-        root = self._sessions.get(session).files_dir
+        root = await self._sessions.files_of(self._sessions.get(session))
         clean = check_file_name(name)
 
         def remove() -> None:
@@ -503,30 +528,3 @@ class Engine:
                 f"timeout must be a positive number of seconds, not {timeout!r}"
             )
         return float(timeout)
-
-
-def _write_replacing(
-    directory: Path, name: str, source: Path, adopt: Callable[[int], object]
-) -> None:
-    """Write ``source`` into ``directory`` (the code's /mnt/data) as ``name``.
-
-    Through the directory's descriptor, a new file and a rename: whatever the code left at
-    ``name`` (a link, a FIFO) is replaced, never written through, and the new file is
-    handed to the kernel's user by descriptor before anyone else can see it.
-    """
-    partial = f".{name[:200]}.{secrets.token_hex(4)}.upload"
-    with opened_dir(directory) as dir_fd:
-        fd = create_new(partial, dir_fd=dir_fd)
-        try:
-            with os.fdopen(fd, "wb", closefd=False) as out, source.open("rb") as stored:
-                shutil.copyfileobj(stored, out)
-            adopt(fd)
-            os.close(fd)
-            fd = -1
-            os.replace(partial, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(partial, dir_fd=dir_fd)
-            raise

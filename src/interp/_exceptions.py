@@ -6,6 +6,7 @@
     │   └── NoSuchFileError  no stored file has that id (never stored, or deleted)
     ├── SessionNotFoundError the session id is unknown or closed
     ├── CapacityError        no kernel could be had in the allowed wait
+    ├── HibernationError     a session's variables could not be saved
     ├── FileStoreError       the host's file store failed (disk full, permissions)
     │   └── StoreFullError   a file does not fit in the store's size budget
     └── SandboxError         the isolation layer failed (not the user's code)
@@ -59,6 +60,12 @@ class SessionNotFoundError(InterpError):
 
 class CapacityError(InterpError):
     """No kernel or session slot became free within the allowed wait."""
+
+
+class HibernationError(InterpError):
+    """A session's variables could not be saved (over ``max_snapshot_bytes``, a kernel that
+    did not answer, a full store): the session keeps its kernel, and its next call says
+    why."""
 
 
 class FileStoreError(InterpError):

@@ -15,6 +15,7 @@ Methods without ``async`` block: call them from a thread.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import shutil
@@ -22,6 +23,7 @@ import sqlite3
 import stat
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,6 +45,44 @@ CREATE TABLE IF NOT EXISTS files (
 )
 """
 _SELECT = "SELECT id, name, bytes, mime, created_at, session FROM files"
+# Hibernated sessions: each one's snapshot (a file of the session in ``files``), with what
+# was not kept. A row lives from the hibernation to the restore (or the session's end).
+_SNAPSHOTS = """
+CREATE TABLE IF NOT EXISTS snapshots (
+    session TEXT PRIMARY KEY,
+    file_id TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    taken_at TEXT NOT NULL,
+    skipped TEXT NOT NULL,
+    created_at TEXT NOT NULL
+)
+"""
+SNAPSHOT_MIME = "application/vnd.interp.snapshot"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A hibernated session's saved variables, as the store keeps them."""
+
+    session: str
+    file_id: str
+    bytes: int
+    taken_at: datetime
+    skipped: list[tuple[str, str]]
+    """Names not kept, each with its value's type."""
+    created_at: datetime
+    """When the session was created."""
+
+    @classmethod
+    def _of(cls, row: tuple[str, str, int, str, str, str]) -> Snapshot:
+        return cls(
+            session=row[0],
+            file_id=row[1],
+            bytes=row[2],
+            taken_at=datetime.fromisoformat(row[3]),
+            skipped=[(str(n), str(t)) for n, t in json.loads(row[4])],
+            created_at=datetime.fromisoformat(row[5]),
+        )
 
 
 def new_file_id() -> str:
@@ -99,6 +139,7 @@ class FileStore:
             # Under WAL, NORMAL cannot corrupt the index; it spares an fsync per stored file.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
+            self._db.execute(_SNAPSHOTS)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
             if "cached" not in columns:  # a store made before there were copies
                 self._db.execute("ALTER TABLE files ADD COLUMN cached INTEGER NOT NULL DEFAULT 0")
@@ -276,9 +317,74 @@ class FileStore:
             )
         return True
 
-    def delete_session(self, session: str) -> int:
-        """Delete every file a session stored; return how many."""
+    def keep_snapshot(
+        self,
+        source: int,
+        *,
+        session: str,
+        skipped: list[tuple[str, str]],
+        taken_at: datetime,
+        created_at: datetime,
+        max_bytes: int,
+        deadline: float,
+    ) -> Snapshot:
+        """Store the snapshot open at ``source`` as the session's, in place of any before
+        (copied within ``max_bytes`` and ``deadline``, as ``store_fd``)."""
+        info = self.store_fd(
+            source,
+            name=".snapshot",
+            mime=SNAPSHOT_MIME,
+            session=session,
+            max_bytes=max_bytes,
+            deadline=deadline,
+        )
+        kept = Snapshot(session, info.id, info.bytes, taken_at, skipped, created_at)
         with self._lock:
+            before = self._db.execute(
+                "SELECT file_id FROM snapshots WHERE session = ?", (session,)
+            ).fetchone()
+            with self._db:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO snapshots"
+                    " (session, file_id, bytes, taken_at, skipped, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        session,
+                        info.id,
+                        info.bytes,
+                        taken_at.isoformat(),
+                        json.dumps(skipped),
+                        created_at.isoformat(),
+                    ),
+                )
+        if before is not None:
+            self.delete(before[0])
+        return kept
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every hibernated session's snapshot."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT session, file_id, bytes, taken_at, skipped, created_at FROM snapshots"
+            ).fetchall()
+        return [Snapshot._of(row) for row in rows]
+
+    def claim_snapshot(self, session: str) -> Snapshot | None:
+        """Take the session's snapshot out of the hibernated ones (its file stays until
+        deleted): ``None`` if it has none, or another engine on this store took it."""
+        with self._lock, self._db:
+            row = self._db.execute(
+                "DELETE FROM snapshots WHERE session = ?"
+                " RETURNING session, file_id, bytes, taken_at, skipped, created_at",
+                (session,),
+            ).fetchone()
+        return None if row is None else Snapshot._of(row)
+
+    def delete_session(self, session: str) -> int:
+        """Delete every file a session stored, its snapshot too; return how many."""
+        with self._lock:
+            with self._db:
+                self._db.execute("DELETE FROM snapshots WHERE session = ?", (session,))
             rows = self._db.execute(
                 "SELECT id, bytes FROM files WHERE session = ?", (session,)
             ).fetchall()

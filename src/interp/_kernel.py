@@ -201,6 +201,34 @@ class KernelChannel:
         )
         return msg_id
 
+    async def evaluate(self, code: str, expression: str, timeout: float) -> str:
+        """Run ``code`` quietly (no output, no history, no ``_``), then evaluate
+        ``expression``; its value's text, or ``SandboxError`` if there is no answer in
+        time or no value (an exception, a kernel that is not IPython's).
+
+        For the engine's own work in the kernel (snapshots): the user's next execution
+        sees no trace of it but what ``code`` does. The text is the kernel's: untrusted.
+        """
+        msg_id: str = self._client.execute(
+            code,
+            silent=True,
+            store_history=False,
+            user_expressions={"value": expression},
+            allow_stdin=False,
+            stop_on_error=False,
+        )
+        reply = await self._reply(msg_id, timeout)
+        if reply is None:
+            raise SandboxError(f"the kernel did not answer within {timeout:g} s")
+        found = reply["content"].get("user_expressions")
+        value = found.get("value") if isinstance(found, dict) else None
+        data = value.get("data") if isinstance(value, dict) else None
+        text = data.get("text/plain") if isinstance(data, dict) else None
+        if not isinstance(text, str):
+            said = value.get("evalue") if isinstance(value, dict) else None
+            raise SandboxError(f"the kernel gave no value ({str(said)[:200] or 'no reply'})")
+        return text
+
     def iopub_frames(self) -> asyncio.Future[list[bytes]]:
         """A future for the next iopub message's raw frames (parse them with ``parse``).
 

@@ -167,6 +167,11 @@ class SessionInfo(_Model):
     """The host directory the session's code sees as /mnt/data."""
     has_kernel: bool
     busy: bool
+    state: Literal["running", "idle", "hibernated"]
+    """``hibernated``: its variables are saved (``snapshot_bytes``), it holds no kernel,
+    and it does not count against ``max_sessions``."""
+    snapshot_bytes: int | None = None
+    snapshot_taken_at: datetime | None = None
 
 
 class LatencySummary(_Model):
@@ -182,6 +187,9 @@ class EngineStats(_Model):
     pool_starting: int
     leased: int
     sessions: int
+    """Live sessions: running or idle (at most ``max_sessions``)."""
+    hibernated: int
+    """Sessions whose variables are saved and that hold no kernel."""
     kernels_started: int
     kernel_start_failures: int
     kernels_died: int

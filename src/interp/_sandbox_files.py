@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import shutil
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -304,3 +306,30 @@ def _unlink(name: str, dir_fd: int) -> None:
         # Code may leave its directory read-only; its owner may make it writable again.
         os.chmod(dir_fd, 0o700)
         os.unlink(name, dir_fd=dir_fd)
+
+
+def write_replacing(
+    directory: Path, name: str, source: Path, adopt: Callable[[int], object]
+) -> None:
+    """Write ``source`` into ``directory`` (the code's /mnt/data) as ``name``.
+
+    Through the directory's descriptor, a new file and a rename: whatever the code left at
+    ``name`` (a link, a FIFO) is replaced, never written through, and the new file is
+    handed to the kernel's user by descriptor before anyone else can see it.
+    """
+    partial = f".{name[:200]}.{secrets.token_hex(4)}.upload"
+    with opened_dir(directory) as dir_fd:
+        fd = create_new(partial, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as out, source.open("rb") as stored:
+                shutil.copyfileobj(stored, out)
+            adopt(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(partial, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(partial, dir_fd=dir_fd)
+            raise

@@ -16,6 +16,8 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from ._exceptions import SandboxError
@@ -63,6 +65,8 @@ class Storage:
 
     def __init__(self, cap_bytes: int | None) -> None:
         self.cap_bytes = cap_bytes if cap_bytes and self._can_cap() else None
+        self._mounts = threading.Lock()
+        """Held while parking or unparking, so that no image is ever mounted twice."""
         if cap_bytes and self.cap_bytes is None:
             log.warning("no size cap on /mnt/data: capping needs root, a loop device and mkfs.ext4")
 
@@ -131,6 +135,51 @@ class Storage:
         _run("mount", "--move", str(source), str(target))
         os.rename(_image(source), _image(target))
         source.rmdir()
+
+    def park(self, directory: Path, to: Path) -> Path | None:
+        """Keep the files of ``directory`` at ``to`` while no kernel needs them (its
+        session hibernates), where the engine's own directories' clean-up does not reach;
+        ``None`` if it held nothing to keep (it is removed). A capped one is unmounted
+        first, its image going along: a host holds only so many loop mounts."""
+        with self._mounts:
+            if not directory.is_dir():
+                return None
+            with opened_dir(directory) as fd:
+                empty = not os.listdir(fd)
+            if empty:
+                self.remove(directory)
+                return None
+            capped = self.capped(directory)
+            if capped:
+                try:
+                    _run("umount", str(directory))
+                except SandboxError as exc:  # still in use: it stays, mounted, nothing lost
+                    log.warning("could not unmount %s: %s", directory, exc.message)
+                    return None
+            to.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(directory, to)
+            if capped:
+                os.rename(_image(directory), _image(to))
+            return to
+
+    def unpark(self, parked: Path, directory: Path) -> None:
+        """Put files kept by ``park`` back at ``directory`` (mounted again if capped)."""
+        with self._mounts:
+            if directory.exists():
+                self.remove(directory)
+            os.rename(parked, directory)
+            image = _image(parked)
+            if image.exists():
+                os.rename(image, _image(directory))
+                _run("mount", "-o", "loop,nosuid,nodev", str(_image(directory)), str(directory))
+
+    def remove_unlisted(self, root: Path, keep: Callable[[], set[str]]) -> None:
+        """Remove what is under ``root`` but named in ``keep()`` (asked after looking)."""
+        if not root.is_dir():
+            return
+        found = {path.name.removesuffix(".img") for path in root.iterdir()}
+        for name in found - keep():
+            self.remove(root / name)
 
     def remove(self, directory: Path) -> None:
         """Unmount if capped, and delete the directory, its files and its image.

@@ -78,6 +78,9 @@ class SyncEngine:
     def sessions(self) -> list[SessionInfo]:
         return self._engine.sessions()
 
+    def hibernate_session(self, session: str) -> SessionInfo:
+        return self._call(self._engine.hibernate_session(session))
+
     def stats(self) -> EngineStats:
         return self._engine.stats()
 

@@ -30,6 +30,7 @@ from ._models import (
     FileSaved,
     ImageSaved,
     LogChunk,
+    SessionInfo,
 )
 from ._sandbox_files import open_regular_nofollow
 
@@ -362,7 +363,7 @@ def pool_status(
     """Warm a pool as configured, lease a kernel from it, and show the engine's figures."""
     config = _safe_config(pool_size=size, backend=backend)
     try:
-        stats = _run_until_signalled(_pool_probe(config))
+        stats, sessions = _run_until_signalled(_pool_probe(config))
     except InterpError as exc:
         _exit_error(str(exc), EXIT_ENGINE)
     except KeyboardInterrupt:
@@ -379,16 +380,48 @@ def pool_status(
         elif name.endswith("_bytes") and value is not None:
             value = f"{value / 1024**2:.0f} MiB"
         table.add_row(name.replace("_", " "), str(value))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if sessions:
+        console.print(_sessions_table(sessions))
 
 
-async def _pool_probe(config: Config) -> EngineStats:
+_SESSIONS_SHOWN = 50
+
+
+def _sessions_table(sessions: list[SessionInfo]) -> Any:
+    """The sessions in ``data_dir`` (hibernated ones, kept by engines that closed), most
+    recently used first."""
+    from rich.table import Table
+
+    recent = sorted(sessions, key=lambda s: s.last_used_at, reverse=True)
+    more = len(recent) - _SESSIONS_SHOWN
+    table = Table(
+        title=f"{len(recent)} sessions" + (f" ({more} older not shown)" if more > 0 else ""),
+    )
+    for column in ("session", "state", "last used", "snapshot"):
+        table.add_column(column, justify="right" if column == "snapshot" else "left")
+    for info in recent[:_SESSIONS_SHOWN]:
+        size = info.snapshot_bytes
+        table.add_row(
+            info.id,
+            info.state,
+            info.last_used_at.strftime("%Y-%m-%d %H:%M:%S"),
+            "" if size is None else f"{size / 1024:.1f} KiB",
+        )
+    return table
+
+
+async def _pool_probe(config: Config) -> tuple[EngineStats, list[SessionInfo]]:
     engine = await _started_engine(config)
     async with engine:
         await engine.warm(timeout=config.start_timeout)
         idle = engine.stats()
-        await engine.execute("1 + 1", session=await engine.create_session())
-        return idle.model_copy(update={"acquire": engine.stats().acquire})
+        probe = await engine.create_session()
+        await engine.execute("1 + 1", session=probe)
+        stats = idle.model_copy(update={"acquire": engine.stats().acquire})
+        await engine.close_session(probe)
+        return stats, engine.sessions()
 
 
 @app.command()

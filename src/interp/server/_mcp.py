@@ -8,8 +8,9 @@ A kernel belongs to the client's session, so variables and files persist between
 over stdio the session is the process; over HTTP it is the MCP session (``Mcp-Session-Id``,
 clients of protocol 2025-11-25 and before). Clients of the sessionless 2026 protocol carry
 it themselves: every result names its session, and passing it back as ``session``
-continues there. A session idle past the engine's ``session_idle_timeout`` is gone; the
-next call makes a new one, and its first result says so.
+continues there. A session idle past the engine's ``hibernate_after`` is hibernated (its
+next call restores its variables, and says so); one idle past ``session_max_idle`` is
+gone: the next call makes a new one, and its first result says so.
 """
 
 from __future__ import annotations

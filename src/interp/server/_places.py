@@ -1,12 +1,13 @@
-"""The engine's sessions as places that keys hold: a thread's, a container's, an MCP
-session's. A key holds at most ``per_key`` of them, and the engine ``total``. A new one
-that would pass either limit first takes the place of the session idle longest (the
-key's own when the key is at its quota, else anyone's): that session is closed with its
-stored files kept, and its thread, container or MCP session opens it again at its next
-call, with its files and without its variables. Only when every candidate is running
-code is the new one refused (``CapacityError``: OpenAI's 429, ``rate_limit_exceeded`` for
-a run), so that no key can take every place from the others, and an idle session never
-keeps a place someone needs."""
+"""The engine's live sessions as places that keys hold: a thread's, a container's, an
+MCP session's. A key holds at most ``per_key`` of them, and the engine ``total``. A new
+one that would pass either limit first takes the place of the session idle longest (the
+key's own when the key is at its quota, else anyone's): that session is hibernated (its
+variables saved, its kernel removed; its next call restores them), or, if its variables
+cannot be saved, closed with its stored files kept and opened again at its next call
+without its variables. Only when every candidate is running code is the new one refused
+(``CapacityError``: OpenAI's 429, ``rate_limit_exceeded`` for a run), so that no key can
+take every place from the others, and an idle session never keeps a place someone
+needs. Hibernated sessions hold no place."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from .. import CapacityError, Engine, SessionInfo
+from .. import CapacityError, Engine, HibernationError, SessionInfo
 from ._replicas import RESTARTED, Replicas
 
 log = logging.getLogger("interp.server")
@@ -82,10 +83,11 @@ class Places:
             await self._replicas.forget(session)
 
     async def _make_room(self, owner: str) -> None:
-        live = {info.id: info for info in self._engine.sessions()}
-        for gone in set(self._owners) - set(live):  # closed or expired meanwhile
+        sessions = self._engine.sessions()
+        for gone in set(self._owners) - {info.id for info in sessions}:  # closed meanwhile
             del self._owners[gone]
-        mine = [live[s] for s, held_by in self._owners.items() if held_by == owner]
+        live = {info.id: info for info in sessions if info.state != "hibernated"}
+        mine = [live[s] for s, held_by in self._owners.items() if held_by == owner and s in live]
         if len(mine) >= self.per_key:
             await self._give_up(mine, f"this key holds its {self.per_key} sessions")
         elif len(live) >= self.total:
@@ -99,8 +101,12 @@ class Places:
             )
         session = idle[0].id
         log.info("session %s gives its place up (%s; idle longest)", session, full)
-        await self._engine.close_session(session, keep_files=True)
-        self._owners.pop(session, None)
+        try:
+            await self._engine.hibernate_session(session)
+        except HibernationError as exc:
+            log.info("session %s is closed instead: %s", session, exc.message)
+            await self._engine.close_session(session, keep_files=True)
+            self._owners.pop(session, None)
 
 
 __all__ = ["Places"]

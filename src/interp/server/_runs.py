@@ -365,7 +365,8 @@ class Runner:
         if not self._engine.has_session(thread_id):
             self._placed[thread_id] = set()
         await self._places.open(sink.owner, thread_id)
-        placed = self._placed[thread_id]
+        # A session hibernated by the server's previous life has an empty /mnt/data.
+        placed = self._placed.setdefault(thread_id, set())
         for file_id in await self._input_files(sink):
             if file_id in placed:
                 continue
