@@ -28,6 +28,7 @@ from rich.table import Table
 from interp import IMAGE_VERSION, Config
 from interp.sandbox._docker_client import choose_runtime
 
+from ._hibernation import hibernation, sessions_held
 from ._scenarios import (
     Measurement,
     Plan,
@@ -96,6 +97,7 @@ async def _measure(
     *,
     with_peers: bool = False,
     replicas: bool = False,
+    sessions: int = 0,
 ) -> list[Measurement]:
     results: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="interp-bench-") as scratch:
@@ -104,6 +106,10 @@ async def _measure(
             from ._replicas import replicas as replica_rows
 
             return await timed("replicas", lambda: replica_rows(root / "replicas", plan))
+        if sessions:
+            return await timed(
+                f"{sessions} sessions held", lambda: sessions_held(root / "held", sessions)
+            )
         # The runtime interp picks by itself is "default" (the budget's); the others by name.
         for runtime in machine["runtimes"]:
             label = "default" if runtime == machine["interp_runtime"] else runtime
@@ -115,6 +121,7 @@ async def _measure(
         results += await timed("first real result", lambda: first_real_result(root / "w3", plan))
         results += await timed("executions", lambda: executions(root / "exec", plan))
         results += await timed("concurrency", lambda: concurrency(root / "conc", plan))
+        results += await timed("hibernation", lambda: hibernation(root / "hibernate", plan))
         try:
             from ._server import server
         except ImportError as exc:  # the server extra is not installed
@@ -235,6 +242,7 @@ def run(
     budgets: Path | None = None,
     with_peers: bool = False,
     replicas: bool = False,
+    sessions: int = 0,
 ) -> int:
     """Run the suite (with ``replicas``, the replicas' rows alone), print the table, write
     JSON and a chart; 1 if a budget is broken."""
@@ -248,7 +256,9 @@ def run(
         f"interp bench ({mode}) on {machine['cpus']} CPUs, Docker {machine['docker']},"
         f" runtimes {runtimes}"
     )
-    results = asyncio.run(_measure(plan, machine, image, with_peers=with_peers, replicas=replicas))
+    results = asyncio.run(
+        _measure(plan, machine, image, with_peers=with_peers, replicas=replicas, sessions=sessions)
+    )
     figures = _figures(results)
     console.print(_table(results, figures))
 

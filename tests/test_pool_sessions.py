@@ -147,7 +147,8 @@ async def test_a_pooled_kernel_killed_from_outside_is_replaced(
 async def test_an_idle_session_is_closed_and_its_container_removed(
     make_config: Callable[..., Config], docker_client: docker.DockerClient
 ) -> None:
-    async with Engine(make_config(pool_size=0, session_idle_timeout=0.5)) as engine:
+    config = make_config(pool_size=0, session_max_idle=0.5, hibernate_after=600)
+    async with Engine(config) as engine:
         session = await engine.create_session()
         await engine.execute("x = 1", session=session)
         files_dir = engine.session_dir(session)
@@ -163,11 +164,14 @@ async def test_sessions_beyond_the_maximum_get_a_capacity_error(
     make_config: Callable[..., Config],
 ) -> None:
     async with Engine(make_config(pool_size=0, max_sessions=1, capacity_wait=0.3)) as engine:
-        await engine.create_session()
+        busy = await engine.create_session()
+        running = asyncio.create_task(engine.execute("import time; time.sleep(3)", session=busy))
+        await eventually(lambda: engine.sessions()[0].state == "running", timeout=15)
         started = time.monotonic()
-        with pytest.raises(CapacityError, match="1 sessions are open"):
+        with pytest.raises(CapacityError, match="1 sessions are live and running code"):
             await engine.create_session()
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 2
+        assert (await running).ok
 
 
 async def test_kernels_beyond_the_maximum_get_a_capacity_error_not_a_hang(

@@ -448,13 +448,27 @@ def bench(
             " scripts/bench-replicas).",
         ),
     ] = False,
+    sessions: Annotated[
+        int,
+        typer.Option(
+            "--sessions",
+            min=0,
+            help="Measure holding this many sessions instead (64 live kernels, the rest"
+            " hibernated): a kernel start each, so about a minute per 200 on 2 CPUs.",
+        ),
+    ] = 0,
 ) -> None:
     """Measure cold start and execution latency beside same-run baselines."""
     # Shipped from the repository's benchmarks/ as interp.benchmarks (see pyproject.toml).
     suite = importlib.import_module("interp.benchmarks")
     try:
         code: int = suite.run(
-            quick=quick, check=check, out_dir=out, with_peers=peers, replicas=replicas
+            quick=quick,
+            check=check,
+            out_dir=out,
+            with_peers=peers,
+            replicas=replicas,
+            sessions=sessions,
         )
     except InterpError as exc:
         _exit_error(str(exc), EXIT_ENGINE)

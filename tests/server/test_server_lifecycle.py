@@ -420,7 +420,7 @@ def test_a_key_over_its_quotas_is_refused_whole_and_another_key_is_not(tmp_path:
 
 def test_an_expired_session_comes_back_with_its_files(tmp_path: Path) -> None:
     with FakeModel() as model:
-        server = start_server(tmp_path, model.url, env={"INTERP_SESSION_IDLE_TIMEOUT": "1"})
+        server = start_server(tmp_path, model.url, env={"INTERP_SESSION_MAX_IDLE": "1"})
         try:
             client = server.client()
             data = client.files.create(file=("numbers.txt", b"1 2 3"), purpose="assistants")
@@ -455,6 +455,37 @@ def test_an_expired_session_comes_back_with_its_files(tmp_path: Path) -> None:
             server.stop()
 
 
+def test_a_threads_variables_outlive_a_restart(tmp_path: Path) -> None:
+    with FakeModel() as model:
+        server = start_server(tmp_path, model.url)
+        client = server.client()
+        assistant_id = client.beta.assistants.create(
+            model="m", tools=[{"type": "code_interpreter"}]
+        ).id
+        thread = client.beta.threads.create(
+            messages=[{"role": "user", "content": "RUN: x = 41\nprint('set')"}]
+        )
+        first = client.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant_id, poll_interval_ms=100
+        )
+        assert first.status == "completed"
+        assert server.stop() in (0, -signal.SIGTERM)
+        again = start_server(tmp_path, model.url)
+        try:
+            client = again.client()
+            second = follow_up(client, thread.id, assistant_id, "RUN: print(x + 1)")
+            assert second.status == "completed", second.last_error
+            # The model reads the note, once, then the value (the fake model echoes logs).
+            reply = reply_text(client, thread.id)
+            assert reply.startswith("Result: [this session was restored from a snapshot taken")
+            assert reply.endswith("]\n42")
+            third = follow_up(client, thread.id, assistant_id, "RUN: print(x)")
+            assert third.status == "completed"
+            assert reply_text(client, thread.id) == "Result: 41"
+        finally:
+            again.stop()
+
+
 def test_responses_and_containers_outlive_a_restart(tmp_path: Path) -> None:
     with FakeModel() as model:
         server = start_server(tmp_path, model.url)
@@ -472,18 +503,20 @@ def test_responses_and_containers_outlive_a_restart(tmp_path: Path) -> None:
             client = again.client()
             assert client.responses.retrieve(first.id).status == "completed"
             assert client.containers.retrieve(container.id).status == "running"
-            # The container's session is made again, with its files, without its variables,
-            # and the code is told.
+            # The container's session was hibernated at the stop: it comes back with its
+            # files and its variables, and the code is told.
             second = client.responses.create(
                 model=MODEL,
                 previous_response_id=first.id,
-                input="RUN: print(open('/mnt/data/kept.txt').read(), 'variable' in dir())",
+                input="RUN: print(open('/mnt/data/kept.txt').read(), variable)",
                 tools=tool,
                 include=["code_interpreter_call.outputs"],
             )
             call = second.output[0]
             assert call.type == "code_interpreter_call", second.output
             assert call.outputs is not None
-            assert call.outputs[0].logs == f"{RESTARTED}\nkept bytes False\n"  # type: ignore[union-attr]
+            logs = call.outputs[0].logs  # type: ignore[union-attr]
+            assert logs.startswith("[this session was restored from a snapshot taken at")
+            assert logs.endswith("]\nkept bytes 1\n")
         finally:
             again.stop()
