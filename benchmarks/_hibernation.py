@@ -73,6 +73,13 @@ def _start_samples(engine: Engine) -> list[float]:
     return list(engine._pool._start_s)
 
 
+def _disk_of(path: Path) -> int:
+    try:
+        return os.lstat(path).st_blocks * 512
+    except OSError:
+        return 0
+
+
 def _disk(path: Path) -> int:
     """Bytes the files under ``path`` take on disk (allocated blocks, not lengths)."""
     total = 0
@@ -127,8 +134,14 @@ async def sessions_held(data_dir: Path, count: int, live: int = 64) -> list[Meas
         held.values["live"] = float(stats.sessions)
         held.values["hibernated"] = float(stats.hibernated)
         held.values["seconds"] = time.perf_counter() - began
+        # What hibernated sessions take: their snapshots and the index in the file store,
+        # and their parked /mnt/data (none here: they wrote no files). The live sessions'
+        # capped /mnt/data images are apart.
+        kept = _disk(data_dir / "files") + _disk(data_dir / "hibernated")
+        kept += sum(_disk_of(data_dir / name) for name in ("files.db", "files.db-wal"))
         held.values["disk_bytes"] = float(_disk(data_dir))
-        held.values["disk_per_hibernated"] = held.values["disk_bytes"] / max(1, stats.hibernated)
+        held.values["hibernated_disk_bytes"] = float(kept)
+        held.values["disk_per_hibernated"] = kept / max(1, stats.hibernated)
         held.values["engine_rss_growth"] = float(process.memory_info().rss - rss_before)
         for index in random.Random(0).sample(range(count - live), min(20, count - live)):
             t0 = time.perf_counter()

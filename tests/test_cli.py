@@ -207,11 +207,25 @@ def test_doctor_says_what_to_do_without_docker(tmp_path: Path) -> None:
     assert "start the Docker engine" in done.stdout.replace("\n", " ").replace("│", " ")
 
 
-def test_pool_status_shows_a_warm_pool(tmp_path: Path) -> None:
+def test_pool_status_shows_a_warm_pool_and_the_sessions_kept(tmp_path: Path) -> None:
     done = interp("pool", "status", "--size", "1", tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "pool of 1" in done.stdout
     assert "idle kernel memory" in done.stdout
+    assert "sess_" not in done.stdout  # its probe's session is closed, not kept
+    # A session an engine hibernated at its close is listed, with its snapshot's size.
+    kept = (
+        "from interp import SyncEngine\n"
+        "with SyncEngine() as e: e.create_session('kept'); e.execute('x = 1', session='kept')"
+    )
+    made = subprocess.run(
+        [sys.executable, "-c", kept], env=_env(tmp_path, None), capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+    done = interp("pool", "status", "--size", "1", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if "kept" in line)
+    assert "hibernated" in row and "KiB" in row
 
 
 def test_sigterm_during_a_run_removes_the_sandbox(

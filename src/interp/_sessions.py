@@ -400,6 +400,8 @@ class SessionManager:
                 await asyncio.to_thread(self._storage.remove, session.parked)
             if not keep_files:
                 await asyncio.to_thread(self._forget_files, session.id)
+            elif session.snapshot is not None:  # its variables end with it all the same
+                await asyncio.to_thread(self._snapshots.discard, session.id)
         finally:
             async with self._changed:
                 self._changed.notify_all()

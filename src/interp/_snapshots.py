@@ -226,6 +226,13 @@ class Snapshots:
     def stored(self) -> list[Snapshot]:
         return self._files().snapshots()
 
+    def discard(self, session: str) -> None:
+        """Delete the session's snapshot, if it has one (blocking)."""
+        files = self._files()
+        claimed = files.claim_snapshot(session)
+        if claimed is not None:
+            files.delete(claimed.file_id)
+
 
 def _remove(files_dir: Path) -> None:
     """Remove the snapshot's name from /mnt/data (a link there itself, never followed)."""
