@@ -91,6 +91,8 @@ class Session:
     """Where its /mnt/data is kept while it is hibernated (``None``: nowhere, being empty)."""
     notice: str | None = None
     """What its next call says first (what became of the session meanwhile)."""
+    refused: float | None = None
+    """``last_used`` when its variables could not be saved: not tried again until used."""
     memory: int | None = None
     """Its kernels' memory limit in bytes, where it is not the engine's."""
 
@@ -159,6 +161,7 @@ class SessionManager:
                 )
             except HibernationError as exc:
                 session.notice = refused_note(exc.message)
+                session.refused = session.last_used
                 raise
             session.notice = None
         session.kernel = None
@@ -186,6 +189,8 @@ class SessionManager:
                 await asyncio.to_thread(self._storage.unpark, parked, session.files_dir)
             except (OSError, SandboxError) as exc:
                 raise SandboxError(f"could not give the session its files back: {exc}") from exc
+        else:  # an empty one was not kept
+            await asyncio.to_thread(session.files_dir.mkdir, parents=True, exist_ok=True)
         return session.files_dir
 
     async def files_of(self, session: Session) -> Path:
@@ -221,6 +226,7 @@ class SessionManager:
                 )
                 if kernel is not None:
                     await self._pool.release(kernel)
+                await self._park(session)
         return True
 
     async def wake(self) -> None:
@@ -418,7 +424,11 @@ class SessionManager:
                 with contextlib.suppress(InterpError):
                     if idle > self._max_idle:
                         await self.close(session.id, reason="the session was idle too long")
-                    elif idle > self._hibernate_after and not session.hibernated:
+                    elif (
+                        idle > self._hibernate_after
+                        and not session.hibernated
+                        and session.refused != session.last_used
+                    ):
                         async with session.lock:
                             await self.hibernate(session)
 

@@ -42,7 +42,8 @@ class _Capped:
         self.file, self.cap, self.size = file, cap, 0
 
     def write(self, data: bytes | memoryview) -> None:
-        self.size += len(data) if not isinstance(data, memoryview) else data.nbytes
+        # Large pieces come as memoryviews or pickle buffers: count their bytes.
+        self.size += memoryview(data).nbytes
         if self.size > self.cap:
             raise _Over()
         if self.file is not None:
