@@ -35,6 +35,7 @@ def test_public_surface_is_pinned() -> None:
         "FileInfo",
         "FileSaved",
         "FileStoreError",
+        "HibernationError",
         "ImageError",
         "ImageFile",
         "ImageOutput",

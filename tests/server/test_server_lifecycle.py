@@ -314,8 +314,9 @@ def test_readers_that_do_not_keep_up_are_cut_and_their_runs_go_on(tmp_path: Path
 
 def test_a_key_that_floods_sessions_takes_no_place_from_another(tmp_path: Path) -> None:
     """Key B opens 8 containers (and 2 threads' sessions) on an engine of 6 sessions, 3 a
-    key: each is made, B's own session idle longest giving its place up; key A's runs
-    then all complete, and B's first container, used again, comes back with its files."""
+    key: each is made, B's own session idle longest giving its place up (hibernated);
+    key A's runs then all complete, and B's first container, used again, comes back with
+    its files and its variables."""
     env = {
         "INTERP_MAX_SESSIONS": "6",
         "INTERP_MAX_SESSIONS_PER_KEY": "3",
@@ -327,6 +328,10 @@ def test_a_key_that_floods_sessions_takes_no_place_from_another(tmp_path: Path) 
             alice, bob = server.client(KEY_A), server.client(KEY_B)
             first = bob.containers.create(name="first")
             bob.containers.files.create(first.id, file=("kept.txt", b"kept bytes"))
+            tool: Any = [{"type": "code_interpreter", "container": first.id}]
+            assert bob.responses.create(model=MODEL, input="RUN: kept = 7", tools=tool).status == (
+                "completed"
+            )
             for i in range(7):
                 bob.containers.create(name=f"flood {i}")
             for _ in range(2):
@@ -344,12 +349,12 @@ def test_a_key_that_floods_sessions_takes_no_place_from_another(tmp_path: Path) 
                 )
                 assert run.status == "completed", run.last_error
                 assert reply_text(alice, thread.id) == f"Result: {i * 2}"
-            tool: Any = [{"type": "code_interpreter", "container": first.id}]
             again = bob.responses.create(
-                model=MODEL, input="RUN: print(open('kept.txt').read())", tools=tool
+                model=MODEL, input="RUN: print(open('kept.txt').read(), kept)", tools=tool
             )
             assert again.status == "completed"
-            assert "kept bytes" in again.output_text
+            assert "restored from a snapshot" in again.output_text
+            assert "kept bytes 7" in again.output_text
         finally:
             server.stop()
 
