@@ -109,8 +109,18 @@ async def test_stdio_keeps_state_in_its_kernel_and_returns_figures(tmp_path: Pat
         assert alone.is_error and "NameError" in _text(alone)
 
 
+async def test_a_hibernated_session_comes_back_and_says_so(tmp_path: Path) -> None:
+    async with _stdio(tmp_path / "data", INTERP_HIBERNATE_AFTER="0.5") as client:
+        first = await client.call_tool("run_python", {"code": "kept = 1"})
+        assert not first.is_error
+        await asyncio.sleep(3)  # idle > 0.5 s; the engine looks every 0.125 s
+        after = await client.call_tool("run_python", {"code": "print(kept + 1)"})
+        assert "restored from a snapshot taken at" in _text(after)
+        assert "2\n" in _text(after)
+
+
 async def test_a_session_that_expired_says_so_in_its_next_result(tmp_path: Path) -> None:
-    async with _stdio(tmp_path / "data", INTERP_SESSION_IDLE_TIMEOUT="1") as client:
+    async with _stdio(tmp_path / "data", INTERP_SESSION_MAX_IDLE="1") as client:
         first = await client.call_tool("run_python", {"code": "kept = 1"})
         assert not first.is_error and not _text(first).startswith("A new session")
         await asyncio.sleep(3)  # idle > 1 s; the engine looks every 0.25 s
