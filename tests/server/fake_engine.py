@@ -47,8 +47,8 @@ class FakeEngine:
 
     def sessions(self) -> list[SessionInfo]:
         now = datetime.now(UTC)
-        made = {"created_at": now, "last_used_at": now, "files_dir": self.root}
-        return [SessionInfo(id=s, has_kernel=False, busy=False, state="idle", **made) for s in self.opened]
+        made = {"created_at": now, "last_used_at": now, "files_dir": self.root, "state": "idle"}
+        return [SessionInfo(id=s, has_kernel=False, busy=False, **made) for s in self.opened]
 
     async def create_session(
         self, session: str | None = None, *, file_ids: Sequence[str] = (), memory: int | None = None
