@@ -53,11 +53,13 @@ def describe(packages: Sequence[str] = ()) -> str:
 
 @functools.cache
 def base_packages() -> tuple[str, ...]:
-    """What the sandbox image offers to code (its top-level pins, the kernel left out)."""
+    """What the sandbox image offers to code (its top-level pins, the engine's own, the
+    kernel and the snapshots' pickler, left out)."""
     text = resources.files("interp.sandbox_image").joinpath("requirements.in").read_text()
     names = [line.split("==")[0].strip() for line in text.splitlines()]
+    engines = ("ipykernel", "cloudpickle")
     return tuple(
-        name for name in names if name and not name.startswith("#") and name != "ipykernel"
+        name for name in names if name and not name.startswith("#") and name not in engines
     )
 
 
