@@ -334,6 +334,7 @@ async def start_kernel(
             exit_info = died.result()
             raise KernelStartError(f"the kernel ended while starting: {exit_info.describe()}")
         ready.result()
+        sandbox.seal()
     except BaseException:
         ready.cancel()
         channel.close()

@@ -180,6 +180,32 @@ async def test_filling_the_disk_outside_mnt_data_fails_inside(
     assert int(found["mib"]) <= 32  # type: ignore[call-overload]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="as another user, the kernel runs as the engine's")
+async def test_the_kernels_socket_directory_on_the_host_takes_no_writes(engine: Engine) -> None:
+    """/run/interp is a directory on the host's disk, outside every cap: once the kernel
+    has made its sockets, the code can add, grow or take back nothing there."""
+    found = await probe(
+        engine,
+        "import json, os\n"
+        "tries = {}\n"
+        "for name, act in [\n"
+        "    ('new file', lambda: open('/run/interp/fill', 'wb').write(b'x' * 1024**2)),\n"
+        "    ('append', lambda: open('/run/interp/connection.json', 'ab').write(b'x')),\n"
+        "    ('chmod', lambda: os.chmod('/run/interp', 0o777)),\n"
+        "    ('unlink', lambda: os.unlink('/run/interp/k-1')),\n"
+        "]:\n"
+        "    try:\n"
+        "        act(); tries[name] = 'done'\n"
+        "    except OSError as exc:\n"
+        "        tries[name] = exc.errno\n"
+        "print(json.dumps(tries))",
+    )
+    assert set(found) == {"new file", "append", "chmod", "unlink"}
+    assert all(outcome in (errno.EACCES, errno.EPERM) for outcome in found.values()), found
+    # The kernel still answers through those sockets.
+    assert (await engine.execute("print(1 + 1)")).logs == "2\n"
+
+
 @pytest.mark.skipif(
     Storage(1).cap_bytes is None, reason="capping /mnt/data needs root, loop devices, mkfs.ext4"
 )

@@ -92,6 +92,10 @@ class Sandbox(Protocol):
         """Return when the sandbox has ended, with the cause."""
         ...
 
+    def seal(self) -> None:
+        """Once the kernel is ready (its sockets made, no code run yet): take from it what
+        it needed only to start, such as writing in its socket directory on the host."""
+
     async def interrupt(self) -> None:
         """Send SIGINT to the kernel."""
         ...

@@ -25,6 +25,7 @@ from .._config import Config
 from .._exceptions import SandboxError
 from .._models import ExitInfo
 from .._preload import kernel_args
+from .._sandbox_files import opened_dir
 from . import _cgroup as cgroup
 from ._base import KERNEL_DIR, Usage, remove_kernel_dir, write_connection_file
 from ._docker_client import (
@@ -88,6 +89,21 @@ class DockerSandbox:
 
     async def wait(self) -> ExitInfo:
         return await asyncio.shield(self._exited)
+
+    def seal(self) -> None:
+        # The socket directory is on the host's disk, outside every cap: once the kernel
+        # has bound its sockets it needs to write nothing there, so the directory and the
+        # connection file become the engine's (as root; otherwise the kernel runs as the
+        # engine's own user and could take them back).
+        if os.geteuid() != 0:
+            return
+        try:
+            with opened_dir(self._host_dir) as fd:
+                os.chown("connection.json", 0, 0, dir_fd=fd, follow_symlinks=False)
+                os.fchown(fd, 0, 0)
+                os.fchmod(fd, 0o755)
+        except OSError as exc:
+            raise SandboxError(f"cannot seal the kernel's socket directory: {exc}") from None
 
     async def interrupt(self) -> None:
         # The init process (PID 1) forwards the signal to the kernel.

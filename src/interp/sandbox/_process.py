@@ -74,6 +74,9 @@ class ProcessSandbox:
     async def wait(self) -> ExitInfo:
         return await asyncio.shield(self._waiter)
 
+    def seal(self) -> None:
+        pass  # nothing is isolated: there is nothing to take back
+
     async def interrupt(self) -> None:
         if self._exit is None:
             with contextlib.suppress(ProcessLookupError):
