@@ -68,7 +68,6 @@ def _type_name(value: object) -> str:
 
 def hibernate(path: str, cap: int) -> str:
     """Save the namespace at ``path``; a JSON summary, never an exception."""
-    began = time.perf_counter()
     try:
         import cloudpickle
 
@@ -108,7 +107,6 @@ def hibernate(path: str, cap: int) -> str:
                 "kept": len(kept),
                 "modules": modules,
                 "skipped": skipped,
-                "seconds": time.perf_counter() - began,
             }
         )
     except Exception as exc:  # noqa: BLE001 (reported to the engine, which says it)
