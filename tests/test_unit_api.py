@@ -128,6 +128,13 @@ def test_an_interp_variable_naming_no_setting_is_a_config_error(
     monkeypatch.delenv("INTERP_POOLSIZE")
     monkeypatch.setenv("INTERP_POOL_SIZE", "5")
     assert Config().pool_size == 5
+    # A setting of an earlier version says what took its place.
+    monkeypatch.setenv("INTERP_SESSION_IDLE_TIMEOUT", "60")
+    with pytest.raises(ConfigError, match="hibernate_after"):
+        Config()
+    monkeypatch.delenv("INTERP_SESSION_IDLE_TIMEOUT")
+    with pytest.raises(ConfigError, match="session_idle_timeout: sessions idle this long"):
+        Config(session_idle_timeout=60)
 
 
 @pytest.mark.parametrize(

@@ -258,6 +258,14 @@ class Config(BaseSettings):
         )
 
 
+_REPLACED = {
+    "session_idle_timeout": "sessions idle this long are hibernated now: see hibernate_after,"
+    " and session_max_idle for when they are closed",
+    "session_max_lifetime": "removed: a session is closed after session_max_idle unused",
+}
+"""Settings of earlier versions, and what took their place."""
+
+
 def _check_environment() -> None:
     """An ``INTERP_*`` variable that names no setting is a typo (or a setting of another
     version): an error, as the same key in the TOML file is, naming the closest setting.
@@ -274,6 +282,7 @@ def _check_environment() -> None:
         names = sorted(known_name.removeprefix("INTERP_") for known_name in known)
         close = difflib.get_close_matches(upper.removeprefix("INTERP_"), names, n=1)
         hint = f"did you mean INTERP_{close[0]}?" if close else "the README lists the settings"
+        hint = _REPLACED.get(upper.removeprefix("INTERP_").lower(), hint)
         raise ConfigError(f"{name} is not a setting of interp", field=name, hint=hint)
 
 
@@ -283,7 +292,8 @@ def _config_error(exc: ValidationError) -> ConfigError:
     lines = []
     for error in errors:
         where = ".".join(str(part) for part in error["loc"]) or "config"
-        lines.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+        said = _REPLACED.get(where) or error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {said}")
     first = errors[0]["loc"] if errors else ()
     field = str(first[0]) if first else None
     return ConfigError("invalid configuration: " + "; ".join(lines), field=field)
