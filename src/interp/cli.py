@@ -718,8 +718,11 @@ def mcp_stdio(
         # stdout is the protocol's: everything else goes to stderr.
         async with Engine(config) as engine:
             names = package_names(config)
-            server, _ = build(lambda: engine, packages=names)
-            await server.run_stdio_async()
+            server, sessions = build(lambda: engine, packages=names)
+            try:
+                await server.run_stdio_async()
+            finally:
+                await sessions.close_all()
 
     try:
         asyncio.run(serve_stdio())

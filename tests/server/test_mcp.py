@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -117,6 +118,9 @@ async def test_a_hibernated_session_comes_back_and_says_so(tmp_path: Path) -> No
         after = await client.call_tool("run_python", {"code": "print(kept + 1)"})
         assert "restored from a snapshot taken at" in _text(after)
         assert "2\n" in _text(after)
+    # The process ended, and its session with it: no one could reach a hibernated one.
+    with contextlib.closing(sqlite3.connect(tmp_path / "data" / "files.db")) as db:
+        assert db.execute("SELECT count(*) FROM snapshots").fetchone() == (0,)
 
 
 async def test_a_session_that_expired_says_so_in_its_next_result(tmp_path: Path) -> None:

@@ -356,6 +356,7 @@ def create_app(config: Config, *, engine: Engine | None = None) -> FastAPI:
                 yield
         finally:
             replicas_of.clear()
+            await mcp_sessions.close_all()
             # The sweep first: it removes sandboxes through the engine closed below.
             await replicas.close()
             await forward.close()

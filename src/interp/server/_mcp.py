@@ -159,6 +159,17 @@ class McpSessions:
         if engine.has_session(found):
             await engine.close_session(found)
 
+    async def close_all(self) -> None:
+        """The server stops: its MCP sessions end (nothing could reach them again), and so
+        do their engine sessions, rather than be hibernated for no one."""
+        async with self._lock:
+            ended, self._owners, self._by_key = list(self._owners), {}, {}
+        engine = self._engine()
+        for session in ended:
+            if engine.has_session(session):
+                with contextlib.suppress(InterpError):
+                    await engine.close_session(session)
+
 
 def _new_id() -> str:
     return "mcp_" + secrets.token_hex(12)
