@@ -117,8 +117,9 @@ async def test_kernel_is_reached_over_ipc_with_no_tcp_listener(
 ) -> None:
     session = await engine.create_session()
     container = await _container(engine, docker_client, session)
+    # Root's once the kernel is ready (the kernel's user can no longer write there).
     connection = json.loads(
-        container.exec_run(["cat", "/run/interp/connection.json"]).output.decode()
+        container.exec_run(["cat", "/run/interp/connection.json"], user="0:0").output.decode()
     )
     assert connection["transport"] == "ipc"
     assert len(connection["key"]) >= 32
