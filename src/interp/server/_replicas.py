@@ -53,6 +53,8 @@ class Replicas:
         alive = [found for found in await self._store.alive(self.lease) if found != previous]
         failed = await self._store.fail_unfinished_runs(alive=alive)
         await self._store.heartbeat(self.id, self.url)
+        if previous is not None:
+            await self._store.inherit_kernels(previous, self.id)
         await asyncio.to_thread(self._file.write_text, self.id)
         self._store.replica = self.id
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="interp-replicas")

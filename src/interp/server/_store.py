@@ -1042,6 +1042,17 @@ class Store:
 
         return await self._run(claim, write=True)
 
+    async def inherit_kernels(self, previous: str, replica: str) -> None:
+        """``replica`` holds what its previous life ``previous`` held: the sessions it
+        hibernated at its stop are on its disk. (One that was not hibernated is opened
+        again as a new kernel, and said to be, as after a takeover.)"""
+        await self._run(
+            lambda conn: conn.execute(
+                update(_Kernel).where(_Kernel.replica == previous).values(replica=replica)
+            ),
+            write=True,
+        )
+
     async def forget_kernel(self, key: str) -> None:
         await self._run(
             lambda conn: conn.execute(delete(_Kernel).where(_Kernel.key == key)), write=True
