@@ -218,15 +218,14 @@ class SessionManager:
                 await self.hibernate(session)
             except HibernationError as exc:
                 kernel, session.kernel = session.kernel, None
-                session.hibernated = True
+                if kernel is not None:
+                    await self._pool.release(kernel)
+                await self.hibernate(session)  # with no kernel: nothing left to save
                 session.notice = (
                     f"this session's kernel was removed while idle to make room for {purpose},"
                     f" and its variables could not be saved ({exc.message}): they are lost;"
                     " files are kept"
                 )
-                if kernel is not None:
-                    await self._pool.release(kernel)
-                await self._park(session)
         return True
 
     async def wake(self) -> None:
@@ -244,10 +243,12 @@ class SessionManager:
         self._root.mkdir(parents=True, exist_ok=True)
         # Sessions hibernated by engines before this one, with the files they kept (what
         # is kept without a snapshot is a session that ended half-way).
+        # Looked at before the rows are read: a row is written before its directory is
+        # parked, so nothing parked meanwhile by another engine is taken for a leftover.
+        present = self._storage.parked(self._parked_root)
         stored = {snapshot.session: snapshot for snapshot in self._snapshots.stored()}
-        self._storage.remove_unlisted(
-            self._parked_root, lambda: {s.session for s in self._snapshots.stored()}
-        )
+        for leftover in present - stored.keys():
+            self._storage.remove(self._parked_root / leftover)
         now = time.time()
         for snapshot in stored.values():
             parked = self._parked_root / snapshot.session

@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from ._exceptions import SandboxError
@@ -48,6 +47,11 @@ def _run(*command: str) -> None:
         ) from None
     except OSError as exc:
         raise SandboxError(f"cannot run {command[0]}: {exc.strerror}") from None
+
+
+def _mount(image: Path, directory: Path) -> None:
+    """Mount a session's filesystem image: no set-uid file, no device node works there."""
+    _run("mount", "-o", "loop,nosuid,nodev", str(image), str(directory))
 
 
 def _copy_file(name: str, source_dir: int, target_dir: int) -> None:
@@ -102,7 +106,7 @@ class Storage:
                 "mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
                 "-E", f"root_owner={os.getuid()}:{os.getgid()},nodiscard", str(image),
             )  # fmt: skip
-            _run("mount", "-o", "loop,nosuid,nodev", str(image), str(directory))
+            _mount(image, directory)
             (directory / "lost+found").rmdir()
         except OSError as exc:
             self.remove(directory)
@@ -171,15 +175,14 @@ class Storage:
             image = _image(parked)
             if image.exists():
                 os.rename(image, _image(directory))
-                _run("mount", "-o", "loop,nosuid,nodev", str(_image(directory)), str(directory))
+                _mount(_image(directory), directory)
 
-    def remove_unlisted(self, root: Path, keep: Callable[[], set[str]]) -> None:
-        """Remove what is under ``root`` but named in ``keep()`` (asked after looking)."""
+    @staticmethod
+    def parked(root: Path) -> set[str]:
+        """The names of the directories ``park`` left under ``root`` (or their images)."""
         if not root.is_dir():
-            return
-        found = {path.name.removesuffix(".img") for path in root.iterdir()}
-        for name in found - keep():
-            self.remove(root / name)
+            return set()
+        return {path.name.removesuffix(".img") for path in root.iterdir()}
 
     def remove(self, directory: Path) -> None:
         """Unmount if capped, and delete the directory, its files and its image.
